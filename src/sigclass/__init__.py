@@ -1,0 +1,55 @@
+"""sigclass: images or IoT sensor signals to an evaluated, explained, deployed classifier.
+
+The public API is imported lazily, so ``import sigclass`` stays fast and loads neither PyTorch nor
+any model until one is used::
+
+    import sigclass as sc
+
+    data = sc.ImageDataset.from_folder("photos/")
+    split = sc.make_split(data, seed=0)
+    run = sc.train(data, split, mode="headless", out="runs/headless")
+    predictor = sc.load("runs/headless")
+    predictor.predict(["photos/can/can_1.jpg"])
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "ImageDataset": "sigclass.data.images",
+    "make_split": "sigclass.data.split",
+    "Split": "sigclass.data.split",
+    "AugmentConfig": "sigclass.data.transforms",
+    "load_image": "sigclass.data.transforms",
+    "create_model": "sigclass.models",
+    "list_models": "sigclass.models",
+    "register_model": "sigclass.models",
+    "Predictor": "sigclass.predictor",
+    "RunConfig": "sigclass.config",
+    "TrainConfig": "sigclass.config",
+    "Featurizer": "sigclass.training.headless",
+    "Trainer": "sigclass.training.trainer",
+    "train": "sigclass.runs",
+    "evaluate": "sigclass.evaluation",
+    "load_dataset": "sigclass.runs",
+    "load": "sigclass.runs",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sigclass' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

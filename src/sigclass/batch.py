@@ -1,0 +1,118 @@
+"""Batch scoring: many inputs to a CSV, streamed chunk by chunk, resumable after a crash.
+
+Rows are appended and flushed after every chunk. On a restart the inputs already in the output
+are skipped, and a last line cut off by the crash is dropped first, so no input is scored twice
+and none is lost. An input that cannot be read gets a row with its error instead of stopping
+the batch.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from .data.images import IMAGE_EXTENSIONS
+from .exceptions import DataError, Problem
+
+logger = logging.getLogger(__name__)
+
+
+def expand_image_inputs(inputs: Iterable[str | Path]) -> list[str]:
+    """Files as given; folders expanded to their image files (recursively, sorted)."""
+    files: list[str] = []
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            files += sorted(str(p) for p in path.rglob("*")
+                            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                            and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        elif path.is_file():
+            files.append(str(path))
+        else:
+            raise DataError(Problem(str(raw), "no such file or folder"))
+    return files
+
+
+def _completed(output: Path) -> set[str]:
+    """Inputs already scored in ``output``; a partial last line is cut off first."""
+    if not output.is_file():
+        return set()
+    data = output.read_bytes()
+    if data and not data.endswith(b"\n"):
+        cut = data.rfind(b"\n") + 1
+        with open(output, "r+b") as handle:
+            handle.truncate(cut)
+        logger.warning("Dropped a partial last line of %s (interrupted write)", output)
+    with open(output, newline="") as handle:
+        return {row["input"] for row in csv.DictReader(handle)}
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for begin in range(0, len(items), size):
+        yield items[begin:begin + size]
+
+
+def predict_files(predictor, inputs: Iterable[str | Path], output: str | Path,
+                  batch_size: int = 64, progress: bool = True) -> int:
+    """Score image files into a CSV (``input, predicted, confidence, p_<class>..., error``).
+
+    Returns:
+        The number of rows written by this call.
+    """
+    output = Path(output)
+    files = expand_image_inputs(inputs)
+    done = _completed(output)
+    todo = [f for f in files if f not in done]
+    if done:
+        logger.info("Resuming: %d of %d inputs already scored in %s", len(done), len(files), output)
+    fields = ["input", "predicted", "confidence", *[f"p_{c}" for c in predictor.classes], "error"]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    new_file = not output.is_file() or output.stat().st_size == 0
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), desc="predict", unit="item")
+    written = 0
+    with open(output, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        if new_file:
+            writer.writeheader()
+        for chunk in _chunks(todo, batch_size):
+            for row in _score_chunk(predictor, chunk, batch_size):
+                writer.writerow(row)
+            handle.flush()
+            os.fsync(handle.fileno())
+            written += len(chunk)
+            if bar is not None:
+                bar.update(len(chunk))
+    if bar is not None:
+        bar.close()
+    return written
+
+
+def _score_chunk(predictor, chunk: list[str], batch_size: int) -> list[dict]:
+    try:
+        proba = predictor.predict_proba(chunk, batch_size=batch_size)
+        return [_row(predictor, item, p) for item, p in zip(chunk, proba, strict=True)]
+    except DataError:
+        rows = []  # find the bad inputs one by one; the others are scored normally
+        for item in chunk:
+            try:
+                rows.append(_row(predictor, item, predictor.predict_proba([item])[0]))
+            except DataError as exc:
+                rows.append({"input": item, "error": str(exc)})
+        return rows
+
+
+def _row(predictor, item: str, proba: np.ndarray) -> dict:
+    best = int(np.argmax(proba))
+    return {
+        "input": item, "predicted": predictor.classes[best], "confidence": float(proba[best]),
+        **{f"p_{c}": float(v) for c, v in zip(predictor.classes, proba, strict=True)}, "error": "",
+    }

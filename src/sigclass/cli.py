@@ -1,0 +1,219 @@
+"""The ``sigclass`` command line: a thin layer over the Python API.
+
+Configuration flows one way: dataclass defaults, then ``--config FILE`` (YAML), then flags
+(``--set key=value`` reaches any key). ``sigclass COMMAND --help`` documents every option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import HEADS, MODES, RunConfig, load_config
+from .exceptions import ConfigError, SigclassError
+
+logger = logging.getLogger("sigclass")
+
+# (flags, config key, argparse options) of the options shared by train, compare and tune.
+RUN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
+    (("--mode",), "mode", {"choices": MODES, "help": "training mode (default: headless)"}),
+    (("--model",), "model", {"help": "network name (see `sigclass networks`); default per mode"}),
+    (("--epochs",), "train.epochs", {"type": int, "help": "most training epochs (default: 10)"}),
+    (("--batch-size",), "train.batch_size", {"type": int, "help": "batch size (default: 32)"}),
+    (("--lr",), "train.lr", {"type": float, "help": "peak learning rate of the head (default: 1e-3)"}),
+    (("--max-minutes",), "train.max_minutes", {"type": float, "help": "training budget per model in minutes"}),
+    (("--patience",), "train.patience", {"type": int, "help": "early-stopping patience in epochs (default: 5)"}),
+    (("--image-size",), "image_size", {"type": int, "help": "square input size (default: the network's)"}),
+    (("--resize",), "resize", {"choices": ("center_crop", "squash"),
+                               "help": "center_crop as in pretraining, or squash the whole image"}),
+    (("--tta",), "tta", {"action": "store_true", "help": "average predictions over the image and its mirror"}),
+    (("--head",), "head", {"choices": HEADS, "help": "classic ML head of headless mode (default: logreg)"}),
+    (("--weights",), "weights", {"help": "local .safetensors/.pth weights for the network"}),
+    (("--no-pretrained",), "pretrained", {"action": "store_false", "help": "start from random weights"}),
+    (("--split",), "split", {"help": "reuse this split file (e.g. another run's split.json)"}),
+    (("--val-size",), "val_size", {"type": float, "help": "validation fraction (default: 0.15)"}),
+    (("--test-size",), "test_size", {"type": float, "help": "test fraction (default: 0.2)"}),
+    (("--seed",), "seed", {"type": int, "help": "seed of split, initialisation and data order (default: 0)"}),
+    (("--on-bad-file",), "on_bad_file", {"choices": ("error", "skip"),
+                                         "help": "stop on bad files (error, default) or leave them out (skip)"}),
+    (("--modality",), "modality", {"choices": ("auto", "image", "signal"), "help": "data modality (default: auto)"}),
+    (("--root",), "root", {"help": "dataset root of a CSV manifest (default: its folder)"}),
+    (("--device",), "device", {"help": "auto (CUDA when present), cpu or cuda"}),
+    (("--backend",), "backend", {"choices": ("auto", "torch", "onnx"), "help": "featurizer inference backend"}),
+    (("--cache-dir",), "cache_dir", {"help": "feature cache folder (default: ~/.cache/sigclass)"}),
+]
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("run options (override --config)")
+    group.add_argument("--config", type=Path, help="YAML config file (e.g. a run's config.yaml)")
+    for flags, key, options in RUN_OPTIONS:
+        group.add_argument(*flags, dest=f"cfg:{key}", default=argparse.SUPPRESS, **options)
+    group.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="set any config key, e.g. --set train.label_smoothing=0.0 (repeatable)")
+    group.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def resolve_config(args: argparse.Namespace) -> RunConfig:
+    """Defaults → ``--config`` → flags → ``--set``."""
+    import yaml
+
+    config = RunConfig.from_dict(load_config(args.config)) if getattr(args, "config", None) else RunConfig()
+    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg:")}
+    for item in getattr(args, "set", []):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}.")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return config.updated(overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sigclass",
+        description="Images or IoT sensor signals to an evaluated, explained, deployed classifier.",
+    )
+    parser.add_argument("--version", action="version", version=f"sigclass {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train, evaluate and save one model",
+                                description="Train one model (headless, finetune or scratch), "
+                                "evaluate it on the test part and save it in a run folder.")
+    train.add_argument("data", nargs="?", help="image folder, CSV manifest, signal file or named dataset")
+    train.add_argument("--out", type=Path, help="run folder (default: runs/<mode>-<model>-<time>)")
+    train.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    _add_run_options(train)
+    train.set_defaults(func=cmd_train)
+
+    compare = commands.add_parser("compare", help="several modes and models on one split",
+                                  description="Train several modes/models on one split and print "
+                                  "a leaderboard (Markdown and JSON in --out).")
+    compare.add_argument("data", help="image folder, CSV manifest, signal file or named dataset")
+    compare.add_argument("--out", type=Path, default=Path("runs/compare"), help="comparison folder")
+    compare.add_argument("--entries", help="comma-separated MODE[:MODEL], e.g. "
+                         "'headless:efficientnet_lite2,finetune,scratch:vgg_like_2'")
+    _add_run_options(compare)
+    compare.set_defaults(func=cmd_compare)
+
+    evaluate = commands.add_parser("evaluate", help="score a trained model on labeled data")
+    evaluate.add_argument("run", help="run folder, model folder or models:/NAME@ALIAS")
+    evaluate.add_argument("data", help="labeled data (folder, manifest, signal file, named dataset)")
+    evaluate.add_argument("--split", type=Path, help="a split file; evaluate only its --part")
+    evaluate.add_argument("--part", default="test", choices=("train", "val", "test"), help="part of --split")
+    evaluate.add_argument("--out", type=Path, help="folder for metrics.json, confusion matrix, predictions.csv")
+    evaluate.add_argument("--root", help="dataset root of a CSV manifest")
+    evaluate.add_argument("--on-bad-file", default="error", choices=("error", "skip"))
+    evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    predict = commands.add_parser("predict", help="predict the class of files")
+    predict.add_argument("run", help="run folder, model folder or models:/NAME@ALIAS")
+    predict.add_argument("inputs", nargs="+", help="image files or folders")
+    predict.add_argument("-o", "--output", type=Path, required=True, help="output CSV")
+    predict.add_argument("--batch-size", type=int, default=64)
+    predict.set_defaults(func=cmd_predict)
+
+    networks = commands.add_parser("networks", help="list the registered networks")
+    networks.add_argument("pattern", nargs="?", default="*", help="wildcard, e.g. 'efficientnet*'")
+    networks.add_argument("--modality", choices=("image", "signal"))
+    networks.set_defaults(func=cmd_networks)
+    return parser
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .runs import train
+
+    progress = not args.quiet
+    if args.resume:
+        result = train(args.data, out=args.out, resume=True, progress=progress)
+    else:
+        config = resolve_config(args)
+        data = args.data or config.data
+        if not data:
+            raise ConfigError("No data given: pass DATA or set 'data' in --config.")
+        result = train(data, out=args.out, config=config, progress=progress)
+    _print_metrics(result.metrics)
+    print(f"run folder: {result.dir}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare, parse_entries
+
+    entries = parse_entries(args.entries) if args.entries else None
+    board = compare(args.data, args.out, entries=entries, config=resolve_config(args),
+                    progress=not args.quiet)
+    print(board.to_markdown())
+    print(f"comparison folder: {args.out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .data.split import Split
+    from .evaluation import evaluate
+    from .runs import load, load_dataset
+
+    predictor = load(args.run)
+    dataset = load_dataset(args.data, predictor.modality, args.root, args.on_bad_file)
+    indices = Split.load(args.split).indices(dataset)[args.part] if args.split else None
+    metrics = evaluate(predictor, dataset, indices, args.out, args.batch_size, progress=True)
+    _print_metrics(metrics)
+    if args.out:
+        print(f"results: {args.out}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .batch import predict_files
+    from .runs import load
+
+    predictor = load(args.run)
+    count = predict_files(predictor, args.inputs, args.output, batch_size=args.batch_size)
+    print(f"{count} predictions written to {args.output}")
+    return 0
+
+
+def cmd_networks(args: argparse.Namespace) -> int:
+    from .models import list_models, model_entry
+
+    for name in list_models(args.pattern, modality=args.modality):
+        entry = model_entry(name)
+        weights = "pretrained" if entry.has_pretrained else "scratch"
+        print(f"{name:<24} {entry.modality:<7} {weights:<10} {entry.description}")
+    print("Any timm architecture name works too, with --weights or a local Hugging Face cache.")
+    return 0
+
+
+def _print_metrics(metrics: dict[str, Any]) -> None:
+    keys = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro",
+            "roc_auc_ovr", "items_per_second")
+    for key in keys:
+        value = metrics.get(key)
+        if value is not None:
+            print(f"{key:<18} {value:.4f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("onnx_ir", "onnxscript", "matplotlib", "PIL", "urllib3", "alembic", "mlflow"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return int(args.func(args) or 0)
+    except SigclassError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: `sigclass train --resume --out RUN` continues a training run", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,135 @@
+"""Compare several modes and models on exactly the same split.
+
+The dataset is loaded and checked once, one split is drawn and saved, and every entry trains in
+its own run folder under ``out``. A finished entry is not trained again and an interrupted one
+resumes, so an interrupted comparison continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import RunConfig, save_config
+from .data.split import Split
+from .evaluation.leaderboard import Leaderboard
+from .exceptions import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Entry:
+    """One contestant: a name, a mode, a model and config overrides of its own."""
+
+    name: str
+    mode: str
+    model: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def default_entries(modality: str) -> list[Entry]:
+    """The contestants of ``sigclass compare`` when none are given."""
+    if modality == "image":
+        return [Entry("headless", "headless"), Entry("finetune", "finetune"), Entry("scratch", "scratch")]
+    from .data.signals import default_signal_entries
+
+    return default_signal_entries()
+
+
+def parse_entries(text: str) -> list[Entry]:
+    """Parse ``"headless:efficientnet_lite2,finetune,scratch:vgg_like_2"``."""
+    entries = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        mode, _, model = part.partition(":")
+        name = f"{mode}-{model}" if model else mode
+        entries.append(Entry(name, mode, model or None))
+    if not entries:
+        raise ConfigError("The '--entries' option lists no entries; e.g. 'headless,finetune,scratch'.")
+    return entries
+
+
+def compare(
+    data,
+    out: str | Path,
+    entries: list[Entry] | None = None,
+    config: RunConfig | None = None,
+    references: list[dict[str, Any]] | None = None,
+    title: str | None = None,
+    progress: bool = True,
+    callbacks_for=None,
+    **overrides: Any,
+) -> Leaderboard:
+    """Train every entry on one split and rank them.
+
+    Args:
+        data: A dataset object or a source for :func:`sigclass.load_dataset`.
+        out: Comparison folder: ``split.json``, one run folder per entry, ``leaderboard.md/.json``.
+        entries: Contestants; ``None`` takes :func:`default_entries` for the data's modality.
+        config: Base configuration shared by all entries; ``overrides`` apply on top.
+        references: Published figures printed beside the leaderboard.
+        title: Leaderboard heading.
+        progress: Show progress bars.
+        callbacks_for: Optional ``f(entry) -> callbacks`` for each entry's training loop.
+
+    Returns:
+        The :class:`Leaderboard` (also saved in ``out``).
+    """
+    from .runs import _load_for, _resolve_split, train
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    base = (config or RunConfig()).updated({**overrides})
+    if isinstance(data, str | Path):
+        base = base.updated({"data": str(data)}).validate()
+        dataset = _load_for(base)
+    else:
+        dataset = data
+        base = base.updated({"data": getattr(data, "source", "")}).validate()
+    split_file = out / "split.json"
+    split = _resolve_split(Split.load(split_file) if split_file.is_file() else None, base, dataset)
+    split.save(split_file)
+    save_config(base, out / "config.yaml")
+    rows = []
+    for entry in entries or default_entries(dataset.modality):
+        run_dir = out / entry.name
+        values = {"mode": entry.mode, **({"model": entry.model} if entry.model else {}), **entry.overrides}
+        callbacks = tuple(callbacks_for(entry)) if callbacks_for else ()
+        logger.info("Training %s", entry.name)
+        status = _status(run_dir)
+        if status == "finished":
+            result_metrics, model_name = _finished(run_dir)
+        else:
+            result = train(dataset, split, out=run_dir, config=base.updated(values),
+                           resume=status is not None, progress=progress, callbacks=callbacks)
+            result_metrics, model_name = result.metrics, result.config.model
+        rows.append(_row(entry, model_name, result_metrics))
+    board = Leaderboard(rows, references or [], title or f"{base.data}: {len(rows)} models on one split")
+    board.save(out)
+    return board
+
+
+def _status(run_dir: Path) -> str | None:
+    try:
+        return json.loads((run_dir / "run.json").read_text()).get("status")
+    except (OSError, ValueError):
+        return None
+
+
+def _finished(run_dir: Path) -> tuple[dict[str, Any], str]:
+    import yaml
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    model = yaml.safe_load((run_dir / "config.yaml").read_text()).get("model")
+    return metrics, model
+
+
+def _row(entry: Entry, model: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": entry.name, "mode": entry.mode, "model": model,
+        **{k: metrics.get(k) for k in ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc_ovr",
+                                       "train_seconds", "items_per_second")},
+    }

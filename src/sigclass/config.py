@@ -1,0 +1,211 @@
+"""Run configuration: dataclass defaults, then a YAML file, then command-line overrides.
+
+The resolved configuration is saved with every run (``config.yaml``) and can be fed back with
+``--config`` to reproduce it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .data.transforms import AugmentConfig
+from .exceptions import ConfigError
+
+MODES = ("headless", "finetune", "scratch")
+HEADS = ("logreg", "linear_svm", "rbf_svm", "random_forest", "hist_gb", "ridge")
+
+
+@dataclass
+class TrainConfig:
+    """Settings of the network training loop (modes ``finetune`` and ``scratch``).
+
+    Attributes:
+        epochs: Most epochs to train.
+        batch_size: Items per optimisation step.
+        lr: Peak learning rate of the head (and of the whole network in ``scratch`` mode).
+        backbone_lr_mult: The backbone's learning rate relative to ``lr`` once it is unfrozen.
+        freeze_epochs: ``finetune`` only: first epochs train the new head with the backbone frozen.
+        warmup_epochs: Linear warm-up length before the cosine decay.
+        weight_decay: AdamW weight decay.
+        label_smoothing: Cross-entropy label smoothing.
+        class_weights: Weight the loss by inverse class frequency ("balanced").
+        patience: Early stopping: epochs without improvement of ``monitor`` before stopping.
+        monitor: Validation metric that picks the best checkpoint: ``val_accuracy``,
+            ``val_f1`` or ``val_loss``.
+        max_minutes: Training budget in minutes; training stops after the epoch that crosses it.
+        num_workers: DataLoader workers; ``None`` picks by CPU count.
+    """
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    backbone_lr_mult: float = 0.1
+    freeze_epochs: int = 1
+    warmup_epochs: float = 1.0
+    weight_decay: float = 0.01
+    label_smoothing: float = 0.1
+    class_weights: bool = False
+    patience: int = 5
+    monitor: str = "val_accuracy"
+    max_minutes: float | None = None
+    num_workers: int | None = None
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a training run.
+
+    Attributes:
+        data: Data source: an image folder, a CSV manifest, a signal file or a named dataset.
+        modality: ``image``, ``signal`` or ``auto`` (detected from ``data``).
+        root: Dataset root for a manifest (defaults to the manifest's folder).
+        on_bad_file: ``error`` stops on the first load with every bad file listed; ``skip``
+            leaves bad files out and lists them in the run report.
+        split: A split file to reuse; when unset a new split is drawn with ``seed``.
+        val_size: Fraction of items for validation.
+        test_size: Fraction of items held out for testing.
+        seed: Seed of the split, weight initialisation and data order.
+        mode: ``headless``, ``finetune`` or ``scratch``.
+        model: Network name; ``None`` picks the mode's default.
+        pretrained: Start from pretrained weights (``headless`` and ``finetune``).
+        weights: A local weights file for the network (any timm architecture).
+        image_size: Square input size; ``None`` keeps the network's own.
+        resize: ``center_crop`` (as in pretraining) or ``squash`` (whole image, nothing cut off);
+            ``None`` follows the network's pretrained config.
+        crop_pct: Centre-crop fraction for ``center_crop``; ``None`` takes the network's own.
+        tta: Test-time augmentation: average over the image and its horizontal mirror.
+        head: Classic ML head of ``headless`` mode.
+        cv_folds: Cross-validation folds used to choose the head's regularization.
+        backend: Inference backend of the featurizer: ``auto``, ``torch`` or ``onnx``.
+        cache_dir: Feature cache folder (default ``~/.cache/sigclass``).
+        device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+        model_args: Extra architecture options passed to the network builder.
+        augment: Training augmentation.
+        train: Training-loop settings.
+    """
+
+    data: str = ""
+    modality: str = "auto"
+    root: str | None = None
+    on_bad_file: str = "error"
+    split: str | None = None
+    val_size: float = 0.15
+    test_size: float = 0.2
+    seed: int = 0
+    mode: str = "headless"
+    model: str | None = None
+    pretrained: bool = True
+    weights: str | None = None
+    image_size: int | None = None
+    resize: str | None = None
+    crop_pct: float | None = None
+    tta: bool = False
+    head: str = "logreg"
+    cv_folds: int = 5
+    backend: str = "auto"
+    cache_dir: str | None = None
+    device: str = "auto"
+    model_args: dict[str, Any] = field(default_factory=dict)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> RunConfig:
+        """Check the values that have a fixed set of choices; returns ``self``."""
+        _choice("mode", self.mode, MODES)
+        _choice("head", self.head, HEADS)
+        _choice("on_bad_file", self.on_bad_file, ("error", "skip"))
+        _choice("modality", self.modality, ("auto", "image", "signal"))
+        _choice("backend", self.backend, ("auto", "torch", "onnx"))
+        if self.resize is not None:
+            _choice("resize", self.resize, ("center_crop", "squash"))
+        _choice("train.monitor", self.train.monitor, ("val_accuracy", "val_f1", "val_loss"))
+        if self.train.epochs < 1:
+            raise ConfigError(f"The 'train.epochs' option must be at least 1. Got {self.train.epochs}.")
+        if self.cv_folds < 2:
+            raise ConfigError(f"The 'cv_folds' option must be at least 2. Got {self.cv_folds}.")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+        """Build a config from nested values; unknown keys are errors naming close matches."""
+        return _build(cls, values or {}, prefix="")
+
+    def updated(self, overrides: dict[str, Any]) -> RunConfig:
+        """A copy with ``overrides`` applied; keys may be dotted (``train.lr``)."""
+        values = self.to_dict()
+        for key, value in overrides.items():
+            _set_dotted(values, key, value)
+        return RunConfig.from_dict(values)
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        options = ", ".join(f"'{c}'" for c in choices)
+        raise ConfigError(f"The '{name}' option must be one of {options}. Got {value!r}.")
+
+
+def _build(cls, values: dict[str, Any], prefix: str):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=3)
+            hint = f" Did you mean {', '.join(repr(prefix + c) for c in close)}?" if close else ""
+            raise ConfigError(f"Unknown configuration key '{prefix}{key}'.{hint}")
+        sub = _nested_type(fields[key])
+        if sub is not None and isinstance(value, dict):
+            value = _build(sub, value, prefix=f"{prefix}{key}.")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _nested_type(f: dataclasses.Field):
+    default_factory = f.default_factory  # type: ignore[misc]
+    if default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(default_factory):
+        return default_factory
+    return None
+
+
+def _set_dotted(values: dict[str, Any], key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = values
+    for parent in parents:
+        if parent == "model_args":
+            node = node.setdefault(parent, {})
+            continue
+        if not isinstance(node.get(parent), dict):
+            raise ConfigError(f"Unknown configuration key '{key}'.")
+        node = node[parent]
+    node[leaf] = value
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into nested values."""
+    import yaml
+
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"Config file '{path}' does not exist.") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"Config file '{path}' is not valid YAML: {exc}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"Config file '{path}' must hold a mapping of options, got {type(values).__name__}.")
+    return values
+
+
+def save_config(config: RunConfig, path: str | Path) -> Path:
+    """Write the resolved config as YAML (atomically)."""
+    import yaml
+
+    from ._utils import write_text
+
+    return write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

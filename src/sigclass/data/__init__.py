@@ -1,0 +1,1 @@
+"""Data: readers and checks, splits and transforms for images and signals."""

@@ -1,0 +1,259 @@
+"""Image decoding and preprocessing, identical in training, evaluation and serving.
+
+The preprocessing of a model (input size, mean, std, channels) is a small dict, the *data config*,
+resolved from the network's pretrained config and stored with the model. Every place that turns an
+image into a tensor builds its transform from that dict with :func:`build_image_transform`.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..exceptions import DataError, Problem
+
+ImageLike = Any  # str | Path | bytes | PIL.Image.Image | np.ndarray
+
+
+@dataclass
+class AugmentConfig:
+    """Training-only image augmentation (torchvision.transforms.v2).
+
+    Attributes:
+        enabled: Turn augmentation on or off as a whole.
+        hflip: Probability of a horizontal flip.
+        vflip: Probability of a vertical flip (useful for inspection and medical images).
+        rotation: Largest random rotation in degrees.
+        scale_min: Smallest area fraction kept by the random resized crop (1.0 disables it).
+        color_jitter: Strength of brightness, contrast and saturation jitter (0 disables it).
+    """
+
+    enabled: bool = True
+    hflip: float = 0.5
+    vflip: float = 0.0
+    rotation: float = 10.0
+    scale_min: float = 0.75
+    color_jitter: float = 0.2
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def image_data_config(
+    model, image_size: int | None = None, resize: str | None = None,
+    crop_pct: float | None = None, tta: bool = False,
+) -> dict[str, Any]:
+    """The preprocessing a network expects, with optional overrides.
+
+    Args:
+        model: A network with a timm-style ``pretrained_cfg``.
+        image_size: Square input size; ``None`` keeps the network's own.
+        resize: ``"center_crop"`` (resize the shorter side to ``size / crop_pct`` and crop the
+            centre, as the network was pretrained) or ``"squash"`` (resize the whole image to the
+            input size, nothing cut off). ``None``: ``center_crop`` when the network's config has
+            a ``crop_pct`` below 1, else ``squash``.
+        crop_pct: Centre-crop fraction; ``None`` takes the network's own.
+        tta: Average the outputs of the image and its horizontal mirror (test-time augmentation).
+
+    Returns:
+        ``{"input_size": [C, H, W], "mean", "std", "interpolation", "resize", "crop_pct", "tta_hflip"}``.
+    """
+    from timm.data import resolve_model_data_config
+
+    cfg = resolve_model_data_config(model)
+    channels, height, width = cfg["input_size"]
+    if image_size is not None:
+        height = width = int(image_size)
+    crop_pct = float(crop_pct if crop_pct is not None else cfg.get("crop_pct") or 1.0)
+    if resize is None:
+        resize = "center_crop" if crop_pct < 1.0 else "squash"
+    if resize not in ("center_crop", "squash"):
+        from ..exceptions import ConfigError
+
+        raise ConfigError(f"The 'resize' option must be one of 'center_crop', 'squash'. Got {resize!r}.")
+    return {
+        "input_size": [int(channels), int(height), int(width)],
+        "mean": _per_channel(cfg["mean"], channels),
+        "std": _per_channel(cfg["std"], channels),
+        "interpolation": cfg.get("interpolation", "bilinear"),
+        "resize": resize,
+        "crop_pct": crop_pct,
+        "tta_hflip": bool(tta),
+    }
+
+
+def _per_channel(values, channels: int) -> list[float]:
+    values = [float(v) for v in values]
+    return values[:channels] if len(values) >= channels else values[:1] * channels
+
+
+def build_image_transform(data_config: dict[str, Any], augment: AugmentConfig | None = None):
+    """A transform from a PIL image to a normalized ``(C, H, W)`` float tensor.
+
+    With ``augment`` (training only) it applies a random resized crop, flips, rotation and colour
+    jitter; without it, the data config's ``resize``: a centre crop as in pretraining, or a plain
+    resize of the whole image (nothing cut off, for defects at the border of inspection images).
+    """
+    import torch
+    from torchvision.transforms import InterpolationMode, v2
+
+    _, height, width = data_config["input_size"]
+    size = (height, width)
+    interpolation = InterpolationMode(data_config.get("interpolation", "bilinear"))
+    steps: list[Any] = [v2.ToImage()]
+    if augment is not None and augment.enabled:
+        if augment.scale_min < 1.0:
+            steps.append(v2.RandomResizedCrop(size, scale=(augment.scale_min, 1.0),
+                                              interpolation=interpolation, antialias=True))
+        else:
+            steps.append(v2.Resize(size, interpolation=interpolation, antialias=True))
+        if augment.hflip > 0:
+            steps.append(v2.RandomHorizontalFlip(augment.hflip))
+        if augment.vflip > 0:
+            steps.append(v2.RandomVerticalFlip(augment.vflip))
+        if augment.rotation > 0:
+            steps.append(v2.RandomRotation(augment.rotation, interpolation=InterpolationMode.BILINEAR))
+        if augment.color_jitter > 0:
+            jitter = augment.color_jitter
+            saturation = jitter if data_config["input_size"][0] == 3 else 0.0
+            steps.append(v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=saturation))
+    elif data_config.get("resize", "squash") == "center_crop":
+        crop_pct = float(data_config.get("crop_pct", 1.0))
+        short = int(round(min(height, width) / crop_pct))
+        steps += [v2.Resize(short, interpolation=interpolation, antialias=True), v2.CenterCrop(size)]
+    else:
+        steps.append(v2.Resize(size, interpolation=interpolation, antialias=True))
+    steps += [
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(mean=data_config["mean"], std=data_config["std"]),
+    ]
+    return v2.Compose(steps)
+
+
+def load_image(source: ImageLike, channels: int = 3):
+    """Decode any supported image into a PIL image with ``channels`` (1: ``L``, 3: ``RGB``).
+
+    Accepts a path, raw bytes, a PIL image or a NumPy array (``(H, W)``, ``(H, W, 1|3|4)``; uint8,
+    uint16 or float in [0, 1]). 16-bit images are scaled to 8 bits, transparency is composited on
+    white, palette and CMYK images are converted and EXIF orientation is applied.
+    """
+    from PIL import Image, ImageOps
+
+    if isinstance(source, Image.Image):
+        image = source
+    elif isinstance(source, np.ndarray):
+        image = _array_to_pil(source)
+    elif isinstance(source, bytes | bytearray):
+        image = Image.open(io.BytesIO(bytes(source)))
+    elif isinstance(source, str | Path):
+        image = Image.open(source)
+    else:
+        raise DataError(Problem("input", f"cannot read an image from a {type(source).__name__}; "
+                                "pass a file path, bytes, a PIL image or a NumPy array"))
+    image = ImageOps.exif_transpose(image) or image
+    image = _to_8bit(image)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    mode = "L" if channels == 1 else "RGB"
+    if channels not in (1, 3):
+        raise DataError(Problem("input", f"images can be read with 1 or 3 channels, not {channels}"))
+    return image.convert(mode)
+
+
+def _to_8bit(image):
+    from PIL import Image
+
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        return Image.fromarray(np.clip(array / 257.0, 0, 255).round().astype(np.uint8), mode="L")
+    if image.mode == "F":
+        array = np.asarray(image, dtype=np.float64)
+        scale = 255.0 if np.nanmax(array) <= 1.0 else 1.0
+        return Image.fromarray(np.clip(array * scale, 0, 255).round().astype(np.uint8), mode="L")
+    return image
+
+
+def _array_to_pil(array: np.ndarray):
+    from PIL import Image
+
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise DataError(Problem("input", f"an image array must have shape (H, W), (H, W, 1), "
+                                f"(H, W, 3) or (H, W, 4); got {array.shape}"))
+    if array.dtype == np.uint16:
+        array = (array.astype(np.float64) / 257.0).round().astype(np.uint8)
+    elif np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise DataError(Problem("input", "image array contains NaN or infinite values"))
+        scale = 255.0 if array.max(initial=0) <= 1.0 else 1.0
+        array = np.clip(array * scale, 0, 255).round().astype(np.uint8)
+    elif array.dtype != np.uint8:
+        array = np.clip(array, 0, 255).astype(np.uint8)
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
+class ImageTensorDataset:
+    """A ``torch.utils.data.Dataset`` of (tensor, class index) pairs decoded from files."""
+
+    def __init__(self, sources: list[ImageLike], targets: np.ndarray | None, transform, channels: int = 3):
+        self.sources = sources
+        self.targets = targets
+        self.transform = transform
+        self.channels = channels
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, index: int):
+        tensor = self.transform(load_image(self.sources[index], self.channels))
+        target = -1 if self.targets is None else int(self.targets[index])
+        return tensor, target
+
+
+class ImagePreprocessor:
+    """Turns images (paths, bytes, PIL images, arrays) into one normalized batch tensor."""
+
+    modality = "image"
+
+    def __init__(self, data_config: dict[str, Any]):
+        self.data_config = data_config
+        self.channels = int(data_config["input_size"][0])
+        self.transform = build_image_transform(data_config)
+
+    @property
+    def item_shape(self) -> tuple[int, ...]:
+        return tuple(int(v) for v in self.data_config["input_size"])
+
+    def as_list(self, inputs) -> list:
+        """One input or many, as a list. A 4D array, or a 3D array whose last axis is not 1, 3
+        or 4 (channels), is a batch; any other array is one image."""
+        from PIL import Image
+
+        if isinstance(inputs, str | Path | bytes | bytearray | Image.Image):
+            return [inputs]
+        if isinstance(inputs, np.ndarray):
+            if inputs.ndim == 4 or (inputs.ndim == 3 and inputs.shape[-1] not in (1, 3, 4)):
+                return list(inputs)
+            return [inputs]
+        return list(inputs)
+
+    def __call__(self, items: list):
+        import torch
+
+        tensors = []
+        for index, item in enumerate(items):
+            try:
+                tensors.append(self.transform(load_image(item, self.channels)))
+            except DataError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any decoding failure names the input
+                name = str(item) if isinstance(item, str | Path) else f"input {index}"
+                raise DataError(Problem(name, f"cannot be read as an image: {exc}")) from None
+        return torch.stack(tensors)

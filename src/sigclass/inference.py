@@ -1,0 +1,142 @@
+"""Inference engines: run a network on batches with PyTorch or ONNX Runtime.
+
+The engine is picked once (``backend="auto"``: PyTorch on CUDA, ONNX Runtime on a CPU where it is
+installed) and used by the featurizer, the predictor and the scoring service alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ._utils import atomic_write, resolve_device
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "torch", "onnx")
+
+
+class TorchEngine:
+    """Runs ``network`` under ``torch.inference_mode`` (bf16 autocast on CUDA, channels_last)."""
+
+    name = "torch"
+
+    def __init__(self, network, device=None):
+        import torch
+
+        self.device = resolve_device(device)
+        self.channels_last = True
+        self.network = network.eval().to(self.device)
+        if self.channels_last:
+            self.network = self.network.to(memory_format=torch.channels_last)
+
+    def __call__(self, batch) -> np.ndarray:
+        import torch
+
+        x = torch.as_tensor(batch).to(self.device, non_blocking=True)
+        if x.ndim == 4 and self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
+        ):
+            out = self.network(x)
+        return out.float().cpu().numpy()
+
+
+class OnnxEngine:
+    """Runs an exported ONNX graph with ONNX Runtime on the CPU."""
+
+    name = "onnx"
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, batch) -> np.ndarray:
+        array = batch.numpy() if hasattr(batch, "numpy") else np.asarray(batch)
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(array, dtype=np.float32)})[0]
+
+
+def infer(engine, batch, tta_hflip: bool = False) -> np.ndarray:
+    """Outputs of ``engine`` on ``batch``; with ``tta_hflip`` averaged with the mirrored batch."""
+    out = engine(batch)
+    if tta_hflip:
+        out = (out + engine(batch.flip(-1))) / 2.0
+    return out
+
+
+def export_onnx(network, input_shape: tuple[int, ...], path: str | Path) -> Path:
+    """Export ``network`` (eval mode, float32, CPU) to ONNX with a dynamic batch axis.
+
+    Args:
+        network: The module to export; its ``forward`` output is the graph output.
+        input_shape: Shape of one item, without the batch axis.
+        path: Destination ``.onnx`` file, written atomically.
+    """
+    import torch
+
+    network = network.eval().float().cpu()
+    example = torch.randn(2, *input_shape)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+
+    def write(tmp: Path) -> None:
+        for name in ("onnx_ir", "onnxscript", "torch.onnx"):  # the exporter is chatty
+            logging.getLogger(name).setLevel(logging.WARNING)
+        with contextlib.redirect_stdout(io.StringIO()):
+            program = torch.onnx.export(
+                network, (example,), dynamo=True, dynamic_shapes=({0: batch},),
+                input_names=["input"], output_names=["output"], verbose=False,
+            )
+        program.save(str(tmp))
+
+    return atomic_write(Path(path), write)
+
+
+def onnx_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def choose_backend(backend: str, device=None) -> str:
+    """Resolve ``"auto"``: ONNX Runtime on a CPU where it is installed, PyTorch otherwise."""
+    if backend not in BACKENDS:
+        from .exceptions import ConfigError
+
+        raise ConfigError(f"The 'backend' option must be one of 'auto', 'torch', 'onnx'. Got {backend!r}.")
+    if backend != "auto":
+        return backend
+    if resolve_device(device).type == "cuda" or not onnx_available():
+        return "torch"
+    return "onnx"
+
+
+def make_engine(network, input_shape, backend: str = "auto", device=None, onnx_path: str | Path | None = None):
+    """An engine for ``network``; the ONNX graph is exported to ``onnx_path`` once and reused."""
+    backend = choose_backend(backend, device)
+    if backend == "torch":
+        return TorchEngine(network, device)
+    if onnx_path is None:
+        import tempfile
+
+        onnx_path = Path(tempfile.mkdtemp(prefix="sigclass-onnx-")) / "model.onnx"
+    onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        logger.info("Exporting the network to ONNX (%s), once", onnx_path)
+        export_onnx(network, tuple(input_shape), onnx_path)
+    return OnnxEngine(onnx_path)

@@ -1,0 +1,280 @@
+"""One registry of networks: every model is built through :func:`create_model`.
+
+Every network created here follows one backbone/head contract (after timm's):
+
+- ``forward_features(x)`` returns the last feature map, ``(B, C, H, W)`` for images and
+  ``(B, C, T)`` for signals;
+- ``forward_head(features, pre_logits=False)`` pools it (global average pooling for every network
+  registered here) and applies the linear classifier; ``pre_logits=True`` returns the pooled vector;
+- ``get_classifier()`` returns the final linear layer, ``reset_classifier(n_classes)`` replaces it
+  (``n_classes=0`` turns the network into a featurizer whose output is the pooled vector);
+- ``num_features`` is the width of the pooled vector;
+- ``pretrained_cfg`` holds the input size, mean and std the network expects.
+
+Names registered by sigclass come first; any other timm architecture name works too.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..exceptions import ArtifactError, ModelNotFoundError, WeightsNotFoundError
+
+__all__ = ["ModelEntry", "register_model", "list_models", "create_model", "model_entry", "is_model"]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered network.
+
+    Attributes:
+        name: Registry name, e.g. ``"efficientnet_lite0"``.
+        fn: Builder called as ``fn(n_classes=..., pretrained=..., in_chans=..., **kwargs)``.
+        modality: ``"image"`` or ``"signal"``.
+        has_pretrained: Whether pretrained weights ship with sigclass (offline).
+        description: One line for ``sigclass models --list``.
+    """
+
+    name: str
+    fn: Callable[..., Any]
+    modality: str
+    has_pretrained: bool
+    description: str
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+_BUILTINS_LOADED = False
+
+
+def register_model(
+    name: str | None = None,
+    *,
+    modality: str = "image",
+    has_pretrained: bool = False,
+    description: str = "",
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator that adds a network builder to the registry."""
+
+    def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+        key = name or fn.__name__
+        doc = description or ((fn.__doc__ or "").strip().splitlines() or [""])[0]
+        _REGISTRY[key] = ModelEntry(key, fn, modality, has_pretrained, doc)
+        return fn
+
+    return decorator
+
+
+def _load_builtins() -> None:
+    # Architecture modules register themselves on import; import them lazily so that importing
+    # sigclass stays fast (timm and torch load only when a model is asked for).
+    global _BUILTINS_LOADED
+    if _BUILTINS_LOADED:
+        return
+    from . import efficientnet, simple  # noqa: F401
+
+    _BUILTINS_LOADED = True
+
+
+def list_models(
+    pattern: str = "*", modality: str | None = None, pretrained: bool | None = None
+) -> list[str]:
+    """Names of the networks sigclass registers.
+
+    Args:
+        pattern: Shell-style wildcard on the name, e.g. ``"efficientnet*"``.
+        modality: Keep only ``"image"`` or ``"signal"`` networks.
+        pretrained: Keep only networks with (``True``) or without (``False``) offline weights.
+
+    Returns:
+        Sorted registry names. Any timm architecture name is accepted by :func:`create_model` too.
+    """
+    _load_builtins()
+    names = []
+    for entry in _REGISTRY.values():
+        if not fnmatch.fnmatch(entry.name, pattern):
+            continue
+        if modality is not None and entry.modality != modality:
+            continue
+        if pretrained is not None and entry.has_pretrained != pretrained:
+            continue
+        names.append(entry.name)
+    return sorted(names)
+
+
+def model_entry(name: str) -> ModelEntry | None:
+    """The registry entry of ``name``, or ``None`` for a plain timm name."""
+    _load_builtins()
+    return _REGISTRY.get(name)
+
+
+def is_model(name: str) -> bool:
+    """Whether :func:`create_model` knows ``name`` (registered or a timm architecture)."""
+    if model_entry(name) is not None:
+        return True
+    import timm
+
+    return timm.is_model(name)
+
+
+def create_model(
+    name: str,
+    n_classes: int,
+    pretrained: bool = False,
+    in_chans: int | None = None,
+    weights: str | Path | None = None,
+    **kwargs: Any,
+):
+    """Build a network by name.
+
+    Args:
+        name: A name from :func:`list_models`, or any timm architecture name.
+        n_classes: Width of the classifier; ``0`` gives a featurizer returning pooled features.
+        pretrained: Load pretrained weights. They must be available offline (shipped with
+            sigclass, given by ``weights``, or present in the local Hugging Face cache); if they
+            cannot be found a :class:`WeightsNotFoundError` says how to supply them.
+        in_chans: Input channels (image channels, or signal channels). ``None`` keeps the default.
+        weights: A ``.safetensors`` or ``.pth`` state dict to load into the network. A classifier
+            whose shape does not match ``n_classes`` is left freshly initialised.
+        **kwargs: Architecture options (e.g. ``input_size`` for flatten heads, ``n_timepoints``).
+
+    Returns:
+        A ``torch.nn.Module`` following the backbone/head contract, with a ``model_spec`` dict
+        holding everything needed to build it again.
+    """
+    entry = model_entry(name)
+    if entry is not None:
+        model = entry.fn(
+            n_classes=n_classes,
+            pretrained=pretrained and weights is None,
+            in_chans=in_chans,
+            **kwargs,
+        )
+        modality = entry.modality
+    else:
+        import timm
+
+        if not timm.is_model(name):
+            raise ModelNotFoundError(_unknown_model_message(name))
+        model = _create_timm(name, n_classes, pretrained and weights is None, in_chans, **kwargs)
+        modality = "image"
+    if weights is not None:
+        load_weights(model, weights)
+    model.model_spec = {
+        "name": name,
+        "n_classes": int(n_classes),
+        "in_chans": in_chans,
+        "modality": modality,
+        "kwargs": dict(kwargs),
+    }
+    return model
+
+
+def _unknown_model_message(name: str) -> str:
+    import timm
+
+    candidates = list_models() + timm.list_models()
+    close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.6)
+    hint = f" Close matches: {', '.join(close)}." if close else ""
+    return (
+        f"Unknown model '{name}'.{hint} sigclass.list_models() lists the registered networks; "
+        "timm.list_models() lists every timm architecture, which works too."
+    )
+
+
+def _create_timm(name: str, n_classes: int, pretrained: bool, in_chans: int | None, **kwargs: Any):
+    import timm
+
+    extra = {"in_chans": in_chans} if in_chans is not None else {}
+    if not pretrained:
+        return timm.create_model(name, pretrained=False, num_classes=n_classes, **extra, **kwargs)
+    cached = _hf_cached_weights(name)
+    if cached is None:
+        raise WeightsNotFoundError(
+            f"Pretrained weights for '{name}' are not available offline. Supply them with "
+            f"--weights PATH (Python: create_model(..., weights=PATH)), a .safetensors or .pth "
+            f"state dict; or download them into the Hugging Face cache on a machine with internet "
+            f"(e.g. `hf download timm/{name}`) and copy the cache here; or train without them "
+            f"(--no-pretrained). sigclass never falls back to random weights."
+        )
+    return timm.create_model(
+        name,
+        pretrained=True,
+        num_classes=n_classes,
+        pretrained_cfg_overlay={"file": str(cached), "hf_hub_id": None},
+        **extra,
+        **kwargs,
+    )
+
+
+def _hf_cached_weights(name: str) -> Path | None:
+    """The weights file of a timm model in the local Hugging Face cache, without any network call."""
+    import timm
+
+    try:
+        cfg = timm.models.get_pretrained_cfg(name)
+    except Exception:  # noqa: BLE001 - an architecture without pretrained tags
+        cfg = None
+    repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    if not repo:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        found = try_to_load_from_cache(repo, filename)
+        if isinstance(found, str):
+            return Path(found)
+    return None
+
+
+def read_state_dict(path: str | Path) -> dict:
+    """Tensors of a ``.safetensors`` or ``.pth`` file, loaded without executing code."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsNotFoundError(f"Weights file '{path}' does not exist. Check the --weights path.")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any decoding failure is a bad file
+        raise ArtifactError(
+            f"Cannot read weights from '{path}': {exc}. Expected a .safetensors file or a "
+            ".pth state dict saved with torch.save(model.state_dict(), path)."
+        ) from exc
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ArtifactError(f"'{path}' does not hold a state dict (got {type(state).__name__}).")
+    return state
+
+
+def load_weights(model, path: str | Path) -> None:
+    """Load a state dict into ``model``; a classifier of another width is left as it is."""
+    state = read_state_dict(path)
+    own = model.state_dict()
+    classifier = {f"{n}." for n, m in model.named_modules() if m is model.get_classifier()}
+    skipped = []
+    for key in list(state):
+        if key in own and own[key].shape != state[key].shape and any(
+            key.startswith(p) for p in classifier
+        ):
+            skipped.append(key)
+            del state[key]
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not any(k.startswith(p) for p in classifier)]
+    if missing or result.unexpected_keys:
+        raise ArtifactError(
+            f"Weights in '{path}' do not fit '{getattr(model, 'model_spec', {}).get('name', type(model).__name__)}': "
+            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {result.unexpected_keys[:5]}. Use weights saved from the same architecture."
+        )

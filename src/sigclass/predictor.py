@@ -1,0 +1,156 @@
+"""The Predictor: a trained model, its preprocessing and its class names, whatever mode made it.
+
+Evaluation, explanation, export, the registry and the scoring service all consume a Predictor.
+A ``finetune`` or ``scratch`` predictor's network outputs class logits; a ``headless`` predictor's
+network outputs pooled features that a scikit-learn head turns into probabilities.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .exceptions import ConfigError
+from .inference import infer
+
+
+def make_preprocessor(modality: str, data_config: dict[str, Any]):
+    """The preprocessor of a modality, built from the data config stored with the model."""
+    if modality == "image":
+        from .data.transforms import ImagePreprocessor
+
+        return ImagePreprocessor(data_config)
+    if modality == "signal":
+        from .data.signals import SignalPreprocessor
+
+        return SignalPreprocessor(data_config)
+    raise ConfigError(f"The 'modality' must be 'image' or 'signal'. Got {modality!r}.")
+
+
+class Predictor:
+    """A trained classifier that takes raw inputs and returns classes and probabilities.
+
+    Args:
+        network: A network following the registry contract. Its output is class logits, or
+            pooled features when ``head`` is given.
+        classes: Class names; column ``i`` of :meth:`predict_proba` is ``classes[i]``.
+        data_config: The preprocessing stored with the model.
+        modality: ``"image"`` or ``"signal"``.
+        mode: ``"headless"``, ``"finetune"`` or ``"scratch"`` (informational).
+        head: A fitted scikit-learn classifier on the network's features (``headless``).
+        info: Metadata saved with the model (name, metrics, lineage, versions).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        backend: ``"torch"``, ``"onnx"`` or ``"auto"``.
+        engine: An inference engine already built for ``network`` (else built on first use).
+    """
+
+    def __init__(
+        self,
+        network,
+        classes: list[str],
+        data_config: dict[str, Any],
+        modality: str = "image",
+        mode: str = "finetune",
+        head=None,
+        info: dict[str, Any] | None = None,
+        device: str | None = "auto",
+        backend: str = "torch",
+        engine=None,
+    ):
+        self.network = network
+        self.classes = [str(c) for c in classes]
+        self.data_config = data_config
+        self.modality = modality
+        self.mode = mode
+        self.head = head
+        self.info = dict(info or {})
+        self.device = device
+        self.backend = backend
+        self.preprocessor = make_preprocessor(modality, data_config)
+        self._engine = engine
+        self.last_items_per_second: float | None = None
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def model_name(self) -> str:
+        return self.network.model_spec["name"]
+
+    @property
+    def engine(self):
+        """The inference engine, built on first use."""
+        if self._engine is None:
+            from .inference import make_engine
+
+            self._engine = make_engine(self.network, self.preprocessor.item_shape, self.backend, self.device)
+        return self._engine
+
+    def use_backend(self, backend: str, onnx_path: str | Path | None = None) -> Predictor:
+        """Switch the inference backend (``torch`` or ``onnx``); returns ``self``."""
+        from .inference import make_engine
+
+        self.backend = backend
+        self._engine = make_engine(
+            self.network, self.preprocessor.item_shape, backend, self.device, onnx_path
+        )
+        return self
+
+    def transform(self, inputs, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        """Network outputs (logits, or features for ``headless``) for ``inputs``, batch by batch."""
+        items = self.preprocessor.as_list(inputs)
+        outputs = []
+        start = time.perf_counter()
+        batches = range(0, len(items), batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, desc="predict", unit="batch", leave=False)
+        for begin in batches:
+            batch = self.preprocessor(items[begin:begin + batch_size])
+            outputs.append(infer(self.engine, batch, self.data_config.get("tta_hflip", False)))
+        elapsed = time.perf_counter() - start
+        self.last_items_per_second = len(items) / elapsed if elapsed > 0 and items else None
+        if not outputs:
+            return np.zeros((0, self.n_classes), dtype=np.float32)
+        return np.concatenate(outputs)
+
+    def probabilities_from_outputs(self, outputs: np.ndarray) -> np.ndarray:
+        """Class probabilities from network outputs (softmax of logits, or the head's)."""
+        if self.head is not None:
+            proba = self.head.predict_proba(outputs)
+            order = [list(self.head.classes_).index(c) for c in self.classes]
+            return np.asarray(proba, dtype=np.float64)[:, order]
+        shifted = outputs - outputs.max(axis=1, keepdims=True)
+        exp = np.exp(shifted.astype(np.float64))
+        return exp / exp.sum(axis=1, keepdims=True)
+
+    def predict_proba(self, inputs, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        """Probabilities, one row per input, columns in :attr:`classes` order."""
+        return self.probabilities_from_outputs(self.transform(inputs, batch_size, progress))
+
+    def predict(self, inputs, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        """Predicted class names, one per input."""
+        proba = self.predict_proba(inputs, batch_size, progress)
+        return np.asarray(self.classes, dtype=object)[proba.argmax(axis=1)]
+
+    def save(self, path: str | Path) -> Path:
+        """Save as a self-contained model folder (safetensors + JSON; see :mod:`sigclass.artifacts`)."""
+        from .artifacts import save_predictor
+
+        return save_predictor(self, path)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | None = "auto", backend: str = "torch") -> Predictor:
+        """Load a model folder or run folder without executing code from it."""
+        from .artifacts import load_predictor
+
+        return load_predictor(path, device=device, backend=backend)
+
+    def __repr__(self) -> str:
+        return (f"Predictor(model={self.model_name!r}, mode={self.mode!r}, modality={self.modality!r}, "
+                f"classes={self.classes})")

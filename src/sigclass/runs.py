@@ -1,0 +1,341 @@
+"""Training runs: data → split → model → train (any mode) → evaluate → save, in one folder.
+
+A run folder holds ``config.yaml`` (resolved config), ``split.json``, ``data_report.json`` (counts,
+skipped and ignored files), ``metrics.json`` (test metrics; ``val/`` holds the validation ones),
+the confusion matrix (PNG, JSON), ``predictions.csv``, ``history.json`` and ``curves.png`` for
+trained networks, ``checkpoints/last.pt`` while training, ``model/`` (the self-contained model)
+and ``run.json`` with the status and timings.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._utils import seed_everything, write_json
+from .config import RunConfig, load_config, save_config
+from .data.split import Split, make_split, min_class_size
+from .exceptions import ArtifactError, ConfigError, DataError, Problem
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODELS = {
+    ("image", "headless"): "efficientnet_lite2",
+    ("image", "finetune"): "efficientnet_lite0",
+    ("image", "scratch"): "simple_cnn_gap",
+    ("signal", "headless"): "minirocket",
+    ("signal", "finetune"): "signal_image",
+    ("signal", "scratch"): "fcn",
+}
+
+
+@dataclass
+class RunResult:
+    """What a training run produced.
+
+    Attributes:
+        dir: The run folder.
+        predictor: The trained model.
+        metrics: Test metrics.
+        val_metrics: Validation metrics.
+        config: The resolved configuration.
+        history: Per-epoch metrics (networks only).
+        train_seconds: Wall-clock training time (featurization included for headless).
+    """
+
+    dir: Path
+    predictor: Any
+    metrics: dict[str, Any]
+    val_metrics: dict[str, Any]
+    config: RunConfig
+    history: list[dict[str, float]] = field(default_factory=list)
+    train_seconds: float = 0.0
+
+
+def load_dataset(source, modality: str = "auto", root=None, on_bad_file: str = "error",
+                 min_per_class: int = 1):
+    """Load images or signals from a folder, a manifest, a file or a named dataset."""
+    from .data.sources import is_named_source, load_named
+
+    text = str(source)
+    if modality == "auto":
+        modality = detect_modality(text)
+    if modality == "signal":
+        from .data.signals import load_signals
+
+        return load_signals(text, on_bad_file=on_bad_file, min_per_class=min_per_class)
+    from .data.images import ImageDataset
+
+    if is_named_source(text):
+        return load_named(text, on_bad_file, min_per_class)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return ImageDataset.from_folder(path, on_bad_file, min_per_class)
+    if path.suffix.lower() == ".csv":
+        return ImageDataset.from_manifest(path, root, on_bad_file, min_per_class)
+    raise DataError(Problem(text, "not a folder of class subfolders, a CSV manifest or a named "
+                            "dataset (elpv, elpv:binary); check the path"))
+
+
+def detect_modality(source: str) -> str:
+    """``signal`` for signal files and named signal datasets, else ``image``."""
+    from .data.sources import is_named_source
+
+    if is_named_source(source):
+        return "image"
+    lowered = source.lower()
+    if lowered.split(":", 1)[0] in ("aeon", "sktime", "ucr"):
+        return "signal"
+    path = Path(source)
+    if path.suffix.lower() in (".npz", ".ts", ".parquet", ".pq"):
+        return "signal"
+    if path.suffix.lower() == ".csv" and path.is_file():
+        header = path.open(encoding="utf-8-sig").readline().lower().replace(" ", "").split(",")
+        return "image" if "path" in header else "signal"
+    return "image"
+
+
+def load(path) -> Any:
+    """Load a trained model from a run folder, a model folder or a ``models:/`` registry URI."""
+    from .predictor import Predictor
+
+    text = str(path)
+    if text.startswith("models:/"):
+        from .tracking.registry import download_model
+
+        path = download_model(text)
+    return Predictor.load(path)
+
+
+def train(
+    data,
+    split: Split | str | Path | None = None,
+    mode: str | None = None,
+    model: str | None = None,
+    out: str | Path | None = None,
+    config: RunConfig | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    callbacks: tuple = (),
+    **overrides: Any,
+) -> RunResult:
+    """Train, evaluate and save one model.
+
+    Args:
+        data: A dataset object, or a source for :func:`load_dataset`.
+        split: A :class:`Split`, a split file, or ``None`` to draw one (saved in the run).
+        mode: ``headless``, ``finetune`` or ``scratch`` (overrides ``config.mode``).
+        model: Network name (overrides ``config.model``); ``None`` picks the mode's default.
+        out: Run folder; ``None`` makes ``runs/<mode>-<model>-<time>``.
+        config: Base configuration; ``overrides`` (dotted keys allowed) are applied on top.
+        resume: Continue the interrupted run in ``out`` (its saved config and split are used).
+        progress: Show progress bars.
+        callbacks: Extra training-loop callbacks (networks only).
+
+    Returns:
+        A :class:`RunResult`.
+    """
+    if resume:
+        return _resume(out, data, progress, callbacks)
+    values = {k: v for k, v in {"mode": mode, "model": model}.items() if v is not None}
+    cfg = (config or RunConfig()).updated({**values, **overrides})
+    if not isinstance(data, str | Path):
+        cfg = cfg.updated({"data": getattr(data, "source", "") or cfg.data})
+    else:
+        cfg = cfg.updated({"data": str(data)})
+    cfg.validate()
+    dataset = data if not isinstance(data, str | Path) else _load_for(cfg)
+    cfg = _resolve_defaults(cfg, dataset)
+    run_dir = _new_run_dir(out, cfg)
+    split = _resolve_split(split, cfg, dataset)
+    return _execute(run_dir, cfg, dataset, split, progress, callbacks, resume_from=None)
+
+
+def _load_for(cfg: RunConfig):
+    need = min_class_size(cfg.val_size, cfg.test_size)
+    return load_dataset(cfg.data, cfg.modality, cfg.root, cfg.on_bad_file, need)
+
+
+def _resolve_defaults(cfg: RunConfig, dataset) -> RunConfig:
+    if cfg.modality == "auto":
+        cfg = cfg.updated({"modality": dataset.modality})
+    if cfg.modality != dataset.modality:
+        raise ConfigError(f"The 'modality' option says {cfg.modality!r} but the data is {dataset.modality!r}.")
+    if cfg.model is None:
+        cfg = cfg.updated({"model": DEFAULT_MODELS[(cfg.modality, cfg.mode)]})
+    if cfg.mode == "scratch":
+        cfg = cfg.updated({"pretrained": False})
+    return cfg
+
+
+def _new_run_dir(out, cfg: RunConfig) -> Path:
+    if out is None:
+        out = Path("runs") / f"{cfg.mode}-{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = Path(out)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise ConfigError(
+            f"Run folder '{run_dir}' already exists and is not empty. Use --resume to continue it, "
+            "or choose another --out."
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def _resolve_split(split, cfg: RunConfig, dataset) -> Split:
+    if split is None and cfg.split:
+        split = cfg.split
+    if isinstance(split, str | Path):
+        split = Split.load(split)
+    if split is None:
+        split = make_split(dataset, cfg.val_size, cfg.test_size, cfg.seed,
+                           fixed_test=getattr(dataset, "fixed_test", None))
+    split.indices(dataset)  # every id present and unchanged, or a clear error
+    return split
+
+
+def _resume(out, data, progress: bool, callbacks: tuple) -> RunResult:
+    if out is None:
+        raise ConfigError("--resume needs the run folder (--out) of the run to continue.")
+    run_dir = Path(out)
+    if not (run_dir / "config.yaml").is_file():
+        raise ArtifactError(f"Cannot resume '{run_dir}': it has no config.yaml; it is not a run folder.")
+    cfg = RunConfig.from_dict(load_config(run_dir / "config.yaml")).validate()
+    status = _read_status(run_dir)
+    if status.get("status") == "finished":
+        logger.info("Run '%s' already finished; loading it", run_dir)
+    dataset = data if not isinstance(data, str | Path | None) else _load_for(cfg)
+    split = Split.load(run_dir / "split.json")
+    split.indices(dataset)
+    checkpoint = run_dir / "checkpoints" / "last.pt"
+    return _execute(run_dir, cfg, dataset, split, progress, callbacks,
+                    resume_from=checkpoint if checkpoint.is_file() else None)
+
+
+def _read_status(run_dir: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        return json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _execute(run_dir: Path, cfg: RunConfig, dataset, split: Split, progress: bool, callbacks,
+             resume_from) -> RunResult:
+    from .evaluation.metrics import evaluate
+
+    seed_everything(cfg.seed)
+    save_config(cfg, run_dir / "config.yaml")
+    split.save(run_dir / "split.json")
+    report = dataset.report()
+    report["split_counts"] = {name: len(split.part(name)) for name in ("train", "val", "test")}
+    report["not_in_split"] = split.unused(dataset)
+    write_json(run_dir / "data_report.json", report)
+    write_json(run_dir / "run.json", {"status": "running", "started": time.time()})
+    parts = split.indices(dataset)
+    started = time.perf_counter()
+    try:
+        if cfg.mode == "headless":
+            predictor, history, extra = _train_headless(cfg, dataset, parts, progress)
+        else:
+            predictor, history, extra = _train_network(cfg, dataset, parts, run_dir, progress,
+                                                       callbacks, resume_from)
+    except BaseException as exc:
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        write_json(run_dir / "run.json", {"status": status, "error": repr(exc)})
+        raise
+    train_seconds = time.perf_counter() - started
+    val_metrics = {}
+    if len(parts["val"]) and cfg.mode != "headless":  # headless learns from the validation part
+        val_metrics = evaluate(predictor, dataset, parts["val"], run_dir / "val")
+    metrics = evaluate(predictor, dataset, parts["test"], run_dir, progress=progress)
+    metrics["train_seconds"] = train_seconds
+    write_json(run_dir / "metrics.json", metrics)
+    predictor.info.update(_model_info(cfg, dataset, split, metrics, extra))
+    predictor.save(run_dir / "model")
+    write_json(run_dir / "run.json", {"status": "finished", "train_seconds": train_seconds,
+                                      "finished": time.time(), **extra})
+    return RunResult(run_dir, predictor, metrics, val_metrics, cfg, history, train_seconds)
+
+
+def _model_info(cfg: RunConfig, dataset, split: Split, metrics: dict, extra: dict) -> dict[str, Any]:
+    from ._utils import sha256_json
+
+    return {
+        "model": cfg.model, "mode": cfg.mode, "data": cfg.data,
+        "dataset_fingerprint": dataset.fingerprint(),
+        "split_fingerprint": sha256_json(split.to_dict()),
+        "test_metrics": {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "f1_macro")},
+        **extra,
+    }
+
+
+def _train_headless(cfg: RunConfig, dataset, parts, progress: bool):
+    from .predictor import Predictor
+    from .training.headless import Featurizer, fit_head
+
+    if dataset.modality == "signal":
+        from .training.signal_headless import make_signal_featurizer
+
+        featurizer = make_signal_featurizer(cfg, progress)
+    else:
+        featurizer = Featurizer(cfg.model, cfg.pretrained, cfg.weights, cfg.image_size, cfg.resize,
+                                cfg.crop_pct, cfg.tta, cfg.train.batch_size, cfg.backend,
+                                cfg.cache_dir, cfg.device, progress).fit()
+    # Cross-validation on the training data picks the head's regularization, so the validation
+    # part is not needed for model selection: the head learns from both.
+    fit_part = dataset.subset(np.concatenate([parts["train"], parts["val"]]))
+    features = featurizer.transform(fit_part.model_inputs())
+    head, summary = fit_head(cfg.head, features, fit_part.labels, cfg.cv_folds, cfg.seed)
+    predictor = Predictor(featurizer.network_, dataset.classes, featurizer.data_config_,
+                          modality=dataset.modality, mode="headless", head=head,
+                          device=cfg.device, backend=cfg.backend, engine=featurizer.engine())
+    return predictor, [], {"head": summary}
+
+
+def _train_network(cfg: RunConfig, dataset, parts, run_dir: Path, progress: bool, callbacks,
+                   resume_from):
+    from .evaluation.plots import plot_training_curves
+    from .predictor import Predictor
+    from .training.trainer import Trainer
+
+    network, data_config = build_network(cfg, dataset, parts["train"])
+    train_set = dataset.subset(parts["train"]).to_torch(data_config, cfg.augment)
+    val_set = dataset.subset(parts["val"] if len(parts["val"]) else parts["train"]).to_torch(data_config)
+    trainer = Trainer(network, cfg.train, cfg.mode, cfg.device, list(callbacks),
+                      checkpoint_dir=run_dir / "checkpoints", seed=cfg.seed, progress=progress)
+    trainer.fit(train_set, val_set, resume=resume_from)
+    write_json(run_dir / "history.json", trainer.history_)
+    plot_training_curves(trainer.history_, run_dir / "curves.png")
+    predictor = Predictor(trainer.network.cpu(), dataset.classes, data_config,
+                          modality=dataset.modality, mode=cfg.mode, device=cfg.device)
+    extra = {"best_epoch": trainer.best_epoch_, "epochs_run": len(trainer.history_)}
+    return predictor, trainer.history_, extra
+
+
+def build_network(cfg: RunConfig, dataset, train_indices):
+    """The network of a run and the preprocessing stored with it."""
+    from .models import create_model, model_entry
+
+    kwargs = dict(cfg.model_args)
+    if dataset.modality == "image":
+        from .data.transforms import image_data_config
+
+        entry = model_entry(cfg.model)
+        if cfg.image_size and entry is not None and not entry.has_pretrained:
+            kwargs.setdefault("input_size", cfg.image_size)
+        network = create_model(cfg.model, n_classes=len(dataset.classes), pretrained=cfg.pretrained,
+                               weights=cfg.weights, **kwargs)
+        return network, image_data_config(network, cfg.image_size, cfg.resize, cfg.crop_pct, cfg.tta)
+    from .data.signals import signal_data_config
+
+    data_config = signal_data_config(dataset, train_indices)
+    network = create_model(cfg.model, n_classes=len(dataset.classes), pretrained=cfg.pretrained,
+                           in_chans=data_config["n_channels"], weights=cfg.weights,
+                           n_timepoints=data_config["n_timepoints"], **kwargs)
+    return network, data_config

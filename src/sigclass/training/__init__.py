@@ -1,0 +1,1 @@
+"""Training: the network loop (finetune, scratch) and headless featurizer + classic ML head."""

@@ -1,0 +1,299 @@
+"""Headless mode: a frozen pretrained network as featurizer, then a scikit-learn head.
+
+:class:`Featurizer` is a scikit-learn transformer (it drops into a ``Pipeline`` or
+``GridSearchCV``). Features of image files are cached on disk, keyed by the file's content, the
+network and its preprocessing, so a second run does not compute them again; an interrupted run
+keeps what it computed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from .._utils import atomic_write, sha256_bytes, sha256_json
+from ..exceptions import ConfigError
+from ..inference import infer
+
+logger = logging.getLogger(__name__)
+
+FEATURE_VERSION = 1  # bump when the featurization itself changes, to invalidate caches
+
+
+def default_cache_dir() -> Path:
+    """``$SIGCLASS_CACHE_DIR``, else ``~/.cache/sigclass``."""
+    env = os.environ.get("SIGCLASS_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "sigclass"
+
+
+class FeatureCache:
+    """Vectors on disk, keyed by content hash, in append-only safetensors shards.
+
+    Each shard holds a ``(n, d)`` matrix and the list of its keys; shards are written atomically,
+    so a crash loses at most the shard being written.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self._vectors: dict[str, np.ndarray] | None = None
+
+    def _load(self) -> dict[str, np.ndarray]:
+        if self._vectors is None:
+            from safetensors import safe_open
+            from safetensors.numpy import load_file
+
+            self._vectors = {}
+            for shard in sorted(self.folder.glob("shard-*.safetensors")):
+                try:
+                    with safe_open(str(shard), framework="numpy") as handle:
+                        keys = json.loads(handle.metadata()["keys"])
+                    matrix = load_file(str(shard))["features"]
+                except Exception as exc:  # noqa: BLE001 - a damaged shard is recomputed
+                    logger.warning("Ignoring damaged feature cache shard %s: %s", shard, exc)
+                    continue
+                self._vectors.update(zip(keys, matrix, strict=True))
+        return self._vectors
+
+    def get(self, keys: list[str]) -> dict[str, np.ndarray]:
+        vectors = self._load()
+        return {k: vectors[k] for k in keys if k in vectors}
+
+    def put(self, keys: list[str], matrix: np.ndarray) -> None:
+        if not keys:
+            return
+        from safetensors.numpy import save_file
+
+        matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+        shard = self.folder / f"shard-{uuid.uuid4().hex}.safetensors"
+        atomic_write(shard, lambda p: save_file({"features": matrix}, str(p),
+                                                metadata={"keys": json.dumps(keys)}))
+        self._load().update(zip(keys, matrix, strict=True))
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+
+class Featurizer(TransformerMixin, BaseEstimator):
+    """Frozen pretrained network → one pooled feature vector per image.
+
+    Args:
+        model: Registry or timm name of the backbone.
+        pretrained: Load pretrained weights (the point of headless mode).
+        weights: Local weights file for the backbone.
+        image_size: Square input size; ``None`` keeps the network's own.
+        resize: ``"center_crop"`` or ``"squash"``; ``None`` follows the network's pretraining.
+        crop_pct: Centre-crop fraction; ``None`` takes the network's own.
+        tta: Average the features of each image and its horizontal mirror.
+        batch_size: Images per forward pass.
+        backend: ``"auto"`` (ONNX Runtime on a CPU, PyTorch on CUDA), ``"torch"`` or ``"onnx"``.
+        cache_dir: Feature cache folder; ``None`` uses :func:`default_cache_dir`, ``False`` disables it.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        progress: Show a progress bar.
+
+    Attributes:
+        network_: The frozen backbone (classifier removed).
+        data_config_: Its preprocessing.
+        n_features_out_: Width of the feature vectors.
+        cache_key_: Hash of backbone, weights and preprocessing that keys the cache.
+    """
+
+    def __init__(
+        self,
+        model: str = "efficientnet_lite0",
+        pretrained: bool = True,
+        weights: str | None = None,
+        image_size: int | None = None,
+        resize: str | None = None,
+        crop_pct: float | None = None,
+        tta: bool = False,
+        batch_size: int = 32,
+        backend: str = "auto",
+        cache_dir: str | Path | bool | None = None,
+        device: str | None = "auto",
+        progress: bool = False,
+    ):
+        self.model = model
+        self.pretrained = pretrained
+        self.weights = weights
+        self.image_size = image_size
+        self.resize = resize
+        self.crop_pct = crop_pct
+        self.tta = tta
+        self.batch_size = batch_size
+        self.backend = backend
+        self.cache_dir = cache_dir
+        self.device = device
+        self.progress = progress
+
+    def fit(self, X=None, y=None) -> Featurizer:
+        """Build the frozen network; ``X`` and ``y`` are ignored (nothing is learned)."""
+        from ..data.transforms import ImagePreprocessor, image_data_config
+        from ..models import create_model
+
+        self.network_ = create_model(self.model, n_classes=0, pretrained=self.pretrained,
+                                     weights=self.weights).eval()
+        self.data_config_ = image_data_config(self.network_, self.image_size, self.resize,
+                                              self.crop_pct, self.tta)
+        self.preprocessor_ = ImagePreprocessor(self.data_config_)
+        self.n_features_out_ = int(self.network_.num_features)
+        self.cache_key_ = sha256_json({
+            "model": self.model, "weights": _state_hash(self.network_),
+            "data_config": self.data_config_, "version": FEATURE_VERSION,
+        })[:24]
+        self.engine_ = None
+        return self
+
+    def engine(self):
+        """The inference engine (an ONNX export is cached beside the features)."""
+        if self.engine_ is None:
+            from ..inference import make_engine
+
+            onnx_path = None
+            if self._cache_folder() is not None:
+                onnx_path = self._cache_folder() / "backbone.onnx"
+            self.engine_ = make_engine(self.network_, self.preprocessor_.item_shape, self.backend,
+                                       self.device, onnx_path)
+        return self.engine_
+
+    def _cache_folder(self) -> Path | None:
+        if self.cache_dir is False:
+            return None
+        base = default_cache_dir() if self.cache_dir in (None, True) else Path(self.cache_dir)
+        return base / "features" / f"{self.model}-{self.cache_key_}"
+
+    def transform(self, X) -> np.ndarray:
+        """Feature matrix ``(n_images, n_features_out_)``; file paths hit the cache."""
+        if not hasattr(self, "network_"):
+            self.fit()
+        items = self.preprocessor_.as_list(X)
+        keys = [_content_key(item) for item in items]
+        folder = self._cache_folder()
+        cache = FeatureCache(folder) if folder is not None else None
+        found = cache.get([k for k in keys if k is not None]) if cache is not None else {}
+        todo = [i for i, k in enumerate(keys) if k is None or k not in found]
+        out = np.zeros((len(items), self.n_features_out_), dtype=np.float32)
+        for i, key in enumerate(keys):
+            if key is not None and key in found:
+                out[i] = found[key]
+        if todo:
+            logger.info("Featurizing %d of %d images (%d cached)", len(todo), len(items), len(items) - len(todo))
+            self._compute(items, keys, todo, out, cache)
+        return out
+
+    def _compute(self, items, keys, todo, out, cache) -> None:
+        chunk = max(self.batch_size, 256)  # write a cache shard every `chunk` images
+        batches = range(0, len(todo), self.batch_size)
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(todo), desc="features", unit="img", leave=False)
+        pending_keys, pending_rows = [], []
+        for begin in batches:
+            index = todo[begin:begin + self.batch_size]
+            batch = self.preprocessor_([items[i] for i in index])
+            features = infer(self.engine(), batch, self.data_config_["tta_hflip"])
+            out[index] = features
+            for i, row in zip(index, features, strict=True):
+                if keys[i] is not None:
+                    pending_keys.append(keys[i])
+                    pending_rows.append(row)
+            if cache is not None and len(pending_keys) >= chunk:
+                cache.put(pending_keys, np.stack(pending_rows))
+                pending_keys, pending_rows = [], []
+            if bar is not None:
+                bar.update(len(index))
+        if cache is not None and pending_keys:
+            cache.put(pending_keys, np.stack(pending_rows))
+        if bar is not None:
+            bar.close()
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        return np.array([f"feature{i}" for i in range(self.n_features_out_)], dtype=object)
+
+
+def _content_key(item: Any) -> str | None:
+    """Cache key of a file input: the hash of its bytes. Other inputs are not cached."""
+    if isinstance(item, str | Path):
+        try:
+            return sha256_bytes(Path(item).read_bytes())
+        except OSError:
+            return None
+    return None
+
+
+def _state_hash(network) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(network.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def make_head(name: str = "logreg", cv_folds: int = 5, seed: int = 0, n_jobs: int | None = None):
+    """A scikit-learn classifier whose regularization is chosen by cross-validation.
+
+    The estimator is ``GridSearchCV`` over a ``StandardScaler`` + classifier pipeline with
+    stratified folds on the training set; its ``best_estimator_`` is the head that gets saved.
+
+    Args:
+        name: ``logreg``, ``linear_svm``, ``rbf_svm``, ``random_forest``, ``hist_gb`` or ``ridge``.
+        cv_folds: Cross-validation folds.
+        seed: Seed of the folds and of randomized models.
+        n_jobs: Parallel jobs of the search.
+    """
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression, RidgeClassifierCV
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC, LinearSVC
+
+    grids: dict[str, tuple[Any, dict[str, list]]] = {
+        "logreg": (LogisticRegression(max_iter=3000), {"clf__C": [0.001, 0.01, 0.1, 1.0, 10.0]}),
+        "linear_svm": (CalibratedClassifierCV(LinearSVC(max_iter=5000, random_state=seed), ensemble=False),
+                       {"clf__estimator__C": [0.0001, 0.001, 0.01, 0.1, 1.0]}),
+        "rbf_svm": (CalibratedClassifierCV(SVC(kernel="rbf", gamma="scale", random_state=seed), ensemble=False),
+                    {"clf__estimator__C": [0.1, 1.0, 10.0, 100.0]}),
+        "random_forest": (RandomForestClassifier(n_estimators=300, random_state=seed, n_jobs=n_jobs),
+                          {"clf__max_features": ["sqrt", 0.05], "clf__min_samples_leaf": [1, 3]}),
+        "hist_gb": (HistGradientBoostingClassifier(max_iter=200, early_stopping=True, random_state=seed),
+                    {"clf__learning_rate": [0.05, 0.1], "clf__l2_regularization": [0.0, 1.0]}),
+        "ridge": (CalibratedClassifierCV(RidgeClassifierCV(alphas=np.logspace(-3, 3, 10)), ensemble=False),
+                  {}),
+    }
+    if name not in grids:
+        options = ", ".join(f"'{n}'" for n in grids)
+        raise ConfigError(f"The 'head' option must be one of {options}. Got {name!r}.")
+    estimator, grid = grids[name]
+    pipeline = Pipeline([("scale", StandardScaler()), ("clf", estimator)])
+    folds = StratifiedKFold(n_splits=cv_folds, shuffle=True, random_state=seed)
+    return GridSearchCV(pipeline, grid or {"scale__with_mean": [True]}, cv=folds,
+                        scoring="accuracy", n_jobs=n_jobs, refit=True)
+
+
+def fit_head(name: str, features: np.ndarray, labels: np.ndarray, cv_folds: int = 5, seed: int = 0):
+    """Fit a head by cross-validated search; returns ``(best_pipeline, search_summary)``."""
+    counts = np.unique(labels, return_counts=True)[1]
+    folds = int(min(cv_folds, counts.min()))
+    if folds < 2:
+        raise ConfigError(
+            "Headless mode needs at least 2 training items per class for cross-validation; "
+            f"the smallest class has {counts.min()}. Add data or lower --val-size/--test-size."
+        )
+    search = make_head(name, folds, seed).fit(features, labels)
+    summary = {
+        "head": name, "cv_folds": folds, "best_params": search.best_params_,
+        "cv_accuracy": float(search.best_score_),
+    }
+    return search.best_estimator_, summary

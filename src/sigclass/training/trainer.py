@@ -1,0 +1,328 @@
+"""The training loop for networks (modes ``finetune`` and ``scratch``), images and signals alike.
+
+``fit`` → ``run_epoch`` → ``train_step``; progress, early stopping, checkpoints and tracking are
+callbacks. ``finetune`` trains the new head with the backbone frozen for ``freeze_epochs``, then
+the whole network with the backbone at ``backbone_lr_mult`` times the head's learning rate.
+AdamW, linear warm-up then cosine decay, label smoothing, optional class weights; the weights of
+the best validation epoch are restored at the end.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._utils import atomic_write, resolve_device
+from ..config import TrainConfig
+from ..exceptions import ArtifactError
+from .callbacks import Callback, Checkpoint, EarlyStopping, ProgressBar, TimeBudget
+
+logger = logging.getLogger(__name__)
+
+
+class WarmupCosine:
+    """Learning-rate factor: linear warm-up over ``warmup`` steps, then cosine decay to 1 %."""
+
+    def __init__(self, warmup: int, total: int):
+        self.warmup = max(0, int(warmup))
+        self.total = max(1, int(total))
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / (self.warmup + 1)
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class Trainer:
+    """Trains a classifier network on torch datasets of ``(tensor, class index)`` pairs.
+
+    Args:
+        network: A network following the registry contract (``get_classifier()``).
+        config: Training settings.
+        mode: ``"finetune"`` (frozen-then-unfrozen backbone, lower backbone lr) or ``"scratch"``.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        callbacks: Extra callbacks; progress, early stopping and the time budget are added.
+        checkpoint_dir: Folder of ``last.pt``; ``None`` keeps no checkpoint on disk.
+        seed: Seed of the data order and augmentation.
+        progress: Show progress bars.
+
+    Attributes:
+        history_: One dict of metrics per finished epoch.
+        best_epoch_: 1-based epoch whose weights were restored.
+    """
+
+    def __init__(
+        self,
+        network,
+        config: TrainConfig | None = None,
+        mode: str = "finetune",
+        device: str | None = "auto",
+        callbacks: list[Callback] | tuple[Callback, ...] = (),
+        checkpoint_dir: str | Path | None = None,
+        seed: int = 0,
+        progress: bool = True,
+    ):
+        self.network = network
+        self.config = config or TrainConfig()
+        self.mode = mode
+        self.device = device
+        self.extra_callbacks = list(callbacks)
+        self.checkpoint_dir = checkpoint_dir
+        self.seed = seed
+        self.progress = progress
+
+    # -- set-up -----------------------------------------------------------------------------------
+
+    def _setup(self, train_set) -> None:
+        import torch
+
+        cfg = self.config
+        self.device_ = resolve_device(self.device)
+        self.network = self.network.to(self.device_)
+        self.channels_last_ = self._is_image_network(train_set)
+        if self.channels_last_:
+            self.network = self.network.to(memory_format=torch.channels_last)
+        head_params = list(self.network.get_classifier().parameters())
+        head_ids = {id(p) for p in head_params}
+        backbone_params = [p for p in self.network.parameters() if id(p) not in head_ids]
+        backbone_lr = cfg.lr * (cfg.backbone_lr_mult if self.mode == "finetune" else 1.0)
+        groups = [
+            {"params": backbone_params, "lr": backbone_lr, "name": "backbone"},
+            {"params": head_params, "lr": cfg.lr, "name": "head"},
+        ]
+        self.optimizer_ = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
+        self.steps_per_epoch = max(1, len(train_set) // cfg.batch_size + (len(train_set) % cfg.batch_size > 1))
+        total = self.steps_per_epoch * cfg.epochs
+        warmup = int(round(cfg.warmup_epochs * self.steps_per_epoch))
+        self.scheduler_ = torch.optim.lr_scheduler.LambdaLR(self.optimizer_, WarmupCosine(warmup, total))
+        weight = None
+        if cfg.class_weights:
+            targets = np.asarray(train_set.targets)
+            counts = np.bincount(targets, minlength=self._n_classes()).astype(np.float64)
+            weight = torch.tensor(len(targets) / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32)
+            weight = weight.to(self.device_)
+        self.criterion_ = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+        self.history_: list[dict[str, float]] = []
+        self.best_epoch_ = 0
+        self.best_score_ = -math.inf
+        self.best_state_: dict | None = None
+        self.is_best = False
+        self.stop_training = False
+        self.elapsed_before_resume = 0.0
+        self.callbacks_ = [ProgressBar(self.progress), EarlyStopping(cfg.patience),
+                           TimeBudget(cfg.max_minutes)]
+        if self.checkpoint_dir is not None:
+            self.callbacks_.append(Checkpoint(self.checkpoint_dir))
+        self.callbacks_ += self.extra_callbacks
+
+    def _n_classes(self) -> int:
+        return int(self.network.get_classifier().out_features)
+
+    @staticmethod
+    def _is_image_network(dataset) -> bool:
+        sample, _ = dataset[0]
+        return sample.ndim == 3
+
+    @property
+    def is_main_process(self) -> bool:
+        """Only the first process of a distributed run logs and writes files."""
+        return int(os.environ.get("RANK", "0")) == 0
+
+    @property
+    def epochs_since_best(self) -> int:
+        return len(self.history_) - self.best_epoch_
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def fit(self, train_set, val_set, resume: str | Path | None = None) -> Trainer:
+        """Train on ``train_set``, pick the best epoch on ``val_set``; returns ``self``.
+
+        Args:
+            train_set: Torch dataset of ``(tensor, target)`` with a ``targets`` array.
+            val_set: Validation dataset of the same kind.
+            resume: A ``last.pt`` checkpoint to continue from.
+        """
+        self._setup(train_set)
+        self.val_steps = math.ceil(len(val_set) / self.config.batch_size)
+        start_epoch = self.load_checkpoint(resume) if resume is not None else 0
+        self._call("on_train_begin")
+        for epoch in range(start_epoch, self.config.epochs):
+            if self.stop_training:
+                break
+            self._call("on_epoch_begin", epoch)
+            started = time.perf_counter()
+            train_logs = self.run_epoch(train_set, epoch, training=True)
+            train_time = time.perf_counter() - started
+            val_logs = self.run_epoch(val_set, epoch, training=False)
+            logs = {
+                "epoch": epoch + 1,
+                **{f"train_{k}": v for k, v in train_logs.items()},
+                **{f"val_{k}": v for k, v in val_logs.items()},
+                "lr": float(self.optimizer_.param_groups[-1]["lr"]),
+                "epoch_seconds": time.perf_counter() - started,
+                "train_items_per_s": len(train_set) / train_time if train_time > 0 else 0.0,
+            }
+            self.history_.append(logs)
+            self._track_best(logs)
+            self._call("on_epoch_end", logs)
+        self._call("on_train_end")
+        if self.best_state_ is not None:
+            self.network.load_state_dict(self.best_state_)
+        self.network.eval()
+        return self
+
+    def run_epoch(self, dataset, epoch: int, training: bool) -> dict[str, float]:
+        """One pass over ``dataset``; returns mean loss, accuracy and macro F1."""
+        import torch
+        from sklearn.metrics import f1_score
+
+        loader = self._loader(dataset, epoch, training)
+        if training:
+            self._set_stage(epoch)
+            torch.manual_seed(self.seed * 100_003 + epoch)  # augmentation draws, resumable
+        else:
+            self.network.eval()
+        total_loss, seen, predictions, targets = 0.0, 0, [], []
+        for inputs, target in loader:
+            step = self.train_step(inputs, target) if training else self.validation_step(inputs, target)
+            n = len(target)
+            total_loss += float(step["loss"]) * n
+            seen += n
+            predictions.append(step["y_pred"].argmax(1).cpu().numpy())
+            targets.append(target.numpy())
+            self._call("on_batch_end", step, training)
+        y_pred, y_true = np.concatenate(predictions), np.concatenate(targets)
+        return {
+            "loss": total_loss / max(1, seen),
+            "accuracy": float((y_pred == y_true).mean()),
+            "f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        }
+
+    def train_step(self, inputs, target) -> dict[str, Any]:
+        """One optimisation step; returns ``{"loss", "y_pred"}``."""
+        import torch
+
+        inputs, target = self._to_device(inputs, target)
+        with torch.autocast(self.device_.type, dtype=torch.bfloat16, enabled=self.device_.type == "cuda"):
+            logits = self.network(inputs)
+            loss = self.criterion_(logits.float(), target)
+        self.optimizer_.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer_.step()
+        self.scheduler_.step()
+        return {"loss": loss.detach(), "y_pred": logits.detach()}
+
+    def validation_step(self, inputs, target) -> dict[str, Any]:
+        """Forward pass without gradients; returns ``{"loss", "y_pred"}``."""
+        import torch
+
+        inputs, target = self._to_device(inputs, target)
+        with torch.inference_mode(), torch.autocast(
+            self.device_.type, dtype=torch.bfloat16, enabled=self.device_.type == "cuda"
+        ):
+            logits = self.network(inputs)
+            loss = self.criterion_(logits.float(), target)
+        return {"loss": loss, "y_pred": logits}
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _to_device(self, inputs, target):
+        import torch
+
+        inputs = inputs.to(self.device_, non_blocking=True)
+        if self.channels_last_:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        return inputs, target.to(self.device_, non_blocking=True)
+
+    def _loader(self, dataset, epoch: int, training: bool):
+        import torch
+        from torch.utils.data import DataLoader, RandomSampler
+
+        workers = self.config.num_workers
+        if workers is None:
+            cpus = os.cpu_count() or 1
+            workers = 0 if cpus <= 2 else min(4, cpus - 1)
+        sampler = None
+        if training:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            sampler = RandomSampler(dataset, generator=generator)
+        return DataLoader(
+            dataset, batch_size=self.config.batch_size, sampler=sampler, num_workers=workers,
+            pin_memory=self.device_.type == "cuda",
+            drop_last=training and len(dataset) % self.config.batch_size == 1,
+        )
+
+    def _set_stage(self, epoch: int) -> None:
+        """Freeze the backbone for the first ``freeze_epochs`` of ``finetune``."""
+        frozen = self.mode == "finetune" and epoch < self.config.freeze_epochs
+        head = self.network.get_classifier()
+        head_ids = {id(p) for p in head.parameters()}
+        for param in self.network.parameters():
+            param.requires_grad_(not frozen or id(param) in head_ids)
+        self.network.train()
+        if frozen:  # keep the pretrained batch-norm statistics while only the head learns
+            self.network.eval()
+            head.train()
+
+    def _track_best(self, logs: dict[str, float]) -> None:
+        monitor = self.config.monitor
+        score = -logs[monitor] if monitor == "val_loss" else logs[monitor]
+        self.is_best = score > self.best_score_
+        if self.is_best:
+            self.best_score_ = score
+            self.best_epoch_ = logs["epoch"]
+            self.best_state_ = {k: v.detach().cpu().clone() for k, v in self.network.state_dict().items()}
+
+    def _call(self, hook: str, *args) -> None:
+        for callback in self.callbacks_:
+            getattr(callback, hook)(self, *args)
+
+    # -- checkpoints ------------------------------------------------------------------------------
+
+    def save_checkpoint(self, path: str | Path) -> Path:
+        """Write the whole training state atomically."""
+        import torch
+
+        state = {
+            "epoch": len(self.history_),
+            "network": self.network.state_dict(),
+            "optimizer": self.optimizer_.state_dict(),
+            "scheduler": self.scheduler_.state_dict(),
+            "history": self.history_,
+            "best_epoch": self.best_epoch_,
+            "best_score": self.best_score_,
+            "best_state": self.best_state_,
+            "elapsed": sum(h["epoch_seconds"] for h in self.history_),
+        }
+        return atomic_write(Path(path), lambda p: torch.save(state, p))
+
+    def load_checkpoint(self, path: str | Path) -> int:
+        """Restore the training state from ``path``; returns the epoch to continue from."""
+        import torch
+
+        try:
+            state = torch.load(Path(path), map_location=self.device_, weights_only=True)
+            self.network.load_state_dict(state["network"])
+            self.optimizer_.load_state_dict(state["optimizer"])
+            self.scheduler_.load_state_dict(state["scheduler"])
+        except FileNotFoundError:
+            raise ArtifactError(f"No checkpoint to resume from at '{path}'.") from None
+        except Exception as exc:  # noqa: BLE001 - any decoding failure is a broken checkpoint
+            raise ArtifactError(f"Cannot resume from checkpoint '{path}': {exc}") from None
+        self.history_ = list(state["history"])
+        self.best_epoch_ = int(state["best_epoch"])
+        self.best_score_ = float(state["best_score"])
+        self.best_state_ = copy.deepcopy(state["best_state"])
+        self.elapsed_before_resume = float(state.get("elapsed", 0.0))
+        logger.info("Resuming from epoch %d of %d", state["epoch"], self.config.epochs)
+        if self.epochs_since_best >= self.config.patience > 0:
+            self.stop_training = True
+        return int(state["epoch"])
