@@ -98,11 +98,12 @@ def compare(
         run_dir = out / entry.name
         values = {"mode": entry.mode, **({"model": entry.model} if entry.model else {}), **entry.overrides}
         callbacks = tuple(callbacks_for(entry)) if callbacks_for else ()
-        logger.info("Training %s", entry.name)
         status = _status(run_dir)
         if status == "finished":
+            logger.info("Reusing the finished run of %s (%s)", entry.name, run_dir)
             result_metrics, model_name = _finished(run_dir)
         else:
+            logger.info("%s %s", "Resuming" if status else "Training", entry.name)
             result = train(dataset, split, out=run_dir, config=base.updated(values),
                            resume=status is not None, progress=progress, callbacks=callbacks)
             result_metrics, model_name = result.metrics, result.config.model

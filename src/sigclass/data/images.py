@@ -206,12 +206,14 @@ class ImageDataset:
             raise DataError(
                 Problem(source, f"need at least 2 classes with usable images, found {classes}")
             )
-        if problems:
+        skipped = problems + class_problems
+        if skipped:
             warnings.warn(
-                f"Skipped {len(problems)} bad file(s) of {source}; see the dataset's 'skipped' list.",
+                f"Skipped {len(skipped)} bad file(s) or folder(s) of {source}; see the dataset's "
+                "'skipped' list and the run's data_report.json.",
                 stacklevel=3,
             )
-        return cls(items, classes, root, problems + class_problems, ignored, source)
+        return cls(items, classes, root, skipped, ignored, source)
 
     # -- the dataset protocol shared with signal datasets ---------------------------------------
 

@@ -177,8 +177,9 @@ def create_model(
 def _unknown_model_message(name: str) -> str:
     import timm
 
-    candidates = list_models() + timm.list_models()
-    close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.6)
+    close = difflib.get_close_matches(name, list_models(), n=3, cutoff=0.6)
+    close += [m for m in difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
+              if m not in close]
     hint = f" Close matches: {', '.join(close)}." if close else ""
     return (
         f"Unknown model '{name}'.{hint} sigclass.list_models() lists the registered networks; "
