@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .data.signal_augment import SignalAugmentConfig
 from .data.transforms import AugmentConfig
 from .exceptions import ConfigError
 
@@ -56,6 +57,39 @@ class TrainConfig:
 
 
 @dataclass
+class SignalConfig:
+    """How signal files are read: windowing of long recordings, unequal lengths, column names.
+
+    Attributes:
+        window: Cut every recording into windows of this many timepoints (``None``: each case
+            as it is). Windows of one recording share a group, so a split never puts one
+            recording in two parts.
+        stride: Step between window starts (default: ``window``, no overlap).
+        label_rule: Label of a window whose timepoints carry labels: ``majority``, ``last``
+            or ``center``.
+        length_policy: Cases of unequal length: ``error``, ``pad`` (zeros at the end, up to
+            ``length`` or the longest case) or ``truncate`` (cut to ``length`` or the shortest).
+        length: Target length of ``pad``/``truncate``; ``None`` takes the longest/shortest case.
+        case_column: Case (recording) id column of CSV/Parquet tables.
+        time_column: Time column of long tables; a table with it is read as long form.
+        label_column: Label column.
+        group_column: Optional group (recording, subject) column.
+        channels: Channel columns of long tables; ``None`` takes every other column.
+    """
+
+    window: int | None = None
+    stride: int | None = None
+    label_rule: str = "majority"
+    length_policy: str = "error"
+    length: int | None = None
+    case_column: str = "case_id"
+    time_column: str = "time"
+    label_column: str = "label"
+    group_column: str = "group"
+    channels: list[str] | None = None
+
+
+@dataclass
 class RunConfig:
     """Everything that defines a training run.
 
@@ -84,7 +118,9 @@ class RunConfig:
         cache_dir: Feature cache folder (default ``~/.cache/sigclass``).
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
         model_args: Extra architecture options passed to the network builder.
-        augment: Training augmentation.
+        augment: Training augmentation of images.
+        signal: How signal files are read (windowing, unequal lengths, columns).
+        signal_augment: Training augmentation of signals.
         train: Training-loop settings.
     """
 
@@ -111,6 +147,8 @@ class RunConfig:
     device: str = "auto"
     model_args: dict[str, Any] = field(default_factory=dict)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    signal: SignalConfig = field(default_factory=SignalConfig)
+    signal_augment: SignalAugmentConfig = field(default_factory=SignalAugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> RunConfig:
@@ -123,6 +161,8 @@ class RunConfig:
         if self.resize is not None:
             _choice("resize", self.resize, ("center_crop", "squash"))
         _choice("train.monitor", self.train.monitor, ("val_accuracy", "val_f1", "val_loss"))
+        _choice("signal.label_rule", self.signal.label_rule, ("majority", "last", "center"))
+        _choice("signal.length_policy", self.signal.length_policy, ("error", "pad", "truncate"))
         if self.train.epochs < 1:
             raise ConfigError(f"The 'train.epochs' option must be at least 1. Got {self.train.epochs}.")
         if self.cv_folds < 2:
