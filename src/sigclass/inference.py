@@ -127,8 +127,20 @@ def choose_backend(backend: str, device=None) -> str:
 
 
 def make_engine(network, input_shape, backend: str = "auto", device=None, onnx_path: str | Path | None = None):
-    """An engine for ``network``; the ONNX graph is exported to ``onnx_path`` once and reused."""
+    """An engine for ``network``; the ONNX graph is exported to ``onnx_path`` once and reused.
+
+    A network with ``onnx_exportable = False`` (MiniRocket runs aeon's numba code) runs with
+    PyTorch under ``backend="auto"``; asking for ``"onnx"`` explicitly is an error.
+    """
+    requested = backend
     backend = choose_backend(backend, device)
+    if backend == "onnx" and not getattr(network, "onnx_exportable", True):
+        if requested == "onnx":
+            from .exceptions import ConfigError
+
+            name = getattr(network, "model_spec", {}).get("name", type(network).__name__)
+            raise ConfigError(f"'{name}' cannot be exported to ONNX; use backend 'torch' or 'auto'.")
+        backend = "torch"
     if backend == "torch":
         return TorchEngine(network, device)
     if onnx_path is None:
