@@ -59,13 +59,22 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
 
 def predict_files(predictor, inputs: Iterable[str | Path], output: str | Path,
                   batch_size: int = 64, progress: bool = True) -> int:
-    """Score image files into a CSV (``input, predicted, confidence, p_<class>..., error``).
+    """Score image files, or the cases of signal files, into a CSV
+    (``input, predicted, confidence, p_<class>..., error``).
+
+    A signal file gives one row per case, its input named ``<file>#<case id>``; the file is read
+    with the model's reading options (windowing, columns).
 
     Returns:
         The number of rows written by this call.
     """
     output = Path(output)
-    files = expand_image_inputs(inputs)
+    cases = None
+    if predictor.modality == "signal":
+        from .data.signals import read_signal_inputs
+
+        cases = read_signal_inputs(inputs, predictor.data_config)
+    files = list(cases) if cases is not None else expand_image_inputs(inputs)
     done = _completed(output)
     todo = [f for f in files if f not in done]
     if done:
@@ -84,7 +93,7 @@ def predict_files(predictor, inputs: Iterable[str | Path], output: str | Path,
         if new_file:
             writer.writeheader()
         for chunk in _chunks(todo, batch_size):
-            for row in _score_chunk(predictor, chunk, batch_size):
+            for row in _score_chunk(predictor, chunk, batch_size, cases):
                 writer.writerow(row)
             handle.flush()
             os.fsync(handle.fileno())
@@ -96,15 +105,18 @@ def predict_files(predictor, inputs: Iterable[str | Path], output: str | Path,
     return written
 
 
-def _score_chunk(predictor, chunk: list[str], batch_size: int) -> list[dict]:
+def _score_chunk(predictor, chunk: list[str], batch_size: int, cases: dict | None = None) -> list[dict]:
+    def payload(keys: list[str]) -> list:
+        return [cases[k] for k in keys] if cases is not None else keys
+
     try:
-        proba = predictor.predict_proba(chunk, batch_size=batch_size)
+        proba = predictor.predict_proba(payload(chunk), batch_size=batch_size)
         return [_row(predictor, item, p) for item, p in zip(chunk, proba, strict=True)]
     except DataError:
         rows = []  # find the bad inputs one by one; the others are scored normally
         for item in chunk:
             try:
-                rows.append(_row(predictor, item, predictor.predict_proba([item])[0]))
+                rows.append(_row(predictor, item, predictor.predict_proba(payload([item]))[0]))
             except DataError as exc:
                 rows.append({"input": item, "error": str(exc)})
         return rows

@@ -31,7 +31,7 @@ RUN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--resize",), "resize", {"choices": ("center_crop", "squash"),
                                "help": "center_crop as in pretraining, or squash the whole image"}),
     (("--tta",), "tta", {"action": "store_true", "help": "average predictions over the image and its mirror"}),
-    (("--head",), "head", {"choices": HEADS, "help": "classic ML head of headless mode (default: logreg)"}),
+    (("--head",), "head", {"choices": HEADS, "help": "classic ML head of headless mode (default: auto, logreg; ridge above 5,000 features)"}),
     (("--weights",), "weights", {"help": "local .safetensors/.pth weights for the network"}),
     (("--no-pretrained",), "pretrained", {"action": "store_false", "help": "start from random weights"}),
     (("--split",), "split", {"help": "reuse this split file (e.g. another run's split.json)"}),
@@ -45,6 +45,10 @@ RUN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--device",), "device", {"help": "auto (CUDA when present), cpu or cuda"}),
     (("--backend",), "backend", {"choices": ("auto", "torch", "onnx"), "help": "featurizer inference backend"}),
     (("--cache-dir",), "cache_dir", {"help": "feature cache folder (default: ~/.cache/sigclass)"}),
+    (("--window",), "signal.window", {"type": int, "help": "signals: cut recordings into windows of this length"}),
+    (("--stride",), "signal.stride", {"type": int, "help": "signals: step between windows (default: --window)"}),
+    (("--length-policy",), "signal.length_policy", {"choices": ("error", "pad", "truncate"),
+                                                    "help": "signals of unequal length: error (default), pad or truncate"}),
 ]
 
 
@@ -113,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="predict the class of files")
     predict.add_argument("run", help="run folder, model folder or models:/NAME@ALIAS")
-    predict.add_argument("inputs", nargs="+", help="image files or folders")
+    predict.add_argument("inputs", nargs="+", help="image files or folders; signal files (.npz, .csv, "
+                         ".parquet, .ts): one row per case")
     predict.add_argument("-o", "--output", type=Path, required=True, help="output CSV")
     predict.add_argument("--batch-size", type=int, default=64)
     predict.set_defaults(func=cmd_predict)
@@ -159,7 +164,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .runs import load, load_dataset
 
     predictor = load(args.run)
-    dataset = load_dataset(args.data, predictor.modality, args.root, args.on_bad_file)
+    dataset = load_dataset(args.data, predictor.modality, args.root, args.on_bad_file,
+                           signal=predictor.data_config.get("reader"))
     indices = Split.load(args.split).indices(dataset)[args.part] if args.split else None
     metrics = evaluate(predictor, dataset, indices, args.out, args.batch_size, progress=True)
     _print_metrics(metrics)

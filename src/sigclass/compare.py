@@ -23,7 +23,11 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Entry:
-    """One contestant: a name, a mode, a model and config overrides of its own."""
+    """One contestant: a name, a mode, a model and config overrides of its own.
+
+    The overrides are the entry's defaults: an option the user set (a value other than
+    :class:`RunConfig`'s default) wins over them, so ``--epochs`` reaches every entry.
+    """
 
     name: str
     mode: str
@@ -96,7 +100,8 @@ def compare(
     rows = []
     for entry in entries or default_entries(dataset.modality):
         run_dir = out / entry.name
-        values = {"mode": entry.mode, **({"model": entry.model} if entry.model else {}), **entry.overrides}
+        values = {"mode": entry.mode, **({"model": entry.model} if entry.model else {}),
+                  **_not_set_by_user(base, entry.overrides)}
         callbacks = tuple(callbacks_for(entry)) if callbacks_for else ()
         status = _status(run_dir)
         if status == "finished":
@@ -111,6 +116,18 @@ def compare(
     board = Leaderboard(rows, references or [], title or f"{base.data}: {len(rows)} models on one split")
     board.save(out)
     return board
+
+
+def _not_set_by_user(base: RunConfig, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The overrides whose option still has its default value in ``base``."""
+    default, current = RunConfig().to_dict(), base.to_dict()
+
+    def get(values: dict[str, Any], key: str) -> Any:
+        for part in key.split("."):
+            values = values.get(part) if isinstance(values, dict) else None
+        return values
+
+    return {k: v for k, v in overrides.items() if get(current, k) == get(default, k)}
 
 
 def _status(run_dir: Path) -> str | None:

@@ -17,7 +17,7 @@ from .data.transforms import AugmentConfig
 from .exceptions import ConfigError
 
 MODES = ("headless", "finetune", "scratch")
-HEADS = ("logreg", "linear_svm", "rbf_svm", "random_forest", "hist_gb", "ridge")
+HEADS = ("auto", "logreg", "linear_svm", "rbf_svm", "random_forest", "hist_gb", "ridge")
 
 
 @dataclass
@@ -112,7 +112,8 @@ class RunConfig:
             ``None`` follows the network's pretrained config.
         crop_pct: Centre-crop fraction for ``center_crop``; ``None`` takes the network's own.
         tta: Test-time augmentation: average over the image and its horizontal mirror.
-        head: Classic ML head of ``headless`` mode.
+        head: Classic ML head of ``headless`` mode; ``auto`` is logistic regression, or ridge
+            for features wider than 5,000 (MiniRocket), where logistic regression is slow.
         cv_folds: Cross-validation folds used to choose the head's regularization.
         backend: Inference backend of the featurizer: ``auto``, ``torch`` or ``onnx``.
         cache_dir: Feature cache folder (default ``~/.cache/sigclass``).
@@ -140,7 +141,7 @@ class RunConfig:
     resize: str | None = None
     crop_pct: float | None = None
     tta: bool = False
-    head: str = "logreg"
+    head: str = "auto"
     cv_folds: int = 5
     backend: str = "auto"
     cache_dir: str | None = None

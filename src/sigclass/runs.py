@@ -29,9 +29,8 @@ DEFAULT_MODELS = {
     ("image", "finetune"): "efficientnet_lite0",
     ("image", "scratch"): "simple_cnn_gap",
     ("signal", "headless"): "minirocket",
-    ("signal", "finetune"): "signal_image",
     ("signal", "scratch"): "fcn",
-}
+}  # there are no pretrained 1D networks: finetune on signals is refused with a suggestion
 
 
 @dataclass
@@ -58,8 +57,12 @@ class RunResult:
 
 
 def load_dataset(source, modality: str = "auto", root=None, on_bad_file: str = "error",
-                 min_per_class: int = 1):
-    """Load images or signals from a folder, a manifest, a file or a named dataset."""
+                 min_per_class: int = 1, signal=None):
+    """Load images or signals from a folder, a manifest, a file or a named dataset.
+
+    ``signal`` holds the reading options of signal files (a ``SignalConfig`` or dict: windowing,
+    length policy, column names).
+    """
     from .data.sources import is_named_source, load_named
 
     text = str(source)
@@ -68,7 +71,7 @@ def load_dataset(source, modality: str = "auto", root=None, on_bad_file: str = "
     if modality == "signal":
         from .data.signals import load_signals
 
-        return load_signals(text, on_bad_file=on_bad_file, min_per_class=min_per_class)
+        return load_signals(text, on_bad_file=on_bad_file, min_per_class=min_per_class, options=signal)
     from .data.images import ImageDataset
 
     if is_named_source(text):
@@ -158,7 +161,7 @@ def train(
 
 def _load_for(cfg: RunConfig):
     need = min_class_size(cfg.val_size, cfg.test_size)
-    return load_dataset(cfg.data, cfg.modality, cfg.root, cfg.on_bad_file, need)
+    return load_dataset(cfg.data, cfg.modality, cfg.root, cfg.on_bad_file, need, cfg.signal)
 
 
 def _resolve_defaults(cfg: RunConfig, dataset) -> RunConfig:
@@ -166,6 +169,10 @@ def _resolve_defaults(cfg: RunConfig, dataset) -> RunConfig:
         cfg = cfg.updated({"modality": dataset.modality})
     if cfg.modality != dataset.modality:
         raise ConfigError(f"The 'modality' option says {cfg.modality!r} but the data is {dataset.modality!r}.")
+    if cfg.modality == "signal":
+        from .training.signal_headless import check_signal_mode
+
+        check_signal_mode(cfg.mode, cfg.model)
     if cfg.model is None:
         cfg = cfg.updated({"model": DEFAULT_MODELS[(cfg.modality, cfg.mode)]})
     if cfg.mode == "scratch":
@@ -279,17 +286,18 @@ def _train_headless(cfg: RunConfig, dataset, parts, progress: bool):
     from .predictor import Predictor
     from .training.headless import Featurizer, fit_head
 
+    # Cross-validation on the training data picks the head's regularization, so the validation
+    # part is not needed for model selection: the head learns from both.
+    fit_part = dataset.subset(np.concatenate([parts["train"], parts["val"]]))
     if dataset.modality == "signal":
         from .training.signal_headless import make_signal_featurizer
 
-        featurizer = make_signal_featurizer(cfg, progress)
+        # Unlike a frozen image network, MiniRocket is fitted, on the training cases only.
+        featurizer = make_signal_featurizer(cfg, progress).fit(fit_part)
     else:
         featurizer = Featurizer(cfg.model, cfg.pretrained, cfg.weights, cfg.image_size, cfg.resize,
                                 cfg.crop_pct, cfg.tta, cfg.train.batch_size, cfg.backend,
                                 cfg.cache_dir, cfg.device, progress).fit()
-    # Cross-validation on the training data picks the head's regularization, so the validation
-    # part is not needed for model selection: the head learns from both.
-    fit_part = dataset.subset(np.concatenate([parts["train"], parts["val"]]))
     features = featurizer.transform(fit_part.model_inputs())
     head, summary = fit_head(cfg.head, features, fit_part.labels, cfg.cv_folds, cfg.seed)
     predictor = Predictor(featurizer.network_, dataset.classes, featurizer.data_config_,
@@ -305,7 +313,8 @@ def _train_network(cfg: RunConfig, dataset, parts, run_dir: Path, progress: bool
     from .training.trainer import Trainer
 
     network, data_config = build_network(cfg, dataset, parts["train"])
-    train_set = dataset.subset(parts["train"]).to_torch(data_config, cfg.augment)
+    augment = cfg.signal_augment if dataset.modality == "signal" else cfg.augment
+    train_set = dataset.subset(parts["train"]).to_torch(data_config, augment)
     val_set = dataset.subset(parts["val"] if len(parts["val"]) else parts["train"]).to_torch(data_config)
     trainer = Trainer(network, cfg.train, cfg.mode, cfg.device, list(callbacks),
                       checkpoint_dir=run_dir / "checkpoints", seed=cfg.seed, progress=progress)

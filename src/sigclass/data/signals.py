@@ -339,6 +339,6 @@ def default_signal_entries() -> list:
                 ("cnn1d", "simple_cnn1d"), ("lstm", "lstm"), ("gru", "gru")]
     return [
         *[Entry(name, "scratch", model, dict(small_data)) for name, model in networks],
-        Entry("minirocket", "headless", "minirocket", {"head": "ridge"}),
+        Entry("minirocket", "headless", "minirocket"),
         Entry("signal_image", "headless", "signal_image"),
     ]

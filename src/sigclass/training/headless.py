@@ -239,7 +239,8 @@ def _state_hash(network) -> str:
     return digest.hexdigest()
 
 
-def make_head(name: str = "logreg", cv_folds: int = 5, seed: int = 0, n_jobs: int | None = None):
+def make_head(name: str = "logreg", cv_folds: int = 5, seed: int = 0, n_jobs: int | None = None,
+              calibration_folds: int = 5):
     """A scikit-learn classifier whose regularization is chosen by cross-validation.
 
     The estimator is ``GridSearchCV`` over a ``StandardScaler`` + classifier pipeline with
@@ -250,6 +251,7 @@ def make_head(name: str = "logreg", cv_folds: int = 5, seed: int = 0, n_jobs: in
         cv_folds: Cross-validation folds.
         seed: Seed of the folds and of randomized models.
         n_jobs: Parallel jobs of the search.
+        calibration_folds: Folds of the probability calibration of SVM and ridge heads.
     """
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
@@ -261,15 +263,18 @@ def make_head(name: str = "logreg", cv_folds: int = 5, seed: int = 0, n_jobs: in
 
     grids: dict[str, tuple[Any, dict[str, list]]] = {
         "logreg": (LogisticRegression(max_iter=3000), {"clf__C": [0.001, 0.01, 0.1, 1.0, 10.0]}),
-        "linear_svm": (CalibratedClassifierCV(LinearSVC(max_iter=5000, random_state=seed), ensemble=False),
+        "linear_svm": (CalibratedClassifierCV(LinearSVC(max_iter=5000, random_state=seed), ensemble=False,
+                                              cv=calibration_folds),
                        {"clf__estimator__C": [0.0001, 0.001, 0.01, 0.1, 1.0]}),
-        "rbf_svm": (CalibratedClassifierCV(SVC(kernel="rbf", gamma="scale", random_state=seed), ensemble=False),
+        "rbf_svm": (CalibratedClassifierCV(SVC(kernel="rbf", gamma="scale", random_state=seed), ensemble=False,
+                                           cv=calibration_folds),
                     {"clf__estimator__C": [0.1, 1.0, 10.0, 100.0]}),
         "random_forest": (RandomForestClassifier(n_estimators=300, random_state=seed, n_jobs=n_jobs),
                           {"clf__max_features": ["sqrt", 0.05], "clf__min_samples_leaf": [1, 3]}),
         "hist_gb": (HistGradientBoostingClassifier(max_iter=200, early_stopping=True, random_state=seed),
                     {"clf__learning_rate": [0.05, 0.1], "clf__l2_regularization": [0.0, 1.0]}),
-        "ridge": (CalibratedClassifierCV(RidgeClassifierCV(alphas=np.logspace(-3, 3, 10)), ensemble=False),
+        "ridge": (CalibratedClassifierCV(RidgeClassifierCV(alphas=np.logspace(-3, 3, 10)), ensemble=False,
+                                         cv=calibration_folds),
                   {}),
     }
     if name not in grids:
@@ -282,8 +287,20 @@ def make_head(name: str = "logreg", cv_folds: int = 5, seed: int = 0, n_jobs: in
                         scoring="accuracy", n_jobs=n_jobs, refit=True)
 
 
+AUTO_RIDGE_FEATURES = 5000  # wider features (MiniRocket's ~10,000) get a ridge head under "auto"
+
+
+def resolve_head(name: str, n_features: int) -> str:
+    """``"auto"``: logistic regression, or ridge for features wider than 5,000, where logistic
+    regression is slow and ridge is the MiniRocket paper's choice; other names unchanged."""
+    if name != "auto":
+        return name
+    return "ridge" if n_features > AUTO_RIDGE_FEATURES else "logreg"
+
+
 def fit_head(name: str, features: np.ndarray, labels: np.ndarray, cv_folds: int = 5, seed: int = 0):
     """Fit a head by cross-validated search; returns ``(best_pipeline, search_summary)``."""
+    name = resolve_head(name, features.shape[1])
     counts = np.unique(labels, return_counts=True)[1]
     folds = int(min(cv_folds, counts.min()))
     if folds < 2:
@@ -291,7 +308,10 @@ def fit_head(name: str, features: np.ndarray, labels: np.ndarray, cv_folds: int 
             "Headless mode needs at least 2 training items per class for cross-validation; "
             f"the smallest class has {counts.min()}. Add data or lower --val-size/--test-size."
         )
-    search = make_head(name, folds, seed).fit(features, labels)
+    # Calibration splits each training fold again: no more folds than its smallest class has items.
+    smallest_in_fold = int(counts.min()) - -(-int(counts.min()) // folds)
+    search = make_head(name, folds, seed, calibration_folds=max(2, min(5, smallest_in_fold)))
+    search.fit(features, labels)
     summary = {
         "head": name, "cv_folds": folds, "best_params": search.best_params_,
         "cv_accuracy": float(search.best_score_),
