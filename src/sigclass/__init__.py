@@ -21,6 +21,10 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "ImageDataset": "sigclass.data.images",
+    "SignalDataset": "sigclass.data.signals",
+    "load_signals": "sigclass.data.signals",
+    "SignalConfig": "sigclass.config",
+    "SignalAugmentConfig": "sigclass.data.signal_augment",
     "make_split": "sigclass.data.split",
     "Split": "sigclass.data.split",
     "AugmentConfig": "sigclass.data.transforms",
