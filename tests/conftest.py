@@ -10,6 +10,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Before torch loads: OpenMP threads that spin while waiting stall badly on a CPU shared with
+# another job (training ran ~6x slower on 2 cores); passive waiting costs nothing otherwise.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 REPO = Path(__file__).resolve().parents[1]
 FRIDGE = Path(os.environ.get("SIGCLASS_FRIDGE", REPO.parent / "shared" / "datasets" / "fridgeObjects"))

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import sigclass as sc
-from sigclass.compare import compare
+from sigclass.compare import _not_set_by_user
 from sigclass.data.signals import default_signal_entries, load_signals
 from sigclass.exceptions import ConfigError
 
@@ -143,7 +143,5 @@ def test_compare_prints_a_leaderboard_and_user_options_win(tmp_path):
     history = json.loads((tmp_path / "cmp" / "scratch-simple_cnn1d" / "history.json").read_text())
     assert len(history) <= 3
     base = sc.RunConfig(data="aeon:BasicMotions").updated({"train.epochs": 4})
-    from sigclass.compare import _not_set_by_user
-
     assert _not_set_by_user(base, entries["fcn"].overrides) == {
         "train.batch_size": 16, "train.monitor": "val_loss", "train.patience": 30}
