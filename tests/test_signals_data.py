@@ -375,3 +375,22 @@ def test_dataset_protocol():
     assert part.content_hashes == [data.content_hashes[0], data.content_hashes[5]]
     report = data.report()
     assert report["class_counts"] == {"1": 100, "2": 100} and report["n_timepoints"] == 150
+
+
+def test_npz_with_a_label_per_timepoint_is_windowed(tmp_path):
+    X = np.arange(2 * 1 * 12, dtype=float).reshape(2, 1, 12)
+    y = np.array([["idle"] * 8 + ["spin"] * 4, ["spin"] * 12])
+    data = load_signals(write_npz(tmp_path / "t.npz", X, y), options={"window": 4})
+    assert data.ids == ["case-00000@0", "case-00000@4", "case-00000@8", "case-00001@0",
+                        "case-00001@4", "case-00001@8"]
+    assert list(data.labels) == ["idle", "idle", "spin", "spin", "spin", "spin"]
+    with pytest.raises(DataError, match=r"'y' has shape \(2, 5\) but 'X' has 12 timepoints"):
+        load_signals(write_npz(tmp_path / "bad.npz", X, y[:, :5]))
+
+
+def test_empty_trailing_cells_of_a_wide_table_mark_a_shorter_case(tmp_path):
+    (tmp_path / "s.csv").write_text("label,0,1,2,3\na,1,2,3,4\nb,1,2,,\na,4,3,2,1\nb,0,0,0,0\n")
+    with pytest.raises(DataError, match=r"from 2 to 4 timepoints \(case 'row-3' has 2"):
+        load_signals(str(tmp_path / "s.csv"))
+    data = load_signals(str(tmp_path / "s.csv"), options={"length_policy": "pad"})
+    np.testing.assert_array_equal(data.X[1, 0], [1, 2, 0, 0])

@@ -125,16 +125,20 @@ def read_npz(path: Path, require_labels: bool = True) -> RawSignals:
     if problems:
         raise DataError(problems)
     ids = [str(i) for i in arrays["ids"]] if "ids" in arrays else [f"case-{i:05d}" for i in range(n)]
-    labels = None
-    if "y" in arrays:
-        y = arrays["y"]
-        labels = [_label_text(v) for v in y] if y.ndim == 1 else [np.array([_label_text(v) for v in row], dtype=object) for row in y]
-        if y.ndim == 2 and y.shape[1] != X.shape[2]:
-            raise DataError(Problem(path.name, f"'y' has {y.shape[1]} labels per case but 'X' has "
-                                    f"{X.shape[2]} timepoints; give one label per case or per timepoint"))
+    labels = _npz_labels(arrays["y"], X.shape[2], path.name) if "y" in arrays else None
     groups = [str(g) for g in arrays["groups"]] if "groups" in arrays else None
     cases = [np.asarray(case, dtype=np.float64) for case in X]
     return RawSignals(cases, labels, ids, channels, groups, name=path.name)
+
+
+def _npz_labels(y: np.ndarray, n_timepoints: int, name: str) -> list:
+    """One label per case, or (for windowing) one array of labels per case."""
+    if y.ndim == 1:
+        return [_label_text(v) for v in y]
+    if y.ndim != 2 or y.shape[1] != n_timepoints:
+        raise DataError(Problem(name, f"'y' has shape {y.shape} but 'X' has {n_timepoints} "
+                                "timepoints; give one label per case or one per timepoint"))
+    return [np.array([_label_text(v) for v in row], dtype=object) for row in y]
 
 
 def _label_text(value) -> str:
