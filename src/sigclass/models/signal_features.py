@@ -202,7 +202,7 @@ class SignalImageFeatures(nn.Module):
         return pooled.reshape(batch, -1)
 
 
-@register_model("signal_image", modality="signal",
+@register_model("signal_image", modality="signal", has_pretrained=True,
                 description="Signal-as-image transfer: GAF/spectrogram images into frozen EfficientNet-Lite0")
 def signal_image(n_classes: int = 0, pretrained: bool = False, in_chans: int | None = None,
                  n_timepoints: int | None = None, **kwargs):
