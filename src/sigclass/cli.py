@@ -56,6 +56,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("run options (override --config)")
     group.add_argument("--config", type=Path, help="YAML config file (e.g. a run's config.yaml)")
     for flags, key, options in RUN_OPTIONS:
+        if "choices" not in options and "action" not in options:
+            options = {"metavar": flags[0].lstrip("-").upper().replace("-", "_"), **options}
         group.add_argument(*flags, dest=f"cfg:{key}", default=argparse.SUPPRESS, **options)
     group.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="set any config key, e.g. --set train.label_smoothing=0.0 (repeatable)")
