@@ -91,3 +91,24 @@ def resolve_device(device: str | None = None):
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def environment_info(device: str | None = None) -> dict[str, Any]:
+    """Versions of Python and the packages a model depends on, and the device, for run records."""
+    import platform
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for name in ("sigclass", "torch", "torchvision", "timm", "scikit-learn", "numpy",
+                 "onnxruntime", "aeon"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    resolved = resolve_device(device)
+    name = str(resolved)
+    if resolved.type == "cuda":
+        import torch
+
+        name = f"cuda ({torch.cuda.get_device_name(resolved)})"
+    return {"versions": versions, "device": name, "platform": platform.platform()}

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ._utils import seed_everything, write_json
+from ._utils import environment_info, seed_everything, write_json
 from .config import RunConfig, load_config, save_config
 from .data.split import Split, make_split, min_class_size
 from .exceptions import ArtifactError, ConfigError, DataError, Problem
@@ -266,7 +266,8 @@ def _execute(run_dir: Path, cfg: RunConfig, dataset, split: Split, progress: boo
     predictor.info.update(_model_info(cfg, dataset, split, metrics, extra))
     predictor.save(run_dir / "model")
     write_json(run_dir / "run.json", {"status": "finished", "train_seconds": train_seconds,
-                                      "finished": time.time(), **extra})
+                                      "finished": time.time(), **environment_info(cfg.device),
+                                      **extra})
     return RunResult(run_dir, predictor, metrics, val_metrics, cfg, history, train_seconds)
 
 
