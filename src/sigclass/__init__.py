@@ -41,6 +41,9 @@ _EXPORTS = {
     "evaluate": "sigclass.evaluation",
     "load_dataset": "sigclass.runs",
     "load": "sigclass.runs",
+    "explain": "sigclass.explain",
+    "Explanation": "sigclass.explain",
+    "render_overlay": "sigclass.explain",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
