@@ -28,8 +28,13 @@ def fridge() -> Path:
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Feature caches live in one session-wide temporary folder, never in the user's home."""
+    """Feature caches and MLflow stores live in session-wide temporary folders."""
     monkeypatch.setenv("SIGCLASS_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+    # MLflow tracking is off in tests unless a test turns it on (tests/test_tracking.py), and its
+    # default store is a temporary folder, never the working folder or the user's own server.
+    monkeypatch.setenv("SIGCLASS_TRACKING", "off")
+    monkeypatch.setenv("SIGCLASS_TRACKING_DIR", str(tmp_path_factory.getbasetemp() / "tracking"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 
 def write_image(path: Path, size=(40, 32), mode="RGB", seed=0, fmt=None) -> Path:

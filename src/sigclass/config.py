@@ -90,6 +90,22 @@ class SignalConfig:
 
 
 @dataclass
+class TrackingConfig:
+    """Where runs are recorded (MLflow); see :mod:`sigclass.tracking`.
+
+    Attributes:
+        enabled: Record the run in an MLflow store.
+        uri: Tracking URI; ``None`` takes ``MLFLOW_TRACKING_URI``, else the local default store
+            (``mlflow.db`` and ``mlartifacts/`` in ``SIGCLASS_TRACKING_DIR`` or the working folder).
+        experiment: Experiment name; ``None`` names it after the data.
+    """
+
+    enabled: bool = True
+    uri: str | None = None
+    experiment: str | None = None
+
+
+@dataclass
 class RunConfig:
     """Everything that defines a training run.
 
@@ -123,6 +139,7 @@ class RunConfig:
         signal: How signal files are read (windowing, unequal lengths, columns).
         signal_augment: Training augmentation of signals.
         train: Training-loop settings.
+        tracking: Where the run is recorded (MLflow).
     """
 
     data: str = ""
@@ -151,6 +168,7 @@ class RunConfig:
     signal: SignalConfig = field(default_factory=SignalConfig)
     signal_augment: SignalAugmentConfig = field(default_factory=SignalAugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def validate(self) -> RunConfig:
         """Check the values that have a fixed set of choices; returns ``self``."""

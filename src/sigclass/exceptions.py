@@ -73,3 +73,7 @@ class ArtifactError(SigclassError, ValueError):
 
 class ExplainError(SigclassError, ValueError):
     """An explanation (class activation map) cannot be computed for this model."""
+
+
+class TrackingError(SigclassError, RuntimeError):
+    """The experiment-tracking store or the model registry cannot be used as asked."""

@@ -21,6 +21,7 @@ from ._utils import environment_info, seed_everything, write_json
 from .config import RunConfig, load_config, save_config
 from .data.split import Split, make_split, min_class_size
 from .exceptions import ArtifactError, ConfigError, DataError, Problem
+from .scale import distributed
 
 logger = logging.getLogger(__name__)
 
@@ -152,11 +153,12 @@ def train(
     else:
         cfg = cfg.updated({"data": str(data)})
     cfg.validate()
+    distributed.init_from_env(cfg.device)  # under torchrun: join the other processes
     dataset = data if not isinstance(data, str | Path) else _load_for(cfg)
     cfg = _resolve_defaults(cfg, dataset)
     run_dir = _new_run_dir(out, cfg)
     split = _resolve_split(split, cfg, dataset)
-    return _execute(run_dir, cfg, dataset, split, progress, callbacks, resume_from=None)
+    return _tracked(run_dir, cfg, dataset, split, progress, callbacks, resume_from=None)
 
 
 def _load_for(cfg: RunConfig):
@@ -183,7 +185,9 @@ def _resolve_defaults(cfg: RunConfig, dataset) -> RunConfig:
 def _new_run_dir(out, cfg: RunConfig) -> Path:
     if out is None:
         out = Path("runs") / f"{cfg.mode}-{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = Path(out)
+    run_dir = Path(distributed.broadcast_object(str(out)))  # one folder for all processes
+    if not distributed.is_main_process():
+        return run_dir
     if run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(
             f"Run folder '{run_dir}' already exists and is not empty. Use --resume to continue it, "
@@ -212,6 +216,7 @@ def _resume(out, data, progress: bool, callbacks: tuple) -> RunResult:
     if not (run_dir / "config.yaml").is_file():
         raise ArtifactError(f"Cannot resume '{run_dir}': it has no config.yaml; it is not a run folder.")
     cfg = RunConfig.from_dict(load_config(run_dir / "config.yaml")).validate()
+    distributed.init_from_env(cfg.device)
     status = _read_status(run_dir)
     if status.get("status") == "finished":
         logger.info("Run '%s' already finished; loading it", run_dir)
@@ -219,7 +224,7 @@ def _resume(out, data, progress: bool, callbacks: tuple) -> RunResult:
     split = Split.load(run_dir / "split.json")
     split.indices(dataset)
     checkpoint = run_dir / "checkpoints" / "last.pt"
-    return _execute(run_dir, cfg, dataset, split, progress, callbacks,
+    return _tracked(run_dir, cfg, dataset, split, progress, callbacks,
                     resume_from=checkpoint if checkpoint.is_file() else None)
 
 
@@ -232,10 +237,24 @@ def _read_status(run_dir: Path) -> dict[str, Any]:
         return {}
 
 
+def _tracked(run_dir: Path, cfg: RunConfig, dataset, split: Split, progress: bool, callbacks,
+             resume_from) -> RunResult:
+    """:func:`_execute` recorded in MLflow (unless tracking is off); the store is checked first."""
+    from .tracking import tracking_run
+
+    with tracking_run(cfg, run_dir, dataset) as record:
+        result = _execute(run_dir, cfg, dataset, split, progress, (*callbacks, *record.callbacks()),
+                          resume_from)
+        record.finish(result)
+    return result
+
+
 def _execute(run_dir: Path, cfg: RunConfig, dataset, split: Split, progress: bool, callbacks,
              resume_from) -> RunResult:
     from .evaluation.metrics import evaluate
 
+    if not distributed.is_main_process():
+        return _execute_follower(run_dir, cfg, dataset, split, callbacks, resume_from)
     seed_everything(cfg.seed)
     save_config(cfg, run_dir / "config.yaml")
     split.save(run_dir / "split.json")
@@ -269,6 +288,23 @@ def _execute(run_dir: Path, cfg: RunConfig, dataset, split: Split, progress: boo
                                       "finished": time.time(), **environment_info(cfg.device),
                                       **extra})
     return RunResult(run_dir, predictor, metrics, val_metrics, cfg, history, train_seconds)
+
+
+def _execute_follower(run_dir: Path, cfg: RunConfig, dataset, split: Split, callbacks,
+                      resume_from) -> RunResult:
+    """A process other than rank 0 of a distributed run: it trains its shard and writes nothing.
+
+    Headless mode has no training loop to share, so rank 0 does all of it alone.
+    """
+    seed_everything(cfg.seed)
+    if cfg.mode == "headless":
+        logger.info("Headless mode runs on rank 0 only; rank %d has nothing to do",
+                    distributed.rank())
+        return RunResult(run_dir, None, {}, {}, cfg)
+    started = time.perf_counter()
+    predictor, history, _ = _train_network(cfg, dataset, split.indices(dataset), run_dir,
+                                           False, callbacks, resume_from)
+    return RunResult(run_dir, predictor, {}, {}, cfg, history, time.perf_counter() - started)
 
 
 def _model_info(cfg: RunConfig, dataset, split: Split, metrics: dict, extra: dict) -> dict[str, Any]:
@@ -320,8 +356,9 @@ def _train_network(cfg: RunConfig, dataset, parts, run_dir: Path, progress: bool
     trainer = Trainer(network, cfg.train, cfg.mode, cfg.device, list(callbacks),
                       checkpoint_dir=run_dir / "checkpoints", seed=cfg.seed, progress=progress)
     trainer.fit(train_set, val_set, resume=resume_from)
-    write_json(run_dir / "history.json", trainer.history_)
-    plot_training_curves(trainer.history_, run_dir / "curves.png")
+    if distributed.is_main_process():
+        write_json(run_dir / "history.json", trainer.history_)
+        plot_training_curves(trainer.history_, run_dir / "curves.png")
     predictor = Predictor(trainer.network.cpu(), dataset.classes, data_config,
                           modality=dataset.modality, mode=cfg.mode, device=cfg.device)
     extra = {"best_epoch": trainer.best_epoch_, "epochs_run": len(trainer.history_)}

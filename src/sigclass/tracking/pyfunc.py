@@ -1,0 +1,91 @@
+"""The MLflow pyfunc face of a sigclass model, so any MLflow tool can score it.
+
+The logged MLflow model holds the sigclass model folder (safetensors + JSON) as an artifact and
+is written in MLflow's "models from code" form: its code file (:mod:`.pyfunc_code`) only builds
+:class:`SigclassPyfunc`, which loads the folder with sigclass's own checksum-verified loader.
+Nothing is pickled.
+
+Input (a pandas DataFrame, e.g. from ``mlflow models predict -i batch.csv``):
+
+- images: a ``path`` column of image files (or an ``image`` column of base64-encoded bytes);
+- signals: one row per case, the numeric columns holding the values channel by channel
+  (``n_channels * n_timepoints`` columns, channel 0 first).
+
+Output: a DataFrame with ``label`` and one ``p_<class>`` probability column per class.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mlflow.pyfunc import PythonModel
+
+from ..exceptions import DataError, Problem
+
+ARTIFACT_KEY = "sigclass_model"
+CODE_FILE = Path(__file__).with_name("pyfunc_code.py")
+
+
+class SigclassPyfunc(PythonModel):
+    """Scores DataFrames with a sigclass model loaded from the MLflow model's artifacts."""
+
+    def load_context(self, context) -> None:
+        from ..predictor import Predictor
+
+        self.predictor = Predictor.load(context.artifacts[ARTIFACT_KEY])
+
+    def predict(self, context, model_input, params: dict[str, Any] | None = None):
+        import pandas as pd
+
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        inputs = frame_to_inputs(frame, self.predictor)
+        proba = self.predictor.predict_proba(inputs)
+        classes = self.predictor.classes
+        result = pd.DataFrame(proba, columns=[f"p_{c}" for c in classes], index=frame.index)
+        result.insert(0, "label", np.asarray(classes, dtype=object)[proba.argmax(axis=1)])
+        return result
+
+
+def frame_to_inputs(frame, predictor) -> Any:
+    """The rows of ``frame`` as inputs of ``predictor`` (see the module docstring)."""
+    if predictor.modality == "image":
+        if "path" in frame.columns:
+            return [str(p) for p in frame["path"]]
+        if "image" in frame.columns:
+            return [base64.b64decode(v) for v in frame["image"]]
+        raise DataError(Problem("input", f"an image model takes a 'path' column of image files or "
+                                f"an 'image' column of base64 bytes; got columns {list(frame.columns)}"))
+    n_channels, n_timepoints = predictor.preprocessor.item_shape
+    values = frame.select_dtypes("number").to_numpy(dtype=np.float32)
+    if values.shape[1] % n_channels:
+        raise DataError(Problem("input", f"{values.shape[1]} numeric columns cannot hold "
+                                f"{n_channels} channel(s) of equal length; the model takes "
+                                f"{n_channels} x {n_timepoints} values per row"))
+    return values.reshape(len(values), n_channels, -1)
+
+
+def save_pyfunc(model_dir: str | Path, path: str | Path) -> Path:
+    """Write the MLflow pyfunc model of the sigclass model folder ``model_dir`` to ``path``."""
+    import mlflow.pyfunc
+
+    from .. import __version__
+    from .._utils import environment_info
+
+    versions = environment_info("cpu")["versions"]
+    requirements = [f"{name}=={versions[name]}" for name in
+                    ("torch", "torchvision", "timm", "scikit-learn", "numpy") if name in versions]
+    requirements = [f"sigclass=={__version__}", "safetensors", "skops", "pandas", *requirements]
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    with warnings.catch_warnings():  # the input is a DataFrame whose columns depend on the model
+        warnings.filterwarnings("ignore", message=".*type hints.*")
+        mlflow.pyfunc.save_model(
+            path=str(path), python_model=str(CODE_FILE),
+            artifacts={ARTIFACT_KEY: str(Path(model_dir))},
+            pip_requirements=requirements, metadata={"sigclass_format": "safetensors+json"},
+        )
+    return Path(path)
