@@ -5,6 +5,13 @@ callbacks. ``finetune`` trains the new head with the backbone frozen for ``freez
 the whole network with the backbone at ``backbone_lr_mult`` times the head's learning rate.
 AdamW, linear warm-up then cosine decay, label smoothing, optional class weights; the weights of
 the best validation epoch are restored at the end.
+
+Under ``torchrun`` (an initialized process group) the network is wrapped in
+``DistributedDataParallel`` and each epoch is sharded by a ``DistributedSampler``;
+``batch_size`` stays the global batch (each of N processes takes ``batch_size / N``), so the
+learning-rate schedule is that of one process. Every process validates on the whole
+validation set (identical weights give identical metrics), only rank 0 shows progress and
+writes checkpoints, and a stop decided on any process (time budget) stops them all.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import numpy as np
 from .._utils import atomic_write, resolve_device
 from ..config import TrainConfig
 from ..exceptions import ArtifactError
+from ..scale import distributed
 from .callbacks import Callback, Checkpoint, EarlyStopping, ProgressBar, TimeBudget
 
 logger = logging.getLogger(__name__)
@@ -85,8 +93,13 @@ class Trainer:
         import torch
 
         cfg = self.config
+        self.world_size_ = distributed.world_size()
         self.device_ = resolve_device(self.device)
+        if self.world_size_ > 1 and self.device_.type == "cuda":
+            self.device_ = torch.device("cuda", distributed.local_rank())
         self.network = self.network.to(self.device_)
+        self.forward_module_ = self.network
+        self.wrapped_frozen_: bool | None = None
         self.channels_last_ = self._is_image_network(train_set)
         if self.channels_last_:
             self.network = self.network.to(memory_format=torch.channels_last)
@@ -99,7 +112,9 @@ class Trainer:
             {"params": head_params, "lr": cfg.lr, "name": "head"},
         ]
         self.optimizer_ = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
-        self.steps_per_epoch = max(1, len(train_set) // cfg.batch_size + (len(train_set) % cfg.batch_size > 1))
+        self.batch_size_ = max(1, -(-cfg.batch_size // self.world_size_))  # per process
+        shard = -(-len(train_set) // self.world_size_)  # DistributedSampler pads to equal shards
+        self.steps_per_epoch = max(1, shard // self.batch_size_ + (shard % self.batch_size_ > 1))
         total = self.steps_per_epoch * cfg.epochs
         warmup = int(round(cfg.warmup_epochs * self.steps_per_epoch))
         self.scheduler_ = torch.optim.lr_scheduler.LambdaLR(self.optimizer_, WarmupCosine(warmup, total))
@@ -117,7 +132,7 @@ class Trainer:
         self.is_best = False
         self.stop_training = False
         self.elapsed_before_resume = 0.0
-        self.callbacks_ = [ProgressBar(self.progress), EarlyStopping(cfg.patience),
+        self.callbacks_ = [ProgressBar(self.progress and self.is_main_process), EarlyStopping(cfg.patience),
                            TimeBudget(cfg.max_minutes)]
         if self.checkpoint_dir is not None:
             self.callbacks_.append(Checkpoint(self.checkpoint_dir))
@@ -134,7 +149,7 @@ class Trainer:
     @property
     def is_main_process(self) -> bool:
         """Only the first process of a distributed run logs and writes files."""
-        return int(os.environ.get("RANK", "0")) == 0
+        return distributed.is_main_process()
 
     @property
     def epochs_since_best(self) -> int:
@@ -151,7 +166,7 @@ class Trainer:
             resume: A ``last.pt`` checkpoint to continue from.
         """
         self._setup(train_set)
-        self.val_steps = math.ceil(len(val_set) / self.config.batch_size)
+        self.val_steps = math.ceil(len(val_set) / self.batch_size_)
         start_epoch = self.load_checkpoint(resume) if resume is not None else 0
         self._call("on_train_begin")
         for epoch in range(start_epoch, self.config.epochs):
@@ -173,6 +188,8 @@ class Trainer:
             self.history_.append(logs)
             self._track_best(logs)
             self._call("on_epoch_end", logs)
+            if self.world_size_ > 1:  # e.g. a time budget crossed on one process only
+                self.stop_training = distributed.any_process(self.stop_training)
         self._call("on_train_end")
         if self.best_state_ is not None:
             self.network.load_state_dict(self.best_state_)
@@ -187,7 +204,8 @@ class Trainer:
         loader = self._loader(dataset, epoch, training)
         if training:
             self._set_stage(epoch)
-            torch.manual_seed(self.seed * 100_003 + epoch)  # augmentation draws, resumable
+            # Augmentation draws: resumable, and different on each process of a distributed run.
+            torch.manual_seed(self.seed * 100_003 + epoch + 7_919 * distributed.rank())
         else:
             self.network.eval()
         total_loss, seen, predictions, targets = 0.0, 0, [], []
@@ -200,6 +218,11 @@ class Trainer:
             targets.append(target.numpy())
             self._call("on_batch_end", step, training)
         y_pred, y_true = np.concatenate(predictions), np.concatenate(targets)
+        if training and self.world_size_ > 1:  # training metrics over every process's shard
+            shards = distributed.all_gather_objects((total_loss, seen, y_pred, y_true))
+            total_loss, seen = sum(s[0] for s in shards), sum(s[1] for s in shards)
+            y_pred = np.concatenate([s[2] for s in shards])
+            y_true = np.concatenate([s[3] for s in shards])
         return {
             "loss": total_loss / max(1, seen),
             "accuracy": float((y_pred == y_true).mean()),
@@ -212,7 +235,7 @@ class Trainer:
 
         inputs, target = self._to_device(inputs, target)
         with torch.autocast(self.device_.type, dtype=torch.bfloat16, enabled=self.device_.type == "cuda"):
-            logits = self.network(inputs)
+            logits = self.forward_module_(inputs)
             loss = self.criterion_(logits.float(), target)
         self.optimizer_.zero_grad(set_to_none=True)
         loss.backward()
@@ -250,14 +273,22 @@ class Trainer:
         if workers is None:
             cpus = os.cpu_count() or 1
             workers = 0 if cpus <= 2 else min(4, cpus - 1)
-        sampler = None
-        if training:
+        sampler, size = None, len(dataset)
+        if training and self.world_size_ > 1:
+            from torch.utils.data.distributed import DistributedSampler
+
+            sampler = DistributedSampler(dataset, shuffle=True, seed=self.seed)
+            sampler.set_epoch(epoch)
+            size = len(sampler)
+        elif training:
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             sampler = RandomSampler(dataset, generator=generator)
+        # A last batch of one item breaks batch norm; every shard has the same size, so every
+        # process drops it alike.
         return DataLoader(
-            dataset, batch_size=self.config.batch_size, sampler=sampler, num_workers=workers,
+            dataset, batch_size=self.batch_size_, sampler=sampler, num_workers=workers,
             pin_memory=self.device_.type == "cuda",
-            drop_last=training and len(dataset) % self.config.batch_size == 1,
+            drop_last=training and size % self.batch_size_ == 1,
         )
 
     def _set_stage(self, epoch: int) -> None:
@@ -271,6 +302,16 @@ class Trainer:
         if frozen:  # keep the pretrained batch-norm statistics while only the head learns
             self.network.eval()
             head.train()
+        if self.world_size_ > 1 and self.wrapped_frozen_ != frozen:
+            self._wrap_distributed(frozen)
+
+    def _wrap_distributed(self, frozen: bool) -> None:
+        """(Re)wrap the network in DDP: it syncs the gradients of the parameters that train now."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [self.device_.index] if self.device_.type == "cuda" else None
+        self.forward_module_ = DistributedDataParallel(self.network, device_ids=device_ids)
+        self.wrapped_frozen_ = frozen
 
     def _track_best(self, logs: dict[str, float]) -> None:
         monitor = self.config.monitor
