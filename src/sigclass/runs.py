@@ -242,6 +242,8 @@ def _tracked(run_dir: Path, cfg: RunConfig, dataset, split: Split, progress: boo
     """:func:`_execute` recorded in MLflow (unless tracking is off); the store is checked first."""
     from .tracking import tracking_run
 
+    if not distributed.is_main_process():  # one MLflow run per distributed run: rank 0's
+        return _execute(run_dir, cfg, dataset, split, progress, callbacks, resume_from)
     with tracking_run(cfg, run_dir, dataset) as record:
         result = _execute(run_dir, cfg, dataset, split, progress, (*callbacks, *record.callbacks()),
                           resume_from)
