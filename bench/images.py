@@ -46,7 +46,7 @@ from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "images.json"
-FRIDGE = ROOT.parent / "shared" / "datasets" / "fridgeObjects"
+FRIDGE = Path(os.environ.get("SIGCLASS_FRIDGE", ROOT.parent / "shared" / "datasets" / "fridgeObjects"))
 VARIANTS = ("timm_eager", "sigclass_torch", "sigclass_onnx")
 
 
@@ -75,11 +75,12 @@ def featurize_variant(variant: str, model: str, batch_size: int, n_images: int, 
                             backend="onnx" if variant == "sigclass_onnx" else "torch").fit()
     preprocess = featurizer.preprocessor_
     if variant == "timm_eager":
-        network = featurizer.network_.eval()  # the same timm network and weights
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        network = featurizer.network_.eval().to(device)  # the same timm network and weights
 
         def forward(batch):
             with torch.no_grad():
-                return network(batch).numpy()
+                return network(batch.to(device)).cpu().numpy()
 
         def run(items):
             return [forward(preprocess(items[begin:begin + batch_size]))
@@ -153,7 +154,7 @@ def hand_loop_epochs(network, X, y, epochs: int, batch_size: int, lr: float, see
     rates = []
     for _ in range(epochs):
         started = time.perf_counter()
-        order = torch.randperm(len(X), generator=generator)
+        order = torch.randperm(len(X), generator=generator).to(X.device)
         for begin in range(0, len(X), batch_size):
             index = order[begin:begin + batch_size]
             loss = criterion(network(X[index]), y[index])
@@ -177,20 +178,22 @@ def finetune_speed(model: str, image_size: int, n_images: int, epochs: int, roun
     X = preprocess(sample_images(n_images))
     y = np.arange(n_images) % 4
     config = TrainConfig(epochs=epochs, batch_size=16, patience=0, freeze_epochs=0, warmup_epochs=0)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     trainer_rates, hand_rates = [], []
     for round_ in range(rounds):
         torch.manual_seed(round_)
         network = sc.create_model(model, n_classes=4, pretrained=True)
-        trainer = Trainer(network, config, "finetune", "cpu", progress=False, seed=round_)
+        trainer = Trainer(network, config, "finetune", device, progress=False, seed=round_)
         trainer.fit(TensorImages(X, y), TensorImages(X[:16], y[:16]))
         trainer_rates += [h["train_items_per_s"] for h in trainer.history_[1:]]
         torch.manual_seed(round_)
-        network = sc.create_model(model, n_classes=4, pretrained=True)
-        hand_rates += hand_loop_epochs(network, X, torch.as_tensor(y), epochs, 16, config.lr, round_)[1:]
+        network = sc.create_model(model, n_classes=4, pretrained=True).to(device)
+        hand_rates += hand_loop_epochs(network, X.to(device), torch.as_tensor(y).to(device), epochs, 16,
+                                       config.lr, round_)[1:]
         print(f"  finetune round {round_}: trainer {trainer_rates[-1]:.1f} img/s, "
               f"hand loop {hand_rates[-1]:.1f} img/s", flush=True)
     trainer_speed, hand_speed = statistics.median(trainer_rates), statistics.median(hand_rates)
-    return {"model": model, "image_size": image_size, "n_images": n_images, "batch_size": 16,
+    return {"model": model, "image_size": image_size, "n_images": n_images, "batch_size": 16, "device": device,
             "trainer_images_per_s": round(trainer_speed, 2), "hand_loop_images_per_s": round(hand_speed, 2),
             "ratio": round(trainer_speed / hand_speed, 3), "goal": 0.9}
 
@@ -238,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--full", action="store_true", help="the demo's full (GPU) setting")
     parser.add_argument("--out", type=Path, default=None, help="keep the accuracy runs here")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="JSON file to update")
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--batch-size", type=int, default=32, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -248,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import sigclass
 
-    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    results = json.loads(args.results.read_text()) if args.results.is_file() else {}
     results["machine"] = {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                           "torch": torch.__version__, "sigclass": sigclass.__version__,
                           "cuda": torch.cuda.is_available()}
@@ -262,9 +266,9 @@ def main(argv: list[str] | None = None) -> int:
             results["accuracy"] = accuracy(args.datasets, out, args.full)
             results["accuracy_setting"] = "full" if args.full else "CPU-sized (scripts/demo.py)"
     results["seconds"] = round(time.perf_counter() - started, 1)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.results}")
     return 0
 
 
