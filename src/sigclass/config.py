@@ -130,6 +130,8 @@ class RunConfig:
         tta: Test-time augmentation: average over the image and its horizontal mirror.
         head: Classic ML head of ``headless`` mode; ``auto`` is logistic regression, or ridge
             for features wider than 5,000 (MiniRocket), where logistic regression is slow.
+        head_params: Fixed settings of the head instead of its cross-validated search, e.g.
+            ``{C: 0.1}`` (logreg, SVMs) or ``{alpha: 1.0}`` (ridge); set by ``sigclass tune``.
         cv_folds: Cross-validation folds used to choose the head's regularization.
         backend: Inference backend of the featurizer: ``auto``, ``torch`` or ``onnx``.
         cache_dir: Feature cache folder (default ``~/.cache/sigclass``).
@@ -159,6 +161,7 @@ class RunConfig:
     crop_pct: float | None = None
     tta: bool = False
     head: str = "auto"
+    head_params: dict[str, Any] = field(default_factory=dict)
     cv_folds: int = 5
     backend: str = "auto"
     cache_dir: str | None = None
@@ -236,7 +239,7 @@ def _set_dotted(values: dict[str, Any], key: str, value: Any) -> None:
     *parents, leaf = key.split(".")
     node = values
     for parent in parents:
-        if parent == "model_args":
+        if parent in ("model_args", "head_params"):
             node = node.setdefault(parent, {})
             continue
         if not isinstance(node.get(parent), dict):

@@ -247,7 +247,7 @@ def _state_hash(network) -> str:
 
 
 def make_head(name: str = "logreg", cv_folds: int = 5, seed: int = 0, n_jobs: int | None = None,
-              calibration_folds: int = 5):
+              calibration_folds: int = 5, params: dict[str, Any] | None = None):
     """A scikit-learn classifier whose regularization is chosen by cross-validation.
 
     The estimator is ``GridSearchCV`` over a ``StandardScaler`` + classifier pipeline with
@@ -259,6 +259,8 @@ def make_head(name: str = "logreg", cv_folds: int = 5, seed: int = 0, n_jobs: in
         seed: Seed of the folds and of randomized models.
         n_jobs: Parallel jobs of the search.
         calibration_folds: Folds of the probability calibration of SVM and ridge heads.
+        params: Fixed settings of the classifier that replace its searched values, e.g.
+            ``{"C": 0.1}`` (logreg, SVMs) or ``{"alpha": 1.0}`` (ridge).
     """
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
@@ -288,10 +290,30 @@ def make_head(name: str = "logreg", cv_folds: int = 5, seed: int = 0, n_jobs: in
         options = ", ".join(f"'{n}'" for n in grids)
         raise ConfigError(f"The 'head' option must be one of {options}. Got {name!r}.")
     estimator, grid = grids[name]
+    grid = _fix_params(name, estimator, grid, params or {})
     pipeline = Pipeline([("scale", StandardScaler()), ("clf", estimator)])
     folds = StratifiedKFold(n_splits=cv_folds, shuffle=True, random_state=seed)
     return GridSearchCV(pipeline, grid or {"scale__with_mean": [True]}, cv=folds,
                         scoring="accuracy", n_jobs=n_jobs, refit=True)
+
+
+def _fix_params(name: str, estimator, grid: dict[str, list], params: dict[str, Any]) -> dict[str, list]:
+    """The search grid with the values in ``params`` fixed (ridge's ``alpha`` fixes its alphas)."""
+    inner = getattr(estimator, "estimator", None)
+    target = inner if inner is not None else estimator
+    prefix = "clf__estimator__" if inner is not None else "clf__"
+    valid = sorted(target.get_params(deep=False))
+    grid = dict(grid)
+    for key, value in params.items():
+        if name == "ridge" and key == "alpha":
+            grid[prefix + "alphas"] = [[float(value)]]
+            continue
+        if key not in valid:
+            extra = ", 'alpha'" if name == "ridge" else ""
+            raise ConfigError(f"The 'head_params' key {key!r} is not a setting of the {name!r} head; "
+                              f"use one of {', '.join(repr(v) for v in valid)}{extra}.")
+        grid[prefix + key] = [value]
+    return grid
 
 
 AUTO_RIDGE_FEATURES = 5000  # wider features (MiniRocket's ~10,000) get a ridge head under "auto"
@@ -305,8 +327,13 @@ def resolve_head(name: str, n_features: int) -> str:
     return "ridge" if n_features > AUTO_RIDGE_FEATURES else "logreg"
 
 
-def fit_head(name: str, features: np.ndarray, labels: np.ndarray, cv_folds: int = 5, seed: int = 0):
-    """Fit a head by cross-validated search; returns ``(best_pipeline, search_summary)``."""
+def fit_head(name: str, features: np.ndarray, labels: np.ndarray, cv_folds: int = 5, seed: int = 0,
+             params: dict[str, Any] | None = None):
+    """Fit a head by cross-validated search; returns ``(best_pipeline, search_summary)``.
+
+    ``params`` fixes settings of the classifier (see :func:`make_head`); the summary's
+    ``cv_accuracy`` is then the cross-validated accuracy of exactly that head.
+    """
     name = resolve_head(name, features.shape[1])
     counts = np.unique(labels, return_counts=True)[1]
     folds = int(min(cv_folds, counts.min()))
@@ -317,7 +344,8 @@ def fit_head(name: str, features: np.ndarray, labels: np.ndarray, cv_folds: int 
         )
     # Calibration splits each training fold again: no more folds than its smallest class has items.
     smallest_in_fold = int(counts.min()) - -(-int(counts.min()) // folds)
-    search = make_head(name, folds, seed, calibration_folds=max(2, min(5, smallest_in_fold)))
+    search = make_head(name, folds, seed, calibration_folds=max(2, min(5, smallest_in_fold)),
+                       params=params)
     search.fit(features, labels)
     summary = {
         "head": name, "cv_folds": folds, "best_params": search.best_params_,
