@@ -144,6 +144,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not data:
             raise ConfigError("No data given: pass DATA or set 'data' in --config.")
         result = train(data, out=args.out, config=config, progress=progress)
+    if result.predictor is None or not result.metrics:  # not rank 0 of a distributed run
+        return 0
     _print_metrics(result.metrics)
     print(f"run folder: {result.dir}")
     return 0
