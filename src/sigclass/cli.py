@@ -49,6 +49,9 @@ RUN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--stride",), "signal.stride", {"type": int, "help": "signals: step between windows (default: --window)"}),
     (("--length-policy",), "signal.length_policy", {"choices": ("error", "pad", "truncate"),
                                                     "help": "signals of unequal length: error (default), pad or truncate"}),
+    (("--tracking-uri",), "tracking.uri", {"help": "MLflow tracking URI (default: MLFLOW_TRACKING_URI, else mlflow.db here)"}),
+    (("--experiment",), "tracking.experiment", {"help": "MLflow experiment (default: named after the data)"}),
+    (("--no-track",), "tracking.enabled", {"action": "store_false", "help": "do not record the run in MLflow"}),
 ]
 
 
@@ -129,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     networks.add_argument("pattern", nargs="?", default="*", help="wildcard, e.g. 'efficientnet*'")
     networks.add_argument("--modality", choices=("image", "signal"))
     networks.set_defaults(func=cmd_networks)
+
+    from .tracking.cli import add_commands as add_tracking_commands
+
+    add_tracking_commands(commands)
     return parser
 
 

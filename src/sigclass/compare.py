@@ -72,6 +72,7 @@ def compare(
     Args:
         data: A dataset object or a source for :func:`sigclass.load_dataset`.
         out: Comparison folder: ``split.json``, one run folder per entry, ``leaderboard.md/.json``.
+            With tracking on, the comparison is an MLflow parent run and each entry a child.
         entries: Contestants; ``None`` takes :func:`default_entries` for the data's modality.
         config: Base configuration shared by all entries; ``overrides`` apply on top.
         references: Published figures printed beside the leaderboard.
@@ -83,6 +84,7 @@ def compare(
         The :class:`Leaderboard` (also saved in ``out``).
     """
     from .runs import _load_for, _resolve_split, train
+    from .tracking import tracked_parent
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -97,24 +99,30 @@ def compare(
     split = _resolve_split(Split.load(split_file) if split_file.is_file() else None, base, dataset)
     split.save(split_file)
     save_config(base, out / "config.yaml")
-    rows = []
-    for entry in entries or default_entries(dataset.modality):
-        run_dir = out / entry.name
-        values = {"mode": entry.mode, **({"model": entry.model} if entry.model else {}),
-                  **_not_set_by_user(base, entry.overrides)}
-        callbacks = tuple(callbacks_for(entry)) if callbacks_for else ()
-        status = _status(run_dir)
-        if status == "finished":
-            logger.info("Reusing the finished run of %s (%s)", entry.name, run_dir)
-            result_metrics, model_name = _finished(run_dir)
-        else:
-            logger.info("%s %s", "Resuming" if status else "Training", entry.name)
-            result = train(dataset, split, out=run_dir, config=base.updated(values),
-                           resume=status is not None, progress=progress, callbacks=callbacks)
-            result_metrics, model_name = result.metrics, result.config.model
-        rows.append(_row(entry, model_name, result_metrics))
-    board = Leaderboard(rows, references or [], title or f"{base.data}: {len(rows)} models on one split")
-    board.save(out)
+    with tracked_parent(base, out, f"compare-{out.name}", "compare") as parent:
+        if not parent.resumed:
+            parent.log_params(base.to_dict())
+        rows = []
+        for entry in entries or default_entries(dataset.modality):
+            run_dir = out / entry.name
+            values = {"mode": entry.mode, **({"model": entry.model} if entry.model else {}),
+                      **_not_set_by_user(base, entry.overrides)}
+            callbacks = tuple(callbacks_for(entry)) if callbacks_for else ()
+            status = _status(run_dir)
+            if status == "finished":
+                logger.info("Reusing the finished run of %s (%s)", entry.name, run_dir)
+                result_metrics, model_name = _finished(run_dir)
+            else:
+                logger.info("%s %s", "Resuming" if status else "Training", entry.name)
+                result = train(dataset, split, out=run_dir, config=base.updated(values),
+                               resume=status is not None, progress=progress, callbacks=callbacks)
+                result_metrics, model_name = result.metrics, result.config.model
+            rows.append(_row(entry, model_name, result_metrics))
+        board = Leaderboard(rows, references or [], title or f"{base.data}: {len(rows)} models on one split")
+        board.save(out)
+        parent.log_metrics({f"{row['name']}.test_{k}": row[k] for row in rows
+                            for k in ("accuracy", "balanced_accuracy", "f1_macro")})
+        parent.log_artifacts(out, skip=tuple(p.name for p in out.iterdir() if p.is_dir()))
     return board
 
 

@@ -36,15 +36,18 @@ class TrackedRun:
         run_id: The MLflow run id (``None`` when tracking is off).
         settings: The resolved store settings.
         enabled: Whether anything is recorded.
+        resumed: The run existed before (reopened to continue it).
     """
 
     enabled = True
 
-    def __init__(self, client, run_id: str, settings: TrackingSettings, experiment_id: str):
+    def __init__(self, client, run_id: str, settings: TrackingSettings, experiment_id: str,
+                 resumed: bool = False):
         self.client = client
         self.run_id = run_id
         self.settings = settings
         self.experiment_id = experiment_id
+        self.resumed = resumed
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log parameters (nested dicts are flattened with dots; values cut to 6,000 chars)."""
@@ -128,6 +131,7 @@ class DisabledRun(TrackedRun):
         self.run_id = None
         self.settings = settings
         self.experiment_id = None
+        self.resumed = False
 
     def log_params(self, params) -> None: ...
 
@@ -217,7 +221,7 @@ def open_run(settings: TrackingSettings, name: str | None = None, parent_id: str
         existing = _existing_run(client, run_id)
         if existing is not None:
             client.update_run(run_id, status="RUNNING")
-            return TrackedRun(client, run_id, settings, existing.info.experiment_id)
+            return TrackedRun(client, run_id, settings, existing.info.experiment_id, resumed=True)
         logger.warning("MLflow run %s is not in %s; recording the resumed run as a new one",
                        run_id, settings.uri)
     experiment_id = get_experiment_id(client, settings.experiment, settings.artifact_root)

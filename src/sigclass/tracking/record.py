@@ -86,7 +86,7 @@ def tracking_run(config, run_dir: str | Path, dataset=None, parent: TrackedRun |
         recorder = RunRecorder(run, run_dir)
         if run.enabled:
             save_run_id(run_dir, run)
-            if run.run_id != previous:
+            if not run.resumed:
                 run.log_params(config.to_dict())
                 log_dataset(run, dataset, config.data)
         try:
