@@ -351,3 +351,51 @@ def test_overlays_are_pngs_and_maps_save_as_npy(tmp_path):
                          channel_importance=np.array([0.4, -0.1]))
     png = render_overlay(signal, np.random.default_rng(0).normal(size=(2, 30)))
     assert Image.open(__import__("io").BytesIO(png)).format == "PNG"
+
+
+# ------------------------------------------------------------------------------- CLI and report
+
+def test_cli_explain_files_and_report(image_run, tmp_path, capsys):
+    import json
+    import re
+
+    from PIL import Image
+
+    from sigclass.cli import main
+
+    folder = write_image_set(tmp_path / "new", 2, seed=5)
+    (folder / "rows" / "broken.png").write_bytes(b"not an image")
+    out = tmp_path / "maps"
+    code = main(["explain", str(image_run.dir), str(folder), "--out", str(out)])
+    printed = capsys.readouterr()
+    assert code == 1  # one unreadable file, named; the others written
+    assert "broken.png" in printed.err and "4 explanations written" in printed.out
+    summaries = json.loads((out / "explanations.json").read_text())
+    good = [s for s in summaries if "error" not in s]
+    assert len(good) == 4 and all(s["method"] == "cam" for s in good)
+    for entry in good:
+        assert np.load(out / entry["map"], allow_pickle=False).shape == (IMAGE, IMAGE)
+        assert Image.open(out / entry["png"]).format == "PNG"
+    report = tmp_path / "report"
+    # the broken file stops loading labeled data, with its name
+    assert main(["explain", str(image_run.dir), "--report", str(folder), "--out", str(report)]) == 2
+    assert "broken.png" in capsys.readouterr().err
+    (folder / "rows" / "broken.png").unlink()
+    assert main(["explain", str(image_run.dir), "--report", str(folder), "--out", str(report),
+                 "--n", "2"]) == 0
+    page = (report / "report.html").read_text()
+    assert "Most confident correct predictions" in page and "Worst mistakes" in page
+    sources = re.findall(r"src='([^']+)'", page)
+    assert len(sources) >= 2 and all((report / src).is_file() for src in sources)
+
+
+def test_signal_report_shows_channel_importance(signal_run, tmp_path):
+    from sigclass.data.signals import SignalDataset
+    from sigclass.explain.report import explain_report
+
+    X, labels, _ = make_signal_set(4, seed=11)
+    data = SignalDataset(X=X, label_values=labels, classes=["down", "up"],
+                         case_ids=[f"t{i}" for i in range(len(X))], channel_names=["carrier", "noise"])
+    page = explain_report(signal_run.predictor, data, out=tmp_path / "rep", n_each=2)
+    text = page.read_text()
+    assert "channels: carrier" in text and text.count("<img") >= 2

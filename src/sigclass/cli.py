@@ -128,6 +128,23 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=64)
     predict.set_defaults(func=cmd_predict)
 
+    explain = commands.add_parser("explain", help="class activation maps of files (PNG + .npy)",
+                                  description="Class activation maps of image files or of the "
+                                  "cases of signal files: an overlay PNG and the map as .npy per "
+                                  "input, and explanations.json.")
+    explain.add_argument("run", help="run folder, model folder or models:/NAME@ALIAS")
+    explain.add_argument("inputs", nargs="*", help="image files or folders; signal files")
+    explain.add_argument("--out", type=Path, required=True, help="output folder")
+    explain.add_argument("--target", help="class to explain (default: each input's predicted class)")
+    explain.add_argument("--method", default="auto", choices=("auto", "cam", "gradcam"),
+                         help="auto: CAM where the head allows it, else Grad-CAM")
+    explain.add_argument("--report", metavar="DATA", help="instead: an HTML report of labeled DATA "
+                         "(best and worst predictions with their maps)")
+    explain.add_argument("--split", type=Path, help="with --report: a split file; use its --part")
+    explain.add_argument("--part", default="test", choices=("train", "val", "test"))
+    explain.add_argument("--n", type=int, default=8, help="with --report: items per section")
+    explain.set_defaults(func=cmd_explain)
+
     networks = commands.add_parser("networks", help="list the registered networks")
     networks.add_argument("pattern", nargs="?", default="*", help="wildcard, e.g. 'efficientnet*'")
     networks.add_argument("--modality", choices=("image", "signal"))
@@ -193,6 +210,30 @@ def cmd_predict(args: argparse.Namespace) -> int:
     count = predict_files(predictor, args.inputs, args.output, batch_size=args.batch_size)
     print(f"{count} predictions written to {args.output}")
     return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from .explain.report import explain_files, explain_report
+    from .runs import load, load_dataset
+
+    predictor = load(args.run)
+    if args.report:
+        from .data.split import Split
+
+        dataset = load_dataset(args.report, predictor.modality,
+                               signal=predictor.data_config.get("reader"))
+        indices = Split.load(args.split).indices(dataset)[args.part] if args.split else None
+        page = explain_report(predictor, dataset, indices, args.out, args.n, args.method)
+        print(f"report: {page}")
+        return 0
+    if not args.inputs:
+        raise ConfigError("No inputs given: pass image or signal FILES, or --report DATA.")
+    summaries = explain_files(predictor, args.inputs, args.out, args.target, args.method)
+    failed = [s for s in summaries if "error" in s]
+    for entry in failed:
+        print(f"error: {entry['name']}: {entry['error']}", file=sys.stderr)
+    print(f"{len(summaries) - len(failed)} explanations written to {args.out}")
+    return 1 if failed else 0
 
 
 def cmd_networks(args: argparse.Namespace) -> int:
