@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,8 +159,46 @@ def objective_value(result, cfg: RunConfig) -> float:
     return float(min(values) if direction == "minimize" else max(values))
 
 
-def open_storage(url: str):
-    """An Optuna RDB storage with heartbeats, so trials of a dead worker are failed and retried."""
+def open_storage(url: str, attempts: int = 3):
+    """An Optuna RDB storage with heartbeats, so trials of a dead worker are failed and retried.
+
+    Workers that start together race to create the database tables: on SQLite a lock file
+    beside the database lets one create them; on a server the losers retry and find them made.
+    """
+    import optuna
+    from filelock import FileLock
+
+    path = _sqlite_path(url)
+    lock = FileLock(str(path) + ".lock") if path is not None else contextlib.nullcontext()
+    for attempt in range(attempts):
+        try:
+            with lock:
+                return _open_storage(url)
+        except ImportError as exc:
+            raise ConfigError(f"Cannot open the study storage {_safe_url(url)!r}: {exc}. Install "
+                              "the database driver (e.g. `pip install psycopg2-binary` for "
+                              "PostgreSQL).") from None
+        except Exception as exc:  # noqa: BLE001 - SQLAlchemy/driver errors of any kind
+            if isinstance(exc, optuna.exceptions.OptunaError) or attempt < attempts - 1:
+                if attempt < attempts - 1:
+                    time.sleep(1.0 + attempt)
+                    continue
+                raise
+            raise ConfigError(f"Cannot open the study storage {_safe_url(url)!r}: {exc}. Check "
+                              "the URL (sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB) and "
+                              "that the database is reachable.") from None
+    raise AssertionError("unreachable")
+
+
+def _sqlite_path(url: str) -> Path | None:
+    if not url.startswith("sqlite:///"):
+        return None
+    path = Path(url[len("sqlite:///"):])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _open_storage(url: str):
     import warnings
 
     import optuna
@@ -167,21 +207,11 @@ def open_storage(url: str):
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):  # workers wait for each other's writes instead of failing
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
-    try:
-        with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            retry = RetryHeartbeatStaleTrialCallback(max_retry=1)
-            return RDBStorage(url, heartbeat_interval=20, grace_period=90,
-                              heartbeat_stale_trial_callback=retry, **kwargs)
-    except (ImportError, ModuleNotFoundError) as exc:
-        raise ConfigError(f"Cannot open the study storage {url!r}: {exc}. Install the database "
-                          "driver (e.g. `pip install psycopg2-binary` for PostgreSQL).") from None
-    except Exception as exc:  # noqa: BLE001 - SQLAlchemy/driver errors of any kind
-        if isinstance(exc, optuna.exceptions.OptunaError | SigclassError):
-            raise
-        raise ConfigError(f"Cannot open the study storage {url!r}: {exc}. Check the URL "
-                          "(sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB) and that the "
-                          "database is reachable.") from None
+    with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=1)
+        return RDBStorage(url, heartbeat_interval=20, grace_period=90,
+                          heartbeat_stale_trial_callback=retry, **kwargs)
 
 
 def tune(
@@ -284,6 +314,7 @@ class _Objective:
         run_dir = self.trials_dir / f"trial-{trial.number:04d}"
         trial.set_user_attr("run_dir", str(run_dir.resolve()))
         trial.set_user_attr("config", cfg.to_dict())
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         callbacks = (PruningCallback(trial, self.metric),) if cfg.mode != "headless" else ()
         started = time.perf_counter()
         pruned = None
