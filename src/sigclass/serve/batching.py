@@ -1,0 +1,141 @@
+"""Micro-batching: concurrent requests share one pass through the model.
+
+Requests put their preprocessed inputs on a queue. One task takes the first waiting input, waits
+at most ``max_wait_ms`` for more (up to ``max_batch_size`` rows), and runs the batch in a single
+model thread, off the event loop. While the model runs, new requests queue up and form the next
+batch, so under load batches fill without any waiting. ``max_batch_size=1`` turns batching off:
+requests then run one at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class BatchStats:
+    """Counters of the batches run so far."""
+
+    batches: int = 0
+    rows: int = 0
+    largest: int = 0
+    busy_seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        mean = self.rows / self.batches if self.batches else 0.0
+        return {"batches": self.batches, "rows": self.rows, "largest_batch": self.largest,
+                "mean_batch_size": round(mean, 3), "model_seconds": round(self.busy_seconds, 3)}
+
+
+class MicroBatcher:
+    """Groups concurrent calls of ``run_batch`` (a function of a stacked ``(n, ...)`` array).
+
+    Args:
+        run_batch: Maps an ``(n, ...)`` float32 array to ``(n, k)`` outputs; called in the
+            model thread only.
+        max_batch_size: Most rows per call of ``run_batch``.
+        max_wait_ms: Longest the first row of a batch waits for others.
+    """
+
+    def __init__(self, run_batch: Callable[[np.ndarray], np.ndarray], max_batch_size: int = 16,
+                 max_wait_ms: float = 2.0):
+        self.run_batch = run_batch
+        self.max_batch_size = max_batch_size
+        self.max_wait_ms = max_wait_ms
+        self.stats = BatchStats()
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="sigclass-model")
+        self._queue: asyncio.Queue | None = None
+        self._task: asyncio.Task | None = None
+        self._carry: tuple | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._carry = None
+        self._task = asyncio.create_task(self._loop(), name="sigclass-micro-batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+    async def submit(self, rows: np.ndarray) -> np.ndarray:
+        """Outputs for ``rows`` (``(n, ...)``), computed in a batch with other requests."""
+        if self._queue is None:
+            raise RuntimeError("MicroBatcher.start() was not called")
+        future = asyncio.get_running_loop().create_future()
+        await self._queue.put((rows, future))
+        return await future
+
+    async def call(self, fn: Callable, *args):
+        """Run ``fn(*args)`` in the model thread (work that must not run beside a batch)."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def _collect(self) -> list[tuple[np.ndarray, asyncio.Future]]:
+        queue = self._queue
+        first, self._carry = self._carry, None
+        if first is None:
+            first = await queue.get()
+        batch, size = [first], len(first[0])
+        deadline = time.perf_counter() + self.max_wait_ms / 1000.0
+        while size < self.max_batch_size:
+            if not queue.empty():
+                item = queue.get_nowait()
+            else:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(queue.get(), remaining)
+                except TimeoutError:
+                    break
+            if size + len(item[0]) > self.max_batch_size:
+                # too large to join: it leads the next batch instead
+                self._carry = item
+                break
+            batch.append(item)
+            size += len(item[0])
+        return batch
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._collect()
+            live = [(rows, future) for rows, future in batch if not future.cancelled()]
+            if not live:
+                continue
+            stacked = np.concatenate([rows for rows, _ in live]) if len(live) > 1 else live[0][0]
+            start = time.perf_counter()
+            try:
+                outputs = await loop.run_in_executor(self.executor, self.run_batch, stacked)
+            except Exception as exc:  # noqa: BLE001 - the error belongs to the requests
+                for _, future in live:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            finally:
+                self._record(len(stacked), time.perf_counter() - start)
+            begin = 0
+            for rows, future in live:
+                if not future.done():
+                    future.set_result(outputs[begin:begin + len(rows)])
+                begin += len(rows)
+
+    def _record(self, rows: int, seconds: float) -> None:
+        self.stats.batches += 1
+        self.stats.rows += rows
+        self.stats.largest = max(self.stats.largest, rows)
+        self.stats.busy_seconds += seconds

@@ -1,0 +1,190 @@
+"""The model behind the service: loaded once, its backend picked, its inputs preprocessed.
+
+``backend="auto"`` runs PyTorch on CUDA. On a CPU it exports the network to ONNX once (cached
+by the model's checksum), times both engines on one input and keeps the faster, so the service
+never gets slower by switching.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._utils import resolve_device, sha256_json
+from .settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def model_identity(source: str, predictor) -> dict[str, str]:
+    """Name and version of the served model: the registry's where it came from one, else the run
+    folder's name and the checksum of its weights."""
+    info = predictor.info
+    registry = info.get("registry") if isinstance(info.get("registry"), dict) else {}
+    name = registry.get("name") or info.get("registered_name")
+    version = registry.get("version") or info.get("registered_version")
+    if source.startswith("models:/"):
+        name = name or source[len("models:/"):].split("@")[0].split("/")[0]
+    if not name:
+        folder = Path(info.get("path") or source)
+        name = folder.parent.name if folder.name == "model" else folder.name
+    if not version:
+        files = _model_files(predictor)
+        version = "sha256:" + sha256_json(files)[:12] if files else "unversioned"
+    return {"name": str(name), "version": str(version), "source": source}
+
+
+def _model_files(predictor) -> dict[str, str]:
+    import json
+
+    path = predictor.info.get("path")
+    if not path:
+        return {}
+    try:
+        return json.loads((Path(path) / "model.json").read_text()).get("files", {})
+    except (OSError, ValueError):
+        return {}
+
+
+def onnx_cache_path(predictor, explicit: str | Path | None = None) -> Path | None:
+    """Where the model's ONNX graph is kept: ``explicit``, else the sigclass cache folder keyed
+    by the model's checksums (``None`` for a model that was never saved)."""
+    if explicit:
+        return Path(explicit)
+    files = _model_files(predictor)
+    if not files:
+        return None
+    from ..training.headless import default_cache_dir
+
+    key = sha256_json({"files": files, "shape": list(predictor.preprocessor.item_shape)})[:20]
+    return default_cache_dir() / "onnx" / f"{key}.onnx"
+
+
+def _median_seconds(engine, batch, runs: int = 7) -> float:
+    engine(batch)  # warm-up: allocations, lazy initialisation
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        engine(batch)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def pick_engine(predictor, settings: Settings) -> dict[str, Any]:
+    """Set ``predictor``'s engine per ``settings.backend``; returns how it was chosen."""
+    from ..inference import choose_backend, make_engine
+
+    device = resolve_device(settings.device)
+    shape = predictor.preprocessor.item_shape
+    exportable = getattr(predictor.network, "onnx_exportable", True)
+    backend = settings.backend
+    if backend == "auto" and (device.type == "cuda" or not exportable
+                              or choose_backend("auto", settings.device) == "torch"):
+        backend = "torch"
+    if backend in ("torch", "onnx"):
+        predictor.use_backend(backend, onnx_cache_path(predictor, settings.onnx_path) if backend == "onnx" else None)
+        return {"backend": predictor.engine.name, "device": str(device), "chosen_by": "setting"}
+    # auto on a CPU: measure both engines on one input and keep the faster
+    one = np.zeros((1, *shape), dtype=np.float32)
+    torch_engine = make_engine(predictor.network, shape, "torch", settings.device)
+    onnx_engine = make_engine(predictor.network, shape, "onnx", settings.device,
+                              onnx_cache_path(predictor, settings.onnx_path))
+    timings = {"torch": _median_seconds(torch_engine, _tensor(one)),
+               "onnx": _median_seconds(onnx_engine, one)}
+    best = min(timings, key=timings.get)
+    predictor.backend = best
+    predictor._engine = torch_engine if best == "torch" else onnx_engine
+    logger.info("Backend %s (one input: torch %.1f ms, onnx %.1f ms)", best,
+                timings["torch"] * 1e3, timings["onnx"] * 1e3)
+    return {"backend": best, "device": str(device), "chosen_by": "timing",
+            "one_input_ms": {k: round(v * 1e3, 2) for k, v in timings.items()}}
+
+
+def _tensor(array: np.ndarray):
+    import torch
+
+    return torch.from_numpy(array)
+
+
+class ServedModel:
+    """A loaded predictor with the functions the routes need.
+
+    Args:
+        settings: Which model, backend and device.
+    """
+
+    def __init__(self, settings: Settings):
+        from ..runs import load
+
+        self.settings = settings
+        start = time.perf_counter()
+        self.predictor = load(settings.model)
+        self.predictor.device = settings.device
+        self.identity = model_identity(settings.model, self.predictor)
+        self.engine_info = pick_engine(self.predictor, settings)
+        self.load_seconds = time.perf_counter() - start
+
+    @property
+    def modality(self) -> str:
+        return self.predictor.modality
+
+    @property
+    def classes(self) -> list[str]:
+        return self.predictor.classes
+
+    def preprocess(self, items: list, names: list[str] | None = None) -> np.ndarray:
+        """Inputs (decoded images or signal arrays) as one float32 ``(n, ...)`` array; signal
+        problems name the inputs by ``names``."""
+        if self.modality == "signal" and names is not None:
+            from ..exceptions import DataError
+
+            problems = [p for item, name in zip(items, names, strict=True)
+                        for p in self.predictor.preprocessor.check(item, name)[1]]
+            if problems:
+                raise DataError(problems)
+        return self.predictor.preprocessor(items).numpy()
+
+    def run_batch(self, batch: np.ndarray) -> np.ndarray:
+        """Class probabilities of a preprocessed batch (called in the model thread)."""
+        from ..inference import infer
+
+        tta = self.predictor.data_config.get("tta_hflip", False)
+        outputs = infer(self.predictor.engine, _tensor(batch), tta)
+        return self.predictor.probabilities_from_outputs(outputs)
+
+    def explain(self, item, target: str | None) -> dict[str, Any]:
+        """The class activation map of one input: the raw map and a PNG overlay (base64)."""
+        import base64
+
+        from ..explain import explain, render_overlay
+
+        explanation = explain(self.predictor, [item], target=target)[0]
+        png = render_overlay(explanation, item)
+        return {
+            "method": explanation.method,
+            "target": explanation.label,
+            "overlay_png_base64": base64.b64encode(png).decode("ascii"),
+            "map": np.round(np.asarray(explanation.map, dtype=np.float64), 4).tolist(),
+        }
+
+    def input_spec(self) -> dict[str, Any]:
+        config = self.predictor.data_config
+        if self.modality == "image":
+            channels, height, width = self.predictor.preprocessor.item_shape
+            return {"modality": "image", "channels": channels, "height": height, "width": width,
+                    "resize": config.get("resize"), "mean": config.get("mean"),
+                    "std": config.get("std"),
+                    "content_types": ["multipart/form-data (field 'file')", "image/*"],
+                    "max_image_pixels": self.settings.max_image_pixels}
+        n_channels, n_timepoints = self.predictor.preprocessor.item_shape
+        return {"modality": "signal", "n_channels": n_channels, "n_timepoints": n_timepoints,
+                "channel_names": config.get("channel_names"),
+                "length_policy": config.get("length_policy", "error"),
+                "content_types": ["application/json (array [channel][time])",
+                                  "multipart/form-data (field 'file', CSV: one column per channel)",
+                                  "text/csv"]}

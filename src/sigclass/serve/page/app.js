@@ -1,0 +1,92 @@
+// Quick test page: sends the chosen file to /predict and shows the class, the probabilities and
+// the class activation map.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+
+function headers() {
+  const key = $("apikey").value;
+  return key ? { "X-API-Key": key } : {};
+}
+
+async function loadMetadata() {
+  const response = await fetch("/metadata", { headers: headers() });
+  const body = await response.json();
+  if (!response.ok) {
+    $("model").textContent = body.message || "Cannot read the model description.";
+    return;
+  }
+  $("model").textContent = `Model ${body.model.name} (version ${body.model.version}), ` +
+    `${body.modality}, classes: ${body.classes.join(", ")}`;
+  const input = body.input;
+  if (body.modality === "image") {
+    $("file").accept = "image/*";
+    $("accepts").textContent = `An image; the model sees it at ${input.width}x${input.height} pixels.`;
+  } else {
+    $("file").accept = ".csv,text/csv";
+    const names = input.channel_names ? ` (${input.channel_names.join(", ")})` : "";
+    $("accepts").textContent = `A CSV file: ${input.n_channels} column(s)${names}, ` +
+      `${input.n_timepoints} rows (one per time point).`;
+  }
+}
+
+function showBars(probabilities, predicted) {
+  const bars = $("bars");
+  bars.replaceChildren();
+  const entries = Object.entries(probabilities).sort((a, b) => b[1] - a[1]);
+  for (const [name, p] of entries) {
+    const row = document.createElement("div");
+    row.className = "bar" + (name === predicted ? " top" : "");
+    row.dataset.class = name;
+    const label = document.createElement("span");
+    label.textContent = name;
+    const track = document.createElement("div");
+    track.className = "track";
+    const fill = document.createElement("div");
+    fill.className = "fill";
+    fill.style.width = `${(100 * p).toFixed(1)}%`;
+    track.append(fill);
+    const value = document.createElement("span");
+    value.className = "value";
+    value.textContent = `${(100 * p).toFixed(1)}%`;
+    row.append(label, track, value);
+    bars.append(row);
+  }
+}
+
+async function classify(event) {
+  event.preventDefault();
+  const file = $("file").files[0];
+  if (!file) return;
+  $("status").className = "";
+  $("status").textContent = "Classifying…";
+  $("result").hidden = true;
+  const form = new FormData();
+  form.append("file", file, file.name);
+  const url = "/predict" + ($("explain").checked ? "?explain=true" : "");
+  let body;
+  try {
+    const response = await fetch(url, { method: "POST", body: form, headers: headers() });
+    body = await response.json();
+    if (!response.ok) throw new Error(body.message || `HTTP ${response.status}`);
+  } catch (error) {
+    $("status").className = "error";
+    $("status").textContent = `Error: ${error.message}`;
+    return;
+  }
+  $("status").textContent = "";
+  $("predicted").textContent = body["class"];
+  $("confidence").textContent = `${(100 * body.confidence).toFixed(1)}%`;
+  showBars(body.probabilities, body["class"]);
+  const explanation = body.explanation;
+  $("figure").hidden = !explanation;
+  if (explanation) {
+    $("overlay").src = `data:image/png;base64,${explanation.overlay_png_base64}`;
+    $("caption").textContent = `${explanation.method} map of class ${explanation.target}`;
+  }
+  $("result").hidden = false;
+}
+
+$("form").addEventListener("submit", classify);
+$("apikey").addEventListener("change", loadMetadata);
+loadMetadata();

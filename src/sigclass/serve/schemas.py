@@ -1,0 +1,108 @@
+"""Request and response shapes of the scoring service (they make the OpenAPI document)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ModelRef(BaseModel):
+    name: str = Field(description="Registered model name, else the run folder's name")
+    version: str = Field(description="Registry version, else a checksum of the weights")
+
+
+class ExplanationOut(BaseModel):
+    method: str = Field(description="cam, gradcam or head_cam")
+    target: str = Field(description="The class the map explains")
+    overlay_png_base64: str = Field(description="The map over the input, a base64 PNG")
+    map: list[Any] = Field(description="The raw map in [0, 1]: [row][column] or [time]")
+
+
+class Prediction(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    input: str = Field(description="File name of the upload, or 'body' / 'inputs[i]'")
+    predicted_class: str = Field(alias="class", description="The most probable class")
+    confidence: float = Field(description="Probability of the predicted class")
+    probabilities: dict[str, float] = Field(description="Probability of every class, by name")
+    explanation: ExplanationOut | None = None
+
+
+class PredictResponse(Prediction):
+    model: ModelRef
+
+
+class BatchResponse(BaseModel):
+    model: ModelRef
+    predictions: list[Prediction]
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Ready(BaseModel):
+    status: str
+    model: ModelRef | None = None
+
+
+class Metadata(BaseModel):
+    model: ModelRef
+    source: str
+    modality: str
+    mode: str
+    network: str
+    classes: list[str]
+    input: dict[str, Any] = Field(description="What the model takes and how to send it")
+    serving: dict[str, Any] = Field(description="Backend, device, batching and limits")
+    info: dict[str, Any] = Field(description="Metadata saved with the model (metrics, lineage)")
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="A machine-readable code, e.g. invalid_input")
+    message: str = Field(description="What is wrong and how to fix it")
+    problems: list[dict[str, str]] = Field(description="One entry per bad input: path, reason")
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in {
+        400: "Malformed request (empty body, invalid JSON, bad option)",
+        401: "Missing or wrong X-API-Key",
+        413: "Request body or image too large",
+        415: "Content type the model cannot take",
+        422: "Input the model cannot score (named in 'problems')",
+        503: "The model is not loaded yet",
+    }.items()
+}
+
+_SIGNAL_CASE = {"oneOf": [
+    {"type": "array", "items": {"type": ["number", "null"]},
+     "description": "one channel: [time]"},
+    {"type": "array", "items": {"type": "array", "items": {"type": ["number", "null"]}},
+     "description": "[channel][time]"},
+]}
+
+
+def request_body(many: bool) -> dict[str, Any]:
+    """The OpenAPI request body of /predict (``many=False``) or /predict/batch."""
+    field = "files" if many else "file"
+    file_schema = {"type": "string", "format": "binary"}
+    form = {"type": "object", "required": [field],
+            "properties": {field: {"type": "array", "items": file_schema} if many else file_schema}}
+    content: dict[str, Any] = {
+        "multipart/form-data": {"schema": form},
+        "application/json": {"schema": {"type": "array", "items": _SIGNAL_CASE} if many else _SIGNAL_CASE},
+    }
+    if not many:
+        content["image/png"] = {"schema": file_schema}
+        content["image/jpeg"] = {"schema": file_schema}
+        content["text/csv"] = {"schema": {"type": "string"}}
+    description = (f"Images: multipart field '{field}' (or a raw image/* body). Signals: a JSON "
+                   f"array [channel][time], or CSV (one column per channel) as field '{field}' or "
+                   "a text/csv body.")
+    if many:
+        description = ("Several inputs: multipart fields 'files' (images or CSV signals), or a JSON "
+                       "array of signals [case][channel][time].")
+    return {"required": True, "description": description, "content": content}

@@ -1,0 +1,103 @@
+"""Helpers for tests that run the scoring service: tiny real models and a real uvicorn process."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def small_fridge(fridge: Path, root: Path, per_class: int = 8) -> Path:
+    """The first ``per_class`` photos of each fridgeObjects class, copied under ``root``."""
+    for folder in sorted(p for p in fridge.iterdir() if p.is_dir()):
+        (root / folder.name).mkdir(parents=True, exist_ok=True)
+        for path in sorted(folder.iterdir())[:per_class]:
+            shutil.copy(path, root / folder.name / path.name)
+    return root
+
+
+def train_image_model(fridge: Path, out: Path) -> Path:
+    """Headless EfficientNet-Lite0 (ImageNet weights, 64 px) + logistic head on 32 photos."""
+    import sigclass as sc
+
+    data = small_fridge(fridge, out / "data")
+    sc.train(data, mode="headless", model="efficientnet_lite0", image_size=64, head="logreg",
+             backend="torch", out=out / "image-run", progress=False)
+    return out / "image-run"
+
+
+def train_signal_model(out: Path) -> Path:
+    """A small 1D CNN trained briefly on BasicMotions (6 channels, 100 time points)."""
+    import sigclass as sc
+
+    sc.train("aeon:BasicMotions", mode="scratch", model="fcn", out=out / "signal-run",
+             progress=False, **{"train.epochs": 3})
+    return out / "signal-run"
+
+
+@contextlib.contextmanager
+def running_server(model: Path | str, *flags: str, startup_s: float = 240.0, env=None):
+    """``sigclass serve MODEL`` on 127.0.0.1 and a free port; yields ``(base_url, process)``."""
+    port = free_port()
+    command = [sys.executable, "-m", "sigclass", "serve", str(model), "--port", str(port),
+               "--log-level", "warning", *flags]
+    environment = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", **(env or {})}
+    log = tempfile.NamedTemporaryFile("w+", prefix="sigclass-serve-", suffix=".log", delete=False)  # noqa: SIM115
+    process = subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT,
+                               text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + startup_s
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the server exited ({process.returncode}):\n"
+                                   f"{Path(log.name).read_text()[-4000:]}")
+            try:
+                if httpx.get(base + "/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the server was not ready within {startup_s:.0f} s")
+            time.sleep(0.3)
+        yield base, process
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+        os.unlink(log.name)
+
+
+def png_bomb(width: int = 30_000, height: int = 30_000) -> bytes:
+    """A valid 1-bit PNG of ``width`` x ``height`` black pixels, about 100 KB compressed
+    (900 million pixels once decoded), written row by row without allocating the image."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\x00" + bytes((width + 7) // 8)
+    compressor = zlib.compressobj(9)
+    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")

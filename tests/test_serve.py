@@ -1,0 +1,332 @@
+"""The scoring service against a real uvicorn process on 127.0.0.1: answers, bad input, fuzzing."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import io
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+import sigclass as sc
+from servers import png_bomb, running_server, train_image_model, train_signal_model
+
+pytestmark = pytest.mark.slow
+API_KEY = "test-key-123"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_env(tmp_path_factory):
+    """Server processes and module fixtures share a temporary cache and tracking store."""
+    out = tmp_path_factory.mktemp("serve-env")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SIGCLASS_CACHE_DIR", str(out / "cache"))
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{out / 'mlflow.db'}")
+        yield
+
+
+@pytest.fixture(scope="module")
+def models(fridge, tmp_path_factory):
+    """A tiny headless image model and a tiny signal model, trained once for the module."""
+    out = tmp_path_factory.mktemp("serve-models")
+    return train_image_model(fridge, out), train_signal_model(out)
+
+
+@pytest.fixture(scope="module")
+def image_server(models):
+    with running_server(models[0], "--backend", "torch", "--max-wait-ms", "20",
+                        "--max-request-bytes", "1000000") as (base, process):
+        yield base, process
+
+
+@pytest.fixture(scope="module")
+def signal_server(models):
+    with running_server(models[1], "--backend", "torch", "--api-key", API_KEY) as (base, process):
+        yield base, process
+
+
+@pytest.fixture(scope="module")
+def photos(fridge):
+    return [sorted((fridge / c).iterdir())[-1] for c in ("can", "carton", "milk_bottle", "water_bottle")]
+
+
+def _post_image(base, data: bytes, name="photo.jpg", path="/predict", **kwargs):
+    return httpx.post(base + path, files={"file": (name, data, "image/jpeg")}, timeout=60, **kwargs)
+
+
+def test_predict_image_matches_the_predictor(models, image_server, photos):
+    base, _ = image_server
+    predictor = sc.load(models[0])
+    expected = predictor.predict_proba(photos)
+    for photo, row in zip(photos, expected, strict=True):
+        response = _post_image(base, photo.read_bytes(), photo.name)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["input"] == photo.name
+        assert body["class"] == predictor.classes[int(row.argmax())]
+        assert list(body["probabilities"]) == predictor.classes
+        np.testing.assert_allclose(list(body["probabilities"].values()), row, atol=1e-4)
+        assert body["model"] == {"name": "image-run", "version": body["model"]["version"]}
+        assert body["model"]["version"].startswith("sha256:")
+        assert body["explanation"] is None
+    # a raw image/* body works as well as a form upload
+    raw = httpx.post(base + "/predict", content=photos[0].read_bytes(),
+                     headers={"content-type": "image/jpeg"}, timeout=60)
+    assert raw.json()["probabilities"] == _post_image(base, photos[0].read_bytes()).json()["probabilities"]
+
+
+def test_health_ready_metadata_and_docs(models, image_server):
+    base, _ = image_server
+    assert httpx.get(base + "/health").json() == {"status": "ok"}
+    ready = httpx.get(base + "/ready").json()
+    assert ready["status"] == "ready" and ready["model"]["name"] == "image-run"
+    meta = httpx.get(base + "/metadata").json()
+    assert meta["classes"] == ["can", "carton", "milk_bottle", "water_bottle"]
+    assert meta["modality"] == "image" and meta["mode"] == "headless"
+    assert meta["network"] == "efficientnet_lite0"
+    assert (meta["input"]["height"], meta["input"]["width"], meta["input"]["channels"]) == (64, 64, 3)
+    assert meta["serving"]["backend"] == "torch" and meta["serving"]["max_batch_size"] == 16
+    assert "/predict" in httpx.get(base + "/openapi.json").json()["paths"]
+    assert httpx.get(base + "/docs").status_code == 200
+
+
+def test_batch_endpoint_keeps_order(image_server, photos):
+    base, _ = image_server
+    files = [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in photos[::-1]]
+    response = httpx.post(base + "/predict/batch", files=files, timeout=60)
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert [p["input"] for p in predictions] == [p.name for p in photos[::-1]]
+    single = _post_image(base, photos[0].read_bytes()).json()
+    np.testing.assert_allclose(list(predictions[-1]["probabilities"].values()),
+                               list(single["probabilities"].values()), atol=1e-5)
+
+
+def test_concurrent_requests_share_batches(image_server, photos):
+    base, _ = image_server
+    data = [p.read_bytes() for p in photos]
+    before = httpx.get(base + "/metadata").json()["serving"]["batches"]
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(lambda i: _post_image(base, data[i % 4]), range(32)))
+    assert all(r.status_code == 200 for r in responses)
+    assert {r.json()["class"] for r in responses[:4]} == {r.json()["class"] for r in responses[4:8]}
+    after = httpx.get(base + "/metadata").json()["serving"]["batches"]
+    assert after["rows"] - before["rows"] == 32
+    assert after["batches"] - before["batches"] < 32, "no two requests were ever batched"
+    assert after["largest_batch"] > 1
+
+
+def _jpeg(size=(48, 40)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (120, 30, 200)).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def _png(size) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("1", size).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+BAD_IMAGE_REQUESTS = {
+    "not an image": (lambda: {"files": {"file": ("notes.txt", b"hello, I am text", "text/plain")}},
+                     422, "notes.txt: is not an image"),
+    "truncated image": (lambda: {"files": {"file": ("cut.jpg", _jpeg()[:300], "image/jpeg")}},
+                        422, "cut.jpg: is truncated or corrupted"),
+    "decompression bomb": (lambda: {"files": {"file": ("bomb.png", png_bomb(), "image/png")}},
+                           422, "bomb.png: is too large to decode safely"),
+    "over the pixel limit": (lambda: {"files": {"file": ("big.png", _png((8000, 6000)), "image/png")}},
+                             422, "big.png: is 8000x6000 pixels (48,000,000); the service takes at most"),
+    "empty body": (lambda: {"content": b"", "headers": {"content-type": "image/png"}},
+                   400, "The request body is empty"),
+    "empty file": (lambda: {"files": {"file": ("empty.jpg", b"", "image/jpeg")}},
+                   422, "empty.jpg: is empty"),
+    "wrong content type": (lambda: {"json": [[1.0, 2.0]]}, 415, "This image model cannot take "
+                           "'application/json'; send the input as multipart form field 'file'"),
+    "no content type": (lambda: {"content": b"abc"}, 415, "cannot take no Content-Type"),
+    "form without file": (lambda: {"files": {"note": (None, "just text")}}, 422,
+                          "The form holds no file"),
+    "oversized request": (lambda: {"content": bytes(1_200_000), "headers": {"content-type": "image/png"}},
+                          413, "larger than the service's limit of 1,000,000 bytes"),
+    "bad explain flag": (lambda: {"params": {"explain": "maybe"},
+                                  "files": {"file": ("a.jpg", _jpeg(), "image/jpeg")}},
+                         422, "query.explain"),
+    "unknown target": (lambda: {"params": {"target": "pizza"},
+                                "files": {"file": ("a.jpg", _jpeg(), "image/jpeg")}},
+                       422, "'pizza' is not one of the model's classes"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_IMAGE_REQUESTS))
+def test_bad_image_requests_get_4xx_json(image_server, case):
+    base, process = image_server
+    make, status, message = BAD_IMAGE_REQUESTS[case]
+    response = httpx.post(base + "/predict", timeout=60, **make())
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert message in body["message"], body
+    assert body["error"]
+    # the server is still up and still scores
+    assert process.poll() is None
+    assert _post_image(base, _jpeg()).status_code == 200
+
+
+def test_streamed_oversized_body_is_refused(image_server):
+    base, _ = image_server
+
+    def chunks():  # no Content-Length: the limit is enforced while reading
+        for _ in range(20):
+            yield bytes(100_000)
+
+    response = httpx.post(base + "/predict", content=chunks(), timeout=60,
+                          headers={"content-type": "image/png"})
+    assert response.status_code == 413
+    assert "larger than the service's limit" in response.json()["message"]
+
+
+def test_batch_reports_every_bad_input(image_server, photos):
+    base, _ = image_server
+    files = [("files", ("good.jpg", photos[0].read_bytes(), "image/jpeg")),
+             ("files", ("bad1.jpg", b"nope", "image/jpeg")),
+             ("files", ("bad2.jpg", _jpeg()[:200], "image/jpeg"))]
+    response = httpx.post(base + "/predict/batch", files=files, timeout=60)
+    assert response.status_code == 422
+    assert [p["path"] for p in response.json()["problems"]] == ["bad1.jpg", "bad2.jpg"]
+
+
+@pytest.fixture(scope="module")
+def basic_motions(models):
+    """Cases of BasicMotions and the model's probabilities for them, computed in-process."""
+    from aeon.datasets import load_classification
+
+    X, _ = load_classification("BasicMotions", split="test")
+    X = X[:4].astype(np.float64)
+    return X, sc.load(models[1]).predict_proba(X)
+
+
+def test_signal_json_and_csv_match_the_predictor(signal_server, basic_motions):
+    base, _ = signal_server
+    X, expected = basic_motions
+    headers = {"X-API-Key": API_KEY}
+    body = httpx.post(base + "/predict", json=X[0].tolist(), headers=headers, timeout=60).json()
+    np.testing.assert_allclose(list(body["probabilities"].values()), expected[0], atol=1e-4)
+    csv_text = "ch0,ch1,ch2,ch3,ch4,ch5\n" + "\n".join(",".join(str(float(v)) for v in row) for row in X[1].T)
+    upload = httpx.post(base + "/predict", files={"file": ("case.csv", csv_text, "text/csv")},
+                        headers=headers, timeout=60).json()
+    np.testing.assert_allclose(list(upload["probabilities"].values()), expected[1], atol=1e-4)
+    batch = httpx.post(base + "/predict/batch", json=X.tolist(), headers=headers, timeout=60).json()
+    np.testing.assert_allclose([list(p["probabilities"].values()) for p in batch["predictions"]],
+                               expected, atol=1e-4)
+
+
+def test_signal_api_key_is_required(signal_server, basic_motions):
+    base, _ = signal_server
+    X, _ = basic_motions
+    for headers in ({}, {"X-API-Key": "wrong"}):
+        response = httpx.post(base + "/predict", json=X[0].tolist(), headers=headers)
+        assert response.status_code == 401
+        assert "X-API-Key" in response.json()["message"]
+    assert httpx.get(base + "/metadata").status_code == 401
+    assert httpx.get(base + "/health").status_code == 200  # probes need no key
+    meta = httpx.get(base + "/metadata", headers={"X-API-Key": API_KEY}).json()
+    assert meta["input"]["n_channels"] == 6 and meta["input"]["n_timepoints"] == 100
+
+
+def _nan_case(X):
+    case = X[0].tolist()
+    case[2][10] = None  # JSON has no NaN; null is a missing value
+    return case
+
+
+BAD_SIGNALS = {
+    "wrong channel count": (lambda X: {"json": X[0][:4].tolist()},
+                            "body: has 4 channel(s); the model expects 6"),
+    "wrong length": (lambda X: {"json": X[0][:, :60].tolist()},
+                     "body: has 60 timepoints; the model takes 100"),
+    "NaN": (lambda X: {"json": _nan_case(X)}, "body: contains NaN at channel 2 ('ch2'), time 10"),
+    "ragged channels": (lambda X: {"json": [X[0][0].tolist(), X[0][1, :50].tolist()]},
+                        "body: has channels of different lengths [50, 100]"),
+    "text values": (lambda X: {"json": [["a", "b"]]}, "body: holds a non-number value 'a'"),
+    "invalid JSON": (lambda X: {"content": b"[1, 2,", "headers": {"content-type": "application/json"}},
+                     "The body is not valid JSON"),
+    "image to a signal model": (lambda X: {"content": _jpeg(),
+                                           "headers": {"content-type": "image/jpeg"}},
+                                "This signal model cannot take 'image/jpeg'"),
+    "CSV with text": (lambda X: {"files": {"file": ("s.csv", "a,b\n1,x\n", "text/csv")}},
+                      "s.csv: holds the non-number value 'x'"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_SIGNALS))
+def test_bad_signals_get_4xx_json(signal_server, basic_motions, case):
+    base, process = signal_server
+    X, _ = basic_motions
+    make, message = BAD_SIGNALS[case]
+    kwargs = make(X)
+    kwargs["headers"] = {**kwargs.get("headers", {}), "X-API-Key": API_KEY}
+    response = httpx.post(base + "/predict", timeout=60, **kwargs)
+    assert 400 <= response.status_code < 500, response.text
+    assert message in response.json()["message"], response.json()
+    assert process.poll() is None
+    ok = httpx.post(base + "/predict", json=X[0].tolist(), headers={"X-API-Key": API_KEY})
+    assert ok.status_code == 200
+
+
+def _fuzz(base: str, headers: dict, max_examples: int) -> list[str]:
+    """Schemathesis cases over every operation of /openapi.json; returns the 5xx answers."""
+    import schemathesis
+    from schemathesis import GenerationMode
+
+    schema = schemathesis.openapi.from_url(base + "/openapi.json")
+    failures: list[str] = []
+    for result in schema.get_all_operations():
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            strategy = result.ok().as_strategy(generation_mode=mode)
+            _fuzz_operation(strategy, base, headers, max_examples, failures)
+    return failures
+
+
+def _fuzz_operation(strategy, base, headers, max_examples, failures) -> None:
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis.errors import Unsatisfiable
+
+    @settings(max_examples=max_examples, deadline=None, database=None,
+              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+    @given(case=strategy)
+    def run(case):
+        response = case.call(base_url=base, headers=headers, timeout=60)
+        if response.status_code >= 500:
+            failures.append(f"{case.method} {case.path} {case.media_type}: "
+                            f"{response.status_code} {response.text[:300]}")
+        else:
+            kind = response.headers.get("content-type") or [""]
+            kind = kind[0] if isinstance(kind, list) else kind
+            assert kind.startswith(("application/json", "text/html")), (case.path, kind)
+
+    with contextlib.suppress(Unsatisfiable):  # no negative cases without parameters
+        run()
+
+
+def test_fuzzing_the_schema_finds_no_server_error(image_server, signal_server):
+    failures = _fuzz(image_server[0], {}, max_examples=25)
+    failures += _fuzz(signal_server[0], {"X-API-Key": API_KEY}, max_examples=25)
+    assert not failures, "\n".join(failures[:10])
+    assert image_server[1].poll() is None and signal_server[1].poll() is None
+
+
+def test_export_onnx_matches_pytorch(models, tmp_path):
+    import torch
+
+    from sigclass.cli import main
+    from sigclass.inference import OnnxEngine
+
+    target = tmp_path / "model.onnx"
+    assert main(["export", str(models[0]), "--format", "onnx", "-o", str(target)]) == 0
+    predictor = sc.load(models[0])
+    batch = torch.from_numpy(np.random.default_rng(3).standard_normal((5, 3, 64, 64), dtype=np.float32))
+    with torch.inference_mode():
+        expected = predictor.network.eval()(batch).numpy()
+    np.testing.assert_allclose(OnnxEngine(target)(batch.numpy()), expected, atol=1e-4, rtol=1e-4)
