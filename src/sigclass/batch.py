@@ -1,6 +1,9 @@
-"""Batch scoring: many inputs to a CSV, streamed chunk by chunk, resumable after a crash.
+"""Batch scoring: many inputs to a CSV or Parquet file, streamed chunk by chunk, resumable after
+a crash.
 
-Rows are appended and flushed after every chunk. On a restart the inputs already in the output
+Rows are appended and flushed after every chunk. A Parquet output is written through a CSV
+journal next to it (``<output>.partial.csv``) that becomes the Parquet file, atomically, once
+every input is scored; an interrupted run leaves the journal, and the next run resumes from it. On a restart the inputs already in the output
 are skipped, and a last line cut off by the crash is dropped first, so no input is scored twice
 and none is lost. An input that cannot be read gets a row with its error instead of stopping
 the batch.
@@ -59,7 +62,7 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
 
 def predict_files(predictor, inputs: Iterable[str | Path], output: str | Path,
                   batch_size: int = 64, progress: bool = True) -> int:
-    """Score image files, or the cases of signal files, into a CSV
+    """Score image files, or the cases of signal files, into a CSV or Parquet file
     (``input, predicted, confidence, p_<class>..., error``).
 
     A signal file gives one row per case, its input named ``<file>#<case id>``; the file is read
@@ -69,6 +72,8 @@ def predict_files(predictor, inputs: Iterable[str | Path], output: str | Path,
         The number of rows written by this call.
     """
     output = Path(output)
+    if output.suffix.lower() == ".parquet":
+        return _predict_to_parquet(predictor, inputs, output, batch_size, progress)
     cases = None
     if predictor.modality == "signal":
         from .data.signals import read_signal_inputs
@@ -128,3 +133,40 @@ def _row(predictor, item: str, proba: np.ndarray) -> dict:
         "input": item, "predicted": predictor.classes[best], "confidence": float(proba[best]),
         **{f"p_{c}": float(v) for c, v in zip(predictor.classes, proba, strict=True)}, "error": "",
     }
+
+
+def use_fast_backend(predictor, backend: str = "auto") -> str:
+    """Switch ``predictor`` to ``backend``; ``auto`` is ONNX Runtime on a CPU (the graph exported
+    once and cached) and PyTorch on CUDA or for networks ONNX cannot hold. Returns the backend."""
+    from .inference import choose_backend
+    from .serve.model import onnx_cache_path
+
+    resolved = choose_backend(backend, predictor.device)
+    if backend == "auto" and not getattr(predictor.network, "onnx_exportable", True):
+        resolved = "torch"
+    predictor.use_backend(resolved, onnx_cache_path(predictor) if resolved == "onnx" else None)
+    return resolved
+
+
+def journal_path(output: Path) -> Path:
+    """The CSV a Parquet output is streamed into until it is complete."""
+    return output.with_name(output.name + ".partial.csv")
+
+
+def _predict_to_parquet(predictor, inputs, output: Path, batch_size: int, progress: bool) -> int:
+    import pandas as pd
+
+    from ._utils import atomic_write
+
+    journal = journal_path(output)
+    if output.is_file() and not journal.is_file():
+        # a finished output: carry its rows over, so that new inputs are added to them
+        pd.read_parquet(output).to_csv(journal, index=False)
+    written = predict_files(predictor, inputs, journal, batch_size, progress)
+    table = pd.read_csv(journal, dtype={"input": str, "predicted": str, "error": str},
+                        keep_default_na=False, na_values={"confidence": [""]})
+    for column in [c for c in table.columns if c.startswith("p_") or c == "confidence"]:
+        table[column] = pd.to_numeric(table[column], errors="coerce")
+    atomic_write(output, lambda tmp: table.to_parquet(tmp, index=False))
+    journal.unlink()
+    return written
