@@ -33,6 +33,8 @@ RUN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--tta",), "tta", {"action": "store_true", "help": "average predictions over the image and its mirror"}),
     (("--head",), "head", {"choices": HEADS, "help": "classic ML head of headless mode (default: auto, logreg; ridge above 5,000 features)"}),
     (("--weights",), "weights", {"help": "local .safetensors/.pth weights for the network"}),
+    (("--masks",), "masks", {"help": "images: folder of mask files mirroring the data "
+                             "(<class>/<stem>.png, white = area blanked while training)"}),
     (("--no-pretrained",), "pretrained", {"action": "store_false", "help": "start from random weights"}),
     (("--split",), "split", {"help": "reuse this split file (e.g. another run's split.json)"}),
     (("--val-size",), "val_size", {"type": float, "help": "validation fraction (default: 0.15)"}),
@@ -124,12 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("run", help="run folder, model folder or models:/NAME@ALIAS")
     predict.add_argument("inputs", nargs="+", help="image files or folders; signal files (.npz, .csv, "
                          ".parquet, .ts): one row per case")
-    predict.add_argument("-o", "--output", type=Path, required=True,
-                         help="output .csv or .parquet; an interrupted run resumes where it stopped")
+    predict.add_argument("-o", "--output", type=Path, required=True, help="output CSV")
     predict.add_argument("--batch-size", type=int, default=64)
-    predict.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
-                         help="auto: ONNX Runtime on a CPU, PyTorch on CUDA")
-    predict.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     predict.set_defaults(func=cmd_predict)
 
     explain = commands.add_parser("explain", help="class activation maps of files (PNG + .npy)",
@@ -153,10 +151,6 @@ def build_parser() -> argparse.ArgumentParser:
     networks.add_argument("pattern", nargs="?", default="*", help="wildcard, e.g. 'efficientnet*'")
     networks.add_argument("--modality", choices=("image", "signal"))
     networks.set_defaults(func=cmd_networks)
-
-    from .serve.cli import add_commands as add_serve_commands
-
-    add_serve_commands(commands)
 
     from .tracking.cli import add_commands as add_tracking_commands
 
@@ -211,13 +205,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .batch import predict_files, use_fast_backend
+    from .batch import predict_files
     from .runs import load
 
     predictor = load(args.run)
-    use_fast_backend(predictor, args.backend)
-    count = predict_files(predictor, args.inputs, args.output, batch_size=args.batch_size,
-                          progress=not args.quiet)
+    count = predict_files(predictor, args.inputs, args.output, batch_size=args.batch_size)
     print(f"{count} predictions written to {args.output}")
     return 0
 

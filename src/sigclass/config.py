@@ -137,6 +137,9 @@ class RunConfig:
         cache_dir: Feature cache folder (default ``~/.cache/sigclass``).
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
         model_args: Extra architecture options passed to the network builder.
+        masks: Images, ``finetune``/``scratch``: a folder of mask files mirroring the dataset
+            (``masks/<class>/<stem>.png``, white = area blanked during training); see
+            :mod:`sigclass.explain.guided`.
         augment: Training augmentation of images.
         signal: How signal files are read (windowing, unequal lengths, columns).
         signal_augment: Training augmentation of signals.
@@ -167,6 +170,7 @@ class RunConfig:
     cache_dir: str | None = None
     device: str = "auto"
     model_args: dict[str, Any] = field(default_factory=dict)
+    masks: str | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     signal: SignalConfig = field(default_factory=SignalConfig)
     signal_augment: SignalAugmentConfig = field(default_factory=SignalAugmentConfig)
@@ -187,6 +191,9 @@ class RunConfig:
         _choice("signal.length_policy", self.signal.length_policy, ("error", "pad", "truncate"))
         if self.train.epochs < 1:
             raise ConfigError(f"The 'train.epochs' option must be at least 1. Got {self.train.epochs}.")
+        if self.masks and self.mode == "headless":
+            raise ConfigError("The 'masks' option blanks areas while a network trains; headless "
+                              "mode trains none. Use --mode finetune or scratch with --masks.")
         if self.cv_folds < 2:
             raise ConfigError(f"The 'cv_folds' option must be at least 2. Got {self.cv_folds}.")
         return self

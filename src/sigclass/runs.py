@@ -354,7 +354,10 @@ def _train_network(cfg: RunConfig, dataset, parts, run_dir: Path, progress: bool
 
     network, data_config = build_network(cfg, dataset, parts["train"])
     augment = cfg.signal_augment if dataset.modality == "signal" else cfg.augment
-    train_set = dataset.subset(parts["train"]).to_torch(data_config, augment)
+    masks = {"masks": cfg.masks} if cfg.masks else {}  # guided training: blank masked areas
+    if masks and dataset.modality != "image":
+        raise ConfigError("The 'masks' option blanks areas of images; signal data takes no masks.")
+    train_set = dataset.subset(parts["train"]).to_torch(data_config, augment, **masks)
     val_set = dataset.subset(parts["val"] if len(parts["val"]) else parts["train"]).to_torch(data_config)
     trainer = Trainer(network, cfg.train, cfg.mode, cfg.device, list(callbacks),
                       checkpoint_dir=run_dir / "checkpoints", seed=cfg.seed, progress=progress)

@@ -251,12 +251,19 @@ class ImageDataset:
         """What a predictor takes for these items: the image files."""
         return self.paths
 
-    def to_torch(self, data_config: dict[str, Any], augment=None):
-        """A torch dataset of (normalized tensor, class index), augmented when ``augment`` is given."""
+    def to_torch(self, data_config: dict[str, Any], augment=None, masks=None):
+        """A torch dataset of (normalized tensor, class index), augmented when ``augment`` is given;
+        ``masks`` (a folder mirroring the dataset) blanks areas that must not drive predictions."""
         from .transforms import ImageTensorDataset, build_image_transform
 
         transform = build_image_transform(data_config, augment)
-        return ImageTensorDataset(self.paths, self.y, transform, channels=int(data_config["input_size"][0]))
+        mask_files = fill = None
+        if masks is not None:
+            from ..explain.guided import mask_fill, mask_paths
+
+            mask_files, fill = mask_paths(self, masks), mask_fill(data_config)
+        return ImageTensorDataset(self.paths, self.y, transform, channels=int(data_config["input_size"][0]),
+                                  masks=mask_files, fill=fill)
 
     def subset(self, indices) -> ImageDataset:
         """The images at ``indices``, keeping the full class list."""

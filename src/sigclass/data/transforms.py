@@ -200,19 +200,31 @@ def _array_to_pil(array: np.ndarray):
 
 
 class ImageTensorDataset:
-    """A ``torch.utils.data.Dataset`` of (tensor, class index) pairs decoded from files."""
+    """A ``torch.utils.data.Dataset`` of (tensor, class index) pairs decoded from files.
 
-    def __init__(self, sources: list[ImageLike], targets: np.ndarray | None, transform, channels: int = 3):
+    ``masks`` (one mask file or ``None`` per source) blank areas with ``fill`` before the
+    transform (guided training, see :mod:`sigclass.explain.guided`).
+    """
+
+    def __init__(self, sources: list[ImageLike], targets: np.ndarray | None, transform, channels: int = 3,
+                 masks: list | None = None, fill: tuple[int, ...] | None = None):
         self.sources = sources
         self.targets = targets
         self.transform = transform
         self.channels = channels
+        self.masks = masks
+        self.fill = fill
 
     def __len__(self) -> int:
         return len(self.sources)
 
     def __getitem__(self, index: int):
-        tensor = self.transform(load_image(self.sources[index], self.channels))
+        image = load_image(self.sources[index], self.channels)
+        if self.masks is not None and self.masks[index] is not None:
+            from ..explain.guided import blank_masked
+
+            image = blank_masked(image, self.masks[index], self.fill)
+        tensor = self.transform(image)
         target = -1 if self.targets is None else int(self.targets[index])
         return tensor, target
 
