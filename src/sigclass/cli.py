@@ -126,8 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("run", help="run folder, model folder or models:/NAME@ALIAS")
     predict.add_argument("inputs", nargs="+", help="image files or folders; signal files (.npz, .csv, "
                          ".parquet, .ts): one row per case")
-    predict.add_argument("-o", "--output", type=Path, required=True, help="output CSV")
+    predict.add_argument("-o", "--output", type=Path, required=True,
+                         help="output .csv or .parquet; an interrupted run resumes where it stopped")
     predict.add_argument("--batch-size", type=int, default=64)
+    predict.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
+                         help="auto: ONNX Runtime on a CPU, PyTorch on CUDA")
+    predict.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     predict.set_defaults(func=cmd_predict)
 
     explain = commands.add_parser("explain", help="class activation maps of files (PNG + .npy)",
@@ -151,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     networks.add_argument("pattern", nargs="?", default="*", help="wildcard, e.g. 'efficientnet*'")
     networks.add_argument("--modality", choices=("image", "signal"))
     networks.set_defaults(func=cmd_networks)
+
+    from .serve.cli import add_commands as add_serve_commands
+
+    add_serve_commands(commands)
 
     from .tracking.cli import add_commands as add_tracking_commands
 
@@ -205,11 +213,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .batch import predict_files
+    from .batch import predict_files, use_fast_backend
     from .runs import load
 
     predictor = load(args.run)
-    count = predict_files(predictor, args.inputs, args.output, batch_size=args.batch_size)
+    use_fast_backend(predictor, args.backend)
+    count = predict_files(predictor, args.inputs, args.output, batch_size=args.batch_size,
+                          progress=not args.quiet)
     print(f"{count} predictions written to {args.output}")
     return 0
 
