@@ -210,8 +210,8 @@ class _Crash(Callback):
             raise RuntimeError("disk full")
 
 
-def test_crashed_run_is_failed_with_its_logs_kept(colour_folder, tmp_path, tracking_on):
-    uri = _uri(tmp_path / "store")
+def test_crashed_run_is_failed_with_its_logs_kept_and_resumes(colour_folder, tmp_path, tracking_on, recorded):
+    uri = recorded[1]  # the module's store: one more run in it
     with pytest.raises(RuntimeError, match="disk full"):
         sc.train(colour_folder, mode="scratch", model="simple_cnn_gap", out=tmp_path / "run",
                  progress=False, callbacks=(_Crash(),), **{**TINY, "train.epochs": 3},
@@ -225,11 +225,16 @@ def test_crashed_run_is_failed_with_its_logs_kept(colour_folder, tmp_path, track
     assert {"config.yaml", "split.json", "run.json"} <= files
     assert "failed" in (tmp_path / "run" / "run.json").read_text()
 
+    sc.train(colour_folder, out=tmp_path / "run", resume=True, progress=False)  # same MLflow run
+    run = client.get_run(run.info.run_id)
+    assert run.info.status == "FINISHED" and "test_accuracy" in run.data.metrics
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [1, 2, 3]
 
-def test_compare_is_a_parent_run_with_a_child_per_entry(colour_folder, tmp_path, tracking_on):
+
+def test_compare_is_a_parent_run_with_a_child_per_entry(colour_folder, tmp_path, tracking_on, recorded):
     from sigclass.compare import Entry, compare
 
-    uri = _uri(tmp_path / "store")
+    uri = recorded[1]  # the module's store: one more run in it
     entries = [Entry("slow", "scratch", "simple_cnn_gap", {"train.lr": 1e-4}),
                Entry("fast", "scratch", "simple_cnn_gap", {"train.lr": 3e-3})]
     compare(colour_folder, tmp_path / "cmp", entries, progress=False,
@@ -252,7 +257,7 @@ def test_compare_is_a_parent_run_with_a_child_per_entry(colour_folder, tmp_path,
 def test_two_processes_write_to_one_sqlite_store_at_once(colour_folder, tmp_path):
     store = tmp_path / "shared-store"
     commands = [[sys.executable, "-m", "sigclass", "train", str(colour_folder), "--mode", "scratch",
-                 "--model", "simple_cnn_gap", "--epochs", "3", "--image-size", "32",
+                 "--model", "simple_cnn_gap", "--epochs", "2", "--image-size", "32",
                  "--seed", str(seed), "--out", str(tmp_path / f"run{seed}"), "--tracking-uri",
                  _uri(store), "-q"] for seed in (1, 2)]
     processes = [subprocess.Popen(c, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -263,7 +268,7 @@ def test_two_processes_write_to_one_sqlite_store_at_once(colour_folder, tmp_path
     for seed in (1, 2):
         run = client.get_run(_run_id(tmp_path / f"run{seed}"))
         assert run.info.status == "FINISHED" and run.data.params["seed"] == str(seed)
-        assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1, 2, 3]
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1, 2]
         assert "model/artifacts/model/model.json" in _artifacts(client, run.info.run_id)
 
 
@@ -280,7 +285,7 @@ def test_ui_serves_the_store_over_http(recorded):
                                 "--tracking-uri", uri], env=ENV, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     try:
-        deadline, status, body = time.monotonic() + 120, None, b""
+        deadline, status, body = time.monotonic() + 240, None, b""
         while time.monotonic() < deadline and process.poll() is None:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
@@ -299,3 +304,29 @@ def test_ui_serves_the_store_over_http(recorded):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_signal_model_scores_through_pyfunc_rows(tmp_path, tracking_on, recorded):
+    """Signals: one DataFrame row per case, values channel by channel (BasicMotions: 6 x 100)."""
+    import mlflow.pyfunc
+    import pandas as pd
+
+    from sigclass.exceptions import DataError
+
+    uri = recorded[1]  # the module's store: one more run in it
+    data = sc.load_signals("aeon:BasicMotions")
+    result = sc.train(data, mode="headless", out=tmp_path / "run", progress=False,
+                      **{"tracking.uri": uri, "model_args": {"n_kernels": 840}})
+    cases = data.X[:8]
+    frame = pd.DataFrame(cases.reshape(len(cases), -1))
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:
+        model = mlflow.pyfunc.load_model(f"runs:/{_run_id(tmp_path / 'run')}/model")
+    finally:
+        del os.environ["MLFLOW_TRACKING_URI"]
+    scored = model.predict(frame)
+    assert list(scored["label"]) == list(result.predictor.predict(cases))
+    np.testing.assert_allclose(scored.drop(columns="label").to_numpy(),
+                               result.predictor.predict_proba(cases), atol=1e-6)
+    with pytest.raises(DataError, match="599 numeric columns cannot hold 6 channel"):
+        model.predict(frame.iloc[:, :-1])

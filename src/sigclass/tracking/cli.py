@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -94,6 +95,7 @@ def ui_command(uri: str, host: str, port: int) -> list[str]:
     from .store import artifact_root_for
 
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+               "--registry-store-uri", uri,
                "--host", host, "--port", str(port), "--workers", "1"]
     root = artifact_root_for(uri)
     if root is not None:
@@ -111,7 +113,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
     check_store(uri)
     get_client(uri)  # creates the store's tables, so the UI opens even before the first run
     print(f"MLflow UI for {uri} on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
-    process = subprocess.Popen(ui_command(uri, args.host, args.port))
+    # The server's background job runner serves GenAI evaluations, which sigclass runs never use.
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+    process = subprocess.Popen(ui_command(uri, args.host, args.port), env=env)
     try:
         return process.wait()
     except KeyboardInterrupt:

@@ -155,6 +155,16 @@ class MlflowCallback(Callback):
     def __init__(self, run: TrackedRun):
         self.run = run
 
+    def on_train_begin(self, trainer) -> None:
+        """A resumed run: log the restored epochs the interrupted process did not get to log."""
+        history = getattr(trainer, "history_", None)
+        if not (self.run.resumed and history and getattr(trainer, "is_main_process", True)):
+            return
+        logged = {m.step for m in self.run.client.get_metric_history(self.run.run_id, "val_loss")}
+        for logs in history:
+            if int(logs["epoch"]) not in logged:
+                self.on_epoch_end(trainer, logs)
+
     def on_epoch_end(self, trainer, logs: dict[str, float]) -> None:
         if getattr(trainer, "is_main_process", True):
             self.run.log_metrics({k: v for k, v in logs.items() if k != "epoch"},

@@ -73,6 +73,8 @@ def resolve_settings(tracking: Any = None, data: str | None = None) -> TrackingS
     enabled = bool(getattr(tracking, "enabled", True))
     if os.environ.get("SIGCLASS_TRACKING", "").strip().lower() in _OFF:
         enabled = False
+    if os.environ.get("RANK", "0") != "0":  # distributed training: the first process records
+        enabled = False
     uri = resolve_uri(getattr(tracking, "uri", None))
     experiment = getattr(tracking, "experiment", None) or experiment_name(data)
     return TrackingSettings(enabled, uri, experiment, artifact_root_for(uri))
