@@ -37,7 +37,7 @@ def train_image_model(fridge: Path, out: Path) -> Path:
 
     data = small_fridge(fridge, out / "data")
     sc.train(data, mode="headless", model="efficientnet_lite0", image_size=64, head="logreg",
-             backend="torch", out=out / "image-run", progress=False)
+             backend="torch", out=out / "image-run", progress=False, **{"tracking.enabled": False})
     return out / "image-run"
 
 
@@ -46,7 +46,7 @@ def train_signal_model(out: Path) -> Path:
     import sigclass as sc
 
     sc.train("aeon:BasicMotions", mode="scratch", model="fcn", out=out / "signal-run",
-             progress=False, **{"train.epochs": 3})
+             progress=False, **{"train.epochs": 3, "tracking.enabled": False})
     return out / "signal-run"
 
 

@@ -170,6 +170,8 @@ class ServedModel:
             "target": explanation.label,
             "overlay_png_base64": base64.b64encode(png).decode("ascii"),
             "map": np.round(np.asarray(explanation.map, dtype=np.float64), 4).tolist(),
+            "channel_importance": (None if explanation.channel_importance is None else
+                                   np.asarray(explanation.channel_importance, dtype=float).tolist()),
         }
 
     def input_spec(self) -> dict[str, Any]:

@@ -17,6 +17,8 @@ class ExplanationOut(BaseModel):
     target: str = Field(description="The class the map explains")
     overlay_png_base64: str = Field(description="The map over the input, a base64 PNG")
     map: list[Any] = Field(description="The raw map in [0, 1]: [row][column] or [time]")
+    channel_importance: list[float] | None = Field(
+        default=None, description="Signals: per channel, the probability drop when it is blanked")
 
 
 class Prediction(BaseModel):

@@ -1,0 +1,73 @@
+"""The quick-test page at GET /, driven in headless Chromium against a real server."""
+
+from __future__ import annotations
+
+import shutil
+
+import httpx
+import pytest
+
+from servers import running_server, train_image_model
+
+pytestmark = pytest.mark.slow
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def server(fridge, tmp_path_factory):
+    if not shutil.which("chromium"):
+        pytest.skip("Debian's chromium is not installed (scripts/setup.sh installs it)")
+    out = tmp_path_factory.mktemp("page")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SIGCLASS_CACHE_DIR", str(out / "cache"))
+        model = train_image_model(fridge, out)
+        with running_server(model, "--backend", "torch") as (base, _):
+            yield base
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                             args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page()
+        page.goto(server + "/")
+        yield page
+        browser.close()
+
+
+def test_page_shows_class_bars_and_overlay(server, page, fridge):
+    from playwright.sync_api import expect
+
+    photo = sorted((fridge / "milk_bottle").iterdir())[-1]
+    expected = httpx.post(server + "/predict", files={"file": (photo.name, photo.read_bytes())},
+                          timeout=60).json()
+    expect(page.locator("#model")).to_contain_text("classes: can, carton, milk_bottle, water_bottle")
+    page.set_input_files("#file", str(photo))
+    page.click("#submit")
+    expect(page.locator("#result")).to_be_visible(timeout=60_000)
+    expect(page.locator("#predicted")).to_have_text(expected["class"])
+    bars = page.locator("#bars .bar")
+    expect(bars).to_have_count(4)
+    assert bars.first.get_attribute("data-class") == expected["class"]
+    shown = page.locator(f'#bars .bar[data-class="{expected["class"]}"] .value').inner_text()
+    assert shown == f"{100 * expected['confidence']:.1f}%"
+    overlay = page.locator("#overlay")
+    expect(overlay).to_be_visible()
+    assert overlay.get_attribute("src").startswith("data:image/png;base64,")
+    assert page.evaluate("document.getElementById('overlay').naturalWidth") > 0
+    expect(page.locator("#caption")).to_contain_text(f"map of class {expected['class']}")
+
+
+def test_page_shows_the_error_of_a_bad_file(page, tmp_path):
+    from playwright.sync_api import expect
+
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("this is not a photo")
+    page.set_input_files("#file", str(bad))
+    page.click("#submit")
+    expect(page.locator("#status")).to_contain_text("Error: notes.jpg: is not an image",
+                                                    timeout=30_000)
+    expect(page.locator("#result")).to_be_hidden()
