@@ -215,7 +215,9 @@ def start_run(
     try:
         yield run
     except BaseException as exc:
-        run.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        # Ctrl-C and pruned trials (optuna.TrialPruned) stopped on purpose: KILLED, not FAILED.
+        stopped = isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "TrialPruned"
+        run.end("KILLED" if stopped else "FAILED")
         raise
     finally:
         _CURRENT.reset(token)

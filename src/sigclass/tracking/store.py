@@ -98,6 +98,8 @@ def sqlite_path(uri: str) -> Path | None:
     if not uri.startswith("sqlite:"):
         return None
     rest = re.sub(r"^sqlite:/*", "/", uri).split("?", 1)[0]
+    if re.match(r"^/[A-Za-z]:", rest):  # sqlite:///C:/folder/mlflow.db on Windows
+        rest = rest[1:]
     return Path(rest)
 
 
