@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import base64
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 from ..exceptions import DataError, Problem
@@ -32,16 +32,19 @@ CODE_FILE = Path(__file__).with_name("pyfunc_code.py")
 
 
 class SigclassPyfunc(PythonModel):
-    """Scores DataFrames with a sigclass model loaded from the MLflow model's artifacts."""
+    """Scores DataFrames with a sigclass model loaded from the MLflow model's artifacts.
+
+    The input is typed as a DataFrame, whose columns depend on the model (image paths or signal
+    values), so MLflow leaves validation to sigclass's preprocessing, which names bad inputs.
+    """
 
     def load_context(self, context) -> None:
         from ..predictor import Predictor
 
         self.predictor = Predictor.load(context.artifacts[ARTIFACT_KEY])
 
-    def predict(self, context, model_input, params: dict[str, Any] | None = None):
-        import pandas as pd
-
+    def predict(self, context, model_input: pd.DataFrame,
+                params: dict[str, Any] | None = None) -> pd.DataFrame:
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         inputs = frame_to_inputs(frame, self.predictor)
         proba = self.predictor.predict_proba(inputs)
@@ -81,11 +84,8 @@ def save_pyfunc(model_dir: str | Path, path: str | Path) -> Path:
                     ("torch", "torchvision", "timm", "scikit-learn", "numpy") if name in versions]
     requirements = [f"sigclass=={__version__}", "safetensors", "skops", "pandas", *requirements]
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    with warnings.catch_warnings():  # the input is a DataFrame whose columns depend on the model
-        warnings.filterwarnings("ignore", message=".*type hints.*")
-        mlflow.pyfunc.save_model(
-            path=str(path), python_model=str(CODE_FILE),
-            artifacts={ARTIFACT_KEY: str(Path(model_dir))},
-            pip_requirements=requirements, metadata={"sigclass_format": "safetensors+json"},
-        )
+    mlflow.pyfunc.save_model(
+        path=str(path), python_model=str(CODE_FILE), artifacts={ARTIFACT_KEY: str(Path(model_dir))},
+        pip_requirements=requirements, metadata={"sigclass_format": "safetensors+json"},
+    )
     return Path(path)
