@@ -163,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .tracking.cli import add_commands as add_tracking_commands
 
     add_tracking_commands(commands)
+
+    from .scale.cli import add_commands as add_scale_commands
+
+    add_scale_commands(commands)
     return parser
 
 
