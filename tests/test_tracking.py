@@ -188,6 +188,11 @@ def test_unreachable_store_is_reported_before_training(colour_folder, tmp_path, 
     assert f"Tracking store 'sqlite:///{blocker}/mlflow.db' cannot be created" in capsys.readouterr().err
     assert not (tmp_path / "b" / "model").exists()
 
+    from sigclass.tracking import check_store
+
+    with pytest.raises(TrackingError, match=r"is not an SQLite database.*--no-track"):
+        check_store(f"sqlite:///{blocker}")
+
 
 def test_no_track_records_nothing(colour_folder, tmp_path, tracking_on):
     from sigclass.cli import main

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -140,7 +141,13 @@ def _check_sqlite(uri: str, db: Path, fix: str) -> None:
         raise TrackingError(f"Tracking store '{uri}' cannot be created: folder '{db.parent}' "
                             f"({exc.strerror}); {fix}.") from None
     target = db if db.exists() else db.parent
-    if not os.access(target, os.W_OK):
+    try:  # a real write: permissions, read-only mounts and full disks all show up here
+        with tempfile.NamedTemporaryFile(dir=db.parent, prefix=".sigclass-write-test-"):
+            pass
+        writable = os.access(target, os.W_OK)
+    except OSError:
+        writable = False
+    if not writable:
         raise TrackingError(f"Tracking store '{uri}' is not writable: no write permission on "
                             f"'{target}'; {fix}.")
     if db.exists():
