@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .logger import SKIPPED, TRACKING_FILE, TrackedRun, start_run
+from .logger import SKIPPED, TRACKING_FILE, DisabledRun, TrackedRun, start_run
 from .store import TrackingSettings, resolve_settings
 
 logger = logging.getLogger(__name__)
@@ -79,6 +79,9 @@ def tracking_run(config, run_dir: str | Path, dataset=None, parent: TrackedRun |
     """
     run_dir = Path(run_dir)
     settings = resolve_settings(config.tracking, config.data)
+    if not settings.enabled:
+        yield RunRecorder(DisabledRun(settings), run_dir)
+        return
     previous = saved_run_id(run_dir, settings)
     tags = run_tags(config, run_dir, dataset)
     with start_run(run_dir.name, settings=settings, parent=parent, nested=nested, tags=tags,
