@@ -203,10 +203,33 @@ def test_no_track_records_nothing(colour_folder, tmp_path, tracking_on):
                  "--tracking-uri", _uri(store), "--no-track", "-q"])
     assert code == 0 and (tmp_path / "run" / "model" / "model.json").is_file()
     assert not (tmp_path / "run" / "tracking.json").exists() and not store.exists()
-    with pytest.raises(TrackingError, match="trained with --no-track"):
-        from sigclass.tracking import register_run
 
-        register_run(tmp_path / "run", "x", _uri(store))
+
+def test_register_records_a_run_folder_trained_without_tracking(recorded, colour_folder, tmp_path):
+    from sigclass.tracking import register_run
+
+    _, uri, _ = recorded
+    result = sc.train(colour_folder, mode="scratch", model="simple_cnn_gap", out=tmp_path / "run",
+                      progress=False, **TINY)  # tracking is off
+    version = register_run(tmp_path / "run", "colours-late", uri)
+    client = _client(uri)
+    run = client.get_run(version.run_id)
+    assert run.data.params["model"] == "simple_cnn_gap"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [1, 2]
+    assert run.data.metrics["test_accuracy"] == pytest.approx(result.metrics["accuracy"])
+    assert version.tags["dataset_fingerprint"] == result.predictor.info["dataset_fingerprint"]
+    files = sorted(str(p) for p in (colour_folder / "red").iterdir())[:4]
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:
+        loaded = sc.load(f"models:/colours-late/{version.version}")
+    finally:
+        del os.environ["MLFLOW_TRACKING_URI"]
+    np.testing.assert_allclose(loaded.predict_proba(files), result.predictor.predict_proba(files),
+                               atol=1e-6)
+    (tmp_path / "run" / "tracking.json").unlink()
+    (tmp_path / "run" / "run.json").write_text('{"status": "failed"}')
+    with pytest.raises(TrackingError, match="has status 'failed'; --resume it"):
+        register_run(tmp_path / "run", "colours-late", uri)
 
 
 class _Crash(Callback):

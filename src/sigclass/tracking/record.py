@@ -163,3 +163,43 @@ def tracked_parent(config, folder: str | Path, name: str, kind: str) -> Iterator
         if run.enabled:
             save_run_id(folder, run)
         yield run
+
+
+def log_run_folder(run_dir: str | Path, uri: str | None = None) -> str:
+    """Record a finished run folder trained without tracking (``--no-track``); returns the run id.
+
+    Its config becomes the parameters, ``history.json`` the per-epoch metrics, ``metrics.json``
+    the test metrics; its files and model are logged as :func:`tracking_run` would have.
+    """
+    from types import SimpleNamespace
+
+    from ..config import RunConfig, load_config
+    from ..exceptions import TrackingError
+    from .store import artifact_root_for, experiment_name, resolve_uri
+
+    run_dir = Path(run_dir)
+    try:
+        status = json.loads((run_dir / "run.json").read_text()).get("status")
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        config = RunConfig.from_dict(load_config(run_dir / "config.yaml"))
+        info = json.loads((run_dir / "model" / "model.json").read_text()).get("info", {})
+    except (OSError, ValueError) as exc:
+        raise TrackingError(f"'{run_dir}' is not a finished run folder ({exc}); train it to the "
+                            "end (or --resume it) before registering it.") from None
+    if status != "finished":
+        raise TrackingError(f"Run '{run_dir}' has status {status!r}; --resume it to the end first.")
+    history_file = run_dir / "history.json"
+    history = json.loads(history_file.read_text()) if history_file.is_file() else []
+    uri = resolve_uri(uri)  # asked for explicitly: recorded even where tracking is off by default
+    settings = TrackingSettings(True, uri, config.tracking.experiment or experiment_name(config.data),
+                                artifact_root_for(uri))
+    tags = {**run_tags(config, run_dir, None), "sigclass.logged_after_training": "true",
+            "sigclass.dataset_fingerprint": info.get("dataset_fingerprint")}
+    with start_run(run_dir.name, settings=settings, nested=False, tags=tags) as run:
+        run.log_params(config.to_dict())
+        for logs in history:
+            run.log_metrics({k: v for k, v in logs.items() if k != "epoch"}, step=int(logs["epoch"]))
+        result = SimpleNamespace(metrics=metrics, val_metrics={}, predictor=SimpleNamespace(info=info))
+        save_run_id(run_dir, run)
+        RunRecorder(run, run_dir).finish(result)
+    return run.run_id

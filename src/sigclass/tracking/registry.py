@@ -32,16 +32,19 @@ def _client(uri: str | None):
 
 
 def resolve_run(run: str | Path, uri: str | None = None) -> tuple[str, str]:
-    """``(run_id, tracking_uri)`` of a run folder (its ``tracking.json``) or an MLflow run id."""
+    """``(run_id, tracking_uri)`` of a run folder or an MLflow run id.
+
+    A run folder names its MLflow run in ``tracking.json``; one trained with ``--no-track`` is
+    recorded first (config, per-epoch history, metrics, files and model).
+    """
     folder = Path(str(run)).expanduser()
     if folder.is_dir():
         try:
             saved = json.loads((folder / TRACKING_FILE).read_text())
-        except (OSError, ValueError):
-            raise TrackingError(
-                f"Run folder '{folder}' was not recorded in MLflow (no {TRACKING_FILE}); it was "
-                "trained with --no-track. Train it again with tracking on to register it."
-            ) from None
+        except (OSError, ValueError):  # trained with --no-track: record it now
+            from .record import log_run_folder
+
+            return log_run_folder(folder, uri), resolve_uri(uri)
         return saved["run_id"], uri or saved["tracking_uri"]
     if re.fullmatch(r"[0-9a-f]{32}", str(run)):
         return str(run), resolve_uri(uri)
