@@ -292,6 +292,7 @@ def test_two_processes_write_to_one_sqlite_store_at_once(colour_folder, tmp_path
                                   text=True) for c in commands]
     outputs = [p.communicate(timeout=400)[0] for p in processes]
     assert [p.returncode for p in processes] == [0, 0], "\n".join(o[-2000:] for o in outputs)
+    assert all("MLflow run: " in output for output in outputs)
     client = _client(_uri(store))
     for seed in (1, 2):
         run = client.get_run(_run_id(tmp_path / f"run{seed}"))

@@ -186,6 +186,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     _print_metrics(result.metrics)
     print(f"run folder: {result.dir}")
+    _print_tracking(result.dir)
     return 0
 
 
@@ -197,6 +198,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                     progress=not args.quiet)
     print(board.to_markdown())
     print(f"comparison folder: {args.out}")
+    _print_tracking(args.out)
     return 0
 
 
@@ -261,6 +263,14 @@ def cmd_networks(args: argparse.Namespace) -> int:
         print(f"{name:<24} {entry.modality:<7} {weights:<10} {entry.description}")
     print("Any timm architecture name works too, with --weights or a local Hugging Face cache.")
     return 0
+
+
+def _print_tracking(folder: Path) -> None:
+    from .tracking.cli import describe_run
+
+    line = describe_run(folder)
+    if line:
+        print(line)
 
 
 def _print_metrics(metrics: dict[str, Any]) -> None:

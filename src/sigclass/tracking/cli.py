@@ -122,3 +122,16 @@ def cmd_ui(args: argparse.Namespace) -> int:
         process.terminate()
         process.wait(timeout=30)
         return 0
+
+
+def describe_run(folder) -> str | None:
+    """One line naming the MLflow run that records ``folder``, if one does."""
+    import json
+    from pathlib import Path
+
+    try:
+        saved = json.loads((Path(folder) / "tracking.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return (f"MLflow run: {saved['run_id']} (experiment {saved['experiment']}, "
+            f"{saved['tracking_uri']}); `sigclass ui` shows it")
