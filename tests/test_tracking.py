@@ -307,7 +307,8 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_ui_serves_the_store_over_http(recorded):
+def test_ui_serves_the_store_over_http_and_takes_runs(recorded, colour_folder, tmp_path,
+                                                     tracking_on):
     _, uri, _ = recorded
     port = _free_port()
     process = subprocess.Popen([sys.executable, "-m", "sigclass", "ui", "--port", str(port),
@@ -330,6 +331,15 @@ def test_ui_serves_the_store_over_http(recorded):
         with urllib.request.urlopen(request, timeout=10) as response:
             names = {e["name"] for e in json.loads(response.read())["experiments"]}
         assert "fridgeObjects" in names
+
+        server = f"http://127.0.0.1:{port}"  # the same server as a team's tracking server
+        result = sc.train(colour_folder, mode="scratch", model="simple_cnn_gap", out=tmp_path / "r",
+                          progress=False, **{**TINY, "train.epochs": 1, "tracking.uri": server})
+        client = _client(server)
+        run = client.get_run(_run_id(tmp_path / "r"))
+        assert run.info.status == "FINISHED"
+        assert run.data.metrics["test_accuracy"] == pytest.approx(result.metrics["accuracy"])
+        assert "model/artifacts/model/model.json" in _artifacts(client, run.info.run_id)
     finally:
         process.terminate()
         process.wait(timeout=30)
