@@ -369,3 +369,17 @@ def test_signal_model_scores_through_pyfunc_rows(tmp_path, tracking_on, recorded
                                result.predictor.predict_proba(cases), atol=1e-6)
     with pytest.raises(DataError, match="599 numeric columns cannot hold 6 channel"):
         model.predict(frame.iloc[:, :-1])
+
+
+def test_any_class_name_makes_a_valid_metric_name(recorded, tracking_on):
+    from sigclass.tracking import start_run
+    from sigclass.tracking.store import TrackingSettings
+
+    _, uri, _ = recorded
+    settings = TrackingSettings(True, uri, "names")
+    with start_run("names", settings=settings) as run:
+        run.log_metrics({"test_per_class": {"milk+bottle (1/2)": {"f1": 0.5}, "été..x": 0.25}})
+        run.log_params({"model_args": {"weird/key?": 1}})
+    logged = _client(uri).get_run(run.run_id).data
+    assert logged.metrics == {"test_per_class.milk_bottle _1_2_.f1": 0.5, "test_per_class.été._x": 0.25}
+    assert logged.params == {"model_args.weird_key_": "1"}

@@ -12,6 +12,7 @@ import contextvars
 import json
 import logging
 import math
+import re
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -54,7 +55,7 @@ class TrackedRun:
         from mlflow.entities import Param
 
         flat = flatten(params)
-        items = [Param(k, str(v)[:6000]) for k, v in flat.items()]
+        items = [Param(safe_key(k), str(v)[:6000]) for k, v in flat.items()]
         for begin in range(0, len(items), 100):
             self._retry(self.client.log_batch, self.run_id, params=items[begin:begin + 100])
 
@@ -63,7 +64,7 @@ class TrackedRun:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step or 0) for k, v in flatten(metrics).items()
+        items = [Metric(safe_key(k), float(v), now, step or 0) for k, v in flatten(metrics).items()
                  if _is_number(v)]
         for begin in range(0, len(items), 500):
             self._retry(self.client.log_batch, self.run_id, metrics=items[begin:begin + 500])
@@ -265,6 +266,12 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+def safe_key(key: str) -> str:
+    """A metric or parameter name MLflow accepts: class names may hold any character."""
+    key = re.sub(r"[^\w.\- :]", "_", str(key)).replace("..", "._")
+    return key.strip(". ") or "_"
 
 
 def _is_number(value: Any) -> bool:
