@@ -95,7 +95,10 @@ def promote(name: str, version: int | str, alias: str, uri: str | None = None):
     except MlflowException:
         raise TrackingError(f"Model '{name}' has no version {version} in '{uri}'; "
                             "see `sigclass models`.") from None
-    client.set_registered_model_alias(name, alias, str(version))
+    try:
+        client.set_registered_model_alias(name, alias, str(version))
+    except MlflowException as exc:  # reserved or malformed alias names
+        raise TrackingError(f"Cannot set alias {alias!r} on '{name}': {exc.message}") from None
     return found
 
 
