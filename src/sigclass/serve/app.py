@@ -242,6 +242,12 @@ def to_inputs(served: ServedModel, uploads: list[Upload]) -> list:
     return items
 
 
+def _prepare(served: ServedModel, uploads: list[Upload]) -> tuple[list, np.ndarray]:
+    """Decoded inputs and their preprocessed batch (one trip to a worker thread)."""
+    items = to_inputs(served, uploads)
+    return items, served.preprocess(items, [u.name for u in uploads])
+
+
 def _to_input(served: ServedModel, upload: Upload):
     if served.modality == "image":
         return decode_image(upload, served.settings.max_image_pixels)
@@ -257,8 +263,7 @@ async def score(request: Request, served: ServedModel, uploads: list[Upload], ex
     if target is not None and target not in served.classes:
         raise ServiceError(422, "unknown_class", f"The 'target' class {target!r} is not one of the "
                            f"model's classes {served.classes}.")
-    items = await run_in_threadpool(to_inputs, served, uploads)
-    batch = await run_in_threadpool(served.preprocess, items, [u.name for u in uploads])
+    items, batch = await run_in_threadpool(_prepare, served, uploads)
     probabilities = await request.app.state.batcher.submit(batch)
     explanations = [None] * len(items)
     if explain:

@@ -56,6 +56,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_request_bytes=args.max_request_bytes, max_image_pixels=args.max_image_pixels,
     )
     os.environ.update(settings.to_env())  # every worker process reads the same settings
+    # Before PyTorch loads: OpenMP threads that spin while idle slow a shared CPU down.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     uvicorn.run("sigclass.serve.app:create_app", factory=True, host=args.host, port=args.port,
                 workers=args.workers, log_level=args.log_level, timeout_graceful_shutdown=10)
     return 0
