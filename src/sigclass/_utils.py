@@ -113,28 +113,3 @@ def environment_info(device: str | None = None) -> dict[str, Any]:
         name = f"cuda ({torch.cuda.get_device_name(resolved)})"
     return {"versions": versions, "device": name, "platform": platform.platform()}
 
-
-def prefetch(fn: Callable[[Any], Any], items, workers: int | None = None, ahead: int | None = None):
-    """Yield ``fn(item)`` for each of ``items`` in order, computed by a thread pool ahead of use.
-
-    Image decoding and resizing release the GIL, so preparing the next batches in threads overlaps
-    them with inference. At most ``ahead`` results wait in memory (default: twice the workers).
-    """
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
-
-    workers = workers or min(8, os.cpu_count() or 1)
-    ahead = ahead or 2 * workers
-    iterator = iter(items)
-    with ThreadPoolExecutor(workers, thread_name_prefix="sigclass-prefetch") as pool:
-        pending: deque = deque()
-        for item in iterator:
-            pending.append(pool.submit(fn, item))
-            if len(pending) >= ahead:
-                break
-        while pending:
-            result = pending.popleft().result()
-            for item in iterator:
-                pending.append(pool.submit(fn, item))
-                break
-            yield result

@@ -120,6 +120,14 @@ def check_store(uri: str, timeout: float = 5.0) -> None:
     (databricks, azureml, ...) are checked by asking the store for one experiment.
     """
     fix = "pass another --tracking-uri, or --no-track to train without recording the run"
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:
+        raise TrackingError(
+            "Recording runs needs MLflow, which is not installed. Install it with "
+            "`pip install 'sigclass[all]'` (or `pip install mlflow==3.17.2`), or train with "
+            "--no-track (SIGCLASS_TRACKING=off) to skip recording."
+        ) from None
     db = sqlite_path(uri)
     if db is not None:
         _check_sqlite(uri, db, fix)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from .._utils import atomic_write, prefetch, sha256_bytes, sha256_json
+from .._utils import atomic_write, sha256_bytes, sha256_json
 from ..exceptions import ConfigError
 from ..inference import infer
 
@@ -197,15 +197,9 @@ class Featurizer(TransformerMixin, BaseEstimator):
             bar = tqdm(total=len(todo), desc="features", unit="img", leave=False)
         pending_keys, pending_rows = [], []
         engine = self.engine()
-        indices = [todo[begin:begin + self.batch_size] for begin in batches]
-        # On a GPU the CPU only decodes, and threads decoding ahead keep the GPU fed. On a CPU the
-        # network needs every core: decoding in line measured faster there.
-        def prepare(index):
-            return self.preprocessor_([items[i] for i in index])
-
-        on_gpu = getattr(getattr(engine, "device", None), "type", "cpu") == "cuda"
-        decoded = prefetch(prepare, indices) if on_gpu else map(prepare, indices)
-        for index, batch in zip(indices, decoded, strict=True):
+        for begin in batches:
+            index = todo[begin:begin + self.batch_size]
+            batch = self.preprocessor_([items[i] for i in index])
             features = infer(engine, batch, self.data_config_["tta_hflip"])
             out[index] = features
             for i, row in zip(index, features, strict=True):
