@@ -3,8 +3,8 @@ training speed of sigclass's Trainer against a minimal hand-written PyTorch loop
 
 Usage::
 
-    .venv/bin/python bench/signals.py            # about 15 minutes on 2 CPU cores
-    .venv/bin/python bench/signals.py --quick    # a smoke run of a minute or two
+    .venv/bin/python bench/bench_signals.py            # about 15 minutes on 2 CPU cores
+    .venv/bin/python bench/bench_signals.py --quick    # a smoke run of a minute or two
 
 Protocol (like the published runs in ../shared/ANCHORS.md): each dataset's own train/test split;
 networks train on all training cases (no validation part) and keep the epoch with the lowest

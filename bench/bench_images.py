@@ -3,9 +3,9 @@ and test accuracy of the three modes on ELPV (4 classes and defective/functional
 
 Usage::
 
-    .venv/bin/python bench/images.py                 # speed, then accuracy (about 30 min on 2 cores)
-    .venv/bin/python bench/images.py --only speed    # a few minutes
-    .venv/bin/python bench/images.py --only accuracy --datasets fridge
+    .venv/bin/python bench/bench_images.py                 # speed, then accuracy (about 30 min on 2 cores)
+    .venv/bin/python bench/bench_images.py --only speed    # a few minutes
+    .venv/bin/python bench/bench_images.py --only accuracy --datasets fridge
 
 Speed protocol:
 
