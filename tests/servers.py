@@ -41,12 +41,13 @@ def train_image_model(fridge: Path, out: Path) -> Path:
     return out / "image-run"
 
 
-def train_signal_model(out: Path) -> Path:
-    """A small 1D CNN trained briefly on BasicMotions (6 channels, 100 time points)."""
+def train_signal_model(out: Path, track: bool = False) -> Path:
+    """A small 1D CNN trained briefly on BasicMotions (6 channels, 100 time points); with
+    ``track`` recorded in the MLflow store of ``MLFLOW_TRACKING_URI``."""
     import sigclass as sc
 
     sc.train("aeon:BasicMotions", mode="scratch", model="fcn", out=out / "signal-run",
-             progress=False, **{"train.epochs": 3, "tracking.enabled": False})
+             progress=False, **{"train.epochs": 3, "tracking.enabled": track})
     return out / "signal-run"
 
 

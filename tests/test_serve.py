@@ -37,7 +37,17 @@ def _module_env(tmp_path_factory):
 def models(fridge, tmp_path_factory):
     """A tiny headless image model and a tiny signal model, trained once for the module."""
     out = tmp_path_factory.mktemp("serve-models")
-    return train_image_model(fridge, out), train_signal_model(out)
+    return train_image_model(fridge, out), train_signal_model(out, track=True)
+
+
+@pytest.fixture(scope="module")
+def registered_signal_model(models) -> str:
+    """The signal model registered in MLflow, served by its alias."""
+    from sigclass.tracking.registry import promote, register_run
+
+    version = register_run(models[1], "basic-motions")
+    promote("basic-motions", version.version, "prod")
+    return "models:/basic-motions@prod"
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +58,9 @@ def image_server(models):
 
 
 @pytest.fixture(scope="module")
-def signal_server(models):
-    with running_server(models[1], "--backend", "torch", "--api-key", API_KEY) as (base, process):
+def signal_server(registered_signal_model):
+    with running_server(registered_signal_model, "--backend", "torch",
+                        "--api-key", API_KEY) as (base, process):
         yield base, process
 
 
@@ -237,6 +248,8 @@ def test_signal_api_key_is_required(signal_server, basic_motions):
     assert httpx.get(base + "/metadata").status_code == 401
     assert httpx.get(base + "/health").status_code == 200  # probes need no key
     meta = httpx.get(base + "/metadata", headers={"X-API-Key": API_KEY}).json()
+    assert meta["model"] == {"name": "basic-motions", "version": "1"}
+    assert meta["source"] == "models:/basic-motions@prod"
     assert meta["input"]["n_channels"] == 6 and meta["input"]["n_timepoints"] == 100
 
 

@@ -30,6 +30,10 @@ def model_identity(source: str, predictor) -> dict[str, str]:
     version = registry.get("version") or info.get("registered_version")
     if source.startswith("models:/"):
         name = name or source[len("models:/"):].split("@")[0].split("/")[0]
+        # a registered model is downloaded to .../<name>/<version>/...
+        parts = Path(info.get("path") or "").parts
+        found = [parts[i + 1] for i in range(len(parts) - 1) if parts[i] == name]
+        version = version or (found[-1] if found else None)
     if not name:
         folder = Path(info.get("path") or source)
         name = folder.parent.name if folder.name == "model" else folder.name
