@@ -9,6 +9,8 @@ prediction more than blanking a random region of the same size.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -311,6 +313,27 @@ def test_headless_linear_head_folds_the_scaler_into_the_weights():
         np.testing.assert_allclose(ours.map, ref.map, atol=1e-4)
 
 
+@pytest.mark.parametrize("which", ["image", "signal"])
+def test_runs_keep_the_maps_of_their_best_and_worst_test_predictions(which, image_run, signal_run):
+    run = image_run if which == "image" else signal_run
+    assert json.loads((run.dir / "run.json").read_text())["cam_examples"] == "cam/report.html"
+    report = json.loads((run.dir / "cam" / "report.json").read_text())
+    n_test = len(json.loads((run.dir / "split.json").read_text())["test"])
+    assert report["n_items"] == n_test == run.metrics["n"]
+    assert report["accuracy"] == pytest.approx(run.metrics["accuracy"])
+    best = report["sections"]["Most confident correct predictions"]
+    worst = report["sections"]["Worst mistakes"]
+    assert 0 < len(best) <= 4 and len(worst) <= 4
+    assert all(e["predicted_label"] == e["true_label"] for e in best)
+    assert all(e["predicted_label"] != e["true_label"] for e in worst)
+    confidences = [e["confidence"] for e in best]
+    assert confidences == sorted(confidences, reverse=True)
+    for entry in best + worst:
+        assert (run.dir / "cam" / entry["png"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        values = np.load(run.dir / "cam" / entry["map"])
+        assert values.ndim == (2 if which == "image" else 1) and 0 <= values.min() <= values.max() <= 1
+
+
 def test_no_map_for_minirocket_or_a_tree_head():
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.pipeline import make_pipeline
@@ -356,7 +379,6 @@ def test_overlays_are_pngs_and_maps_save_as_npy(tmp_path):
 # ------------------------------------------------------------------------------- CLI and report
 
 def test_cli_explain_files_and_report(image_run, tmp_path, capsys):
-    import json
     import re
 
     from PIL import Image

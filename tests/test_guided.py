@@ -60,7 +60,7 @@ def _train(root, out, **extra):
                                        "augment.enabled": False, "tracking.enabled": False, **extra})
 
 
-def test_masks_move_the_map_off_the_shortcut(shortcut, tmp_path):
+def test_masks_move_the_map_off_the_shortcut(shortcut, tmp_path, capsys):
     root, masks, dataset = shortcut
     free = _train(root, tmp_path / "free")
     guided = _train(root, tmp_path / "guided", masks=str(masks))
@@ -77,6 +77,17 @@ def test_masks_move_the_map_off_the_shortcut(shortcut, tmp_path):
     assert inside_free >= 0.3 and inside_guided <= 0.1, (inside_free, inside_guided)
     assert guided.metrics["accuracy"] >= 0.9  # the stripes alone were learned
     assert (tmp_path / "rep" / "mask_report.json").is_file()
+    # the same check from the command line, on the training part of the run's split
+    from sigclass.cli import main
+
+    code = main(["explain", str(free.dir), "--report", str(root), "--masks", str(masks),
+                 "--split", str(free.dir / "split.json"), "--out", str(tmp_path / "cli")])
+    printed = capsys.readouterr().out
+    n_flagged = sum(e["flagged"] for e in report_free)
+    assert code == 0 and f"{n_flagged} of {len(report_free)} images with a mask flagged" in printed
+    assert printed.count("flagged: ") == n_flagged
+    page = (tmp_path / "cli" / "mask_report.html").read_text()
+    assert page.count("<figure>") == n_flagged and page.count("<img ") == n_flagged
 
 
 def test_bad_masks_are_named(shortcut, tmp_path):

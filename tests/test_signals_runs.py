@@ -61,6 +61,10 @@ def test_minirocket_learns_gun_point(minirocket_run):
     assert "accuracy" in stdout and f"run folder: {out}" in stdout
     files = sorted(p.name for p in (out / "model").iterdir())
     assert files == ["head.skops", "model.json", "weights.safetensors"]  # no pickle
+    # MiniRocket has no feature map: the run says so instead of writing maps
+    assert not (out / "cam").exists()
+    cam = json.loads((out / "run.json").read_text())["cam_examples"]
+    assert cam.startswith("none: 'minirocket' has no feature map")
 
 
 def test_network_round_trip_gives_the_same_predictions(cnn_run, basic_motions):

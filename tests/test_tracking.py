@@ -90,6 +90,9 @@ def test_run_records_params_epochs_metrics_tags_and_files(recorded):
         assert name in files
     assert not any(f.startswith("checkpoints") for f in files)
     assert not any(f.endswith((".pkl", ".pickle")) for f in files)  # models from code, no pickle
+    cam_report = json.loads((result.dir / "cam" / "report.json").read_text())
+    pictures = {f"cam/{e['png']}" for entries in cam_report["sections"].values() for e in entries}
+    assert "cam/report.html" in files and pictures and pictures <= files
 
 
 def test_register_promote_list_and_load_by_name(recorded, fridge, capsys):

@@ -149,3 +149,28 @@ def test_scratch_search_tunes_width_and_learning_rate(colour_folder, tmp_path):
     assert best.train.lr == pytest.approx(result.best_params["lr"])
     history = json.loads((result.best_run_dir / "history.json").read_text())
     assert result.best_value == max(h["val_accuracy"] for h in history)
+
+
+POSTGRES = os.environ.get("SIGCLASS_TEST_POSTGRES_URL")
+
+
+@pytest.mark.skipif(not POSTGRES, reason="no PostgreSQL server: set SIGCLASS_TEST_POSTGRES_URL="
+                    "postgresql://USER:PASSWORD@HOST/DB (an empty database) to run this test")
+def test_two_workers_share_a_postgresql_study(colour_folder, tmp_path):
+    """The several-machines setting: two workers, each with its own folder, one PostgreSQL study."""
+    study = f"colours-pg-{os.getpid()}-{tmp_path.name}"
+    env = {**os.environ, "SIGCLASS_TRACKING": "off", "SIGCLASS_CACHE_DIR": str(tmp_path / "cache")}
+    workers = [subprocess.Popen(_cli("tune", str(colour_folder), "--trials", "4", "--study", study,
+                                     "--storage", POSTGRES, "--out", str(tmp_path / f"worker{i}"),
+                                     *HEADLESS),
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for i in range(2)]
+    for worker in workers:
+        _, stderr = worker.communicate(timeout=600)
+        assert worker.returncode == 0, stderr[-3000:]
+    trials = [t for t in optuna.load_study(study_name=study, storage=POSTGRES).get_trials()
+              if not t.user_attrs.get("surplus")]
+    assert sorted(t.number for t in trials) == list(range(4))
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert all(Path(t.user_attrs["run_dir"]).is_dir() for t in trials)
+    optuna.delete_study(study_name=study, storage=POSTGRES)

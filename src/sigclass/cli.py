@@ -35,6 +35,8 @@ RUN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--weights",), "weights", {"help": "local .safetensors/.pth weights for the network"}),
     (("--masks",), "masks", {"help": "images: folder of mask files mirroring the data "
                              "(<class>/<stem>.png, white = area blanked while training)"}),
+    (("--cam-examples",), "cam_examples", {"type": int, "help": "maps of this many best and worst test "
+                                           "predictions in the run's cam/ folder (default: 4; 0: off)"}),
     (("--no-pretrained",), "pretrained", {"action": "store_false", "help": "start from random weights"}),
     (("--split",), "split", {"help": "reuse this split file (e.g. another run's split.json)"}),
     (("--val-size",), "val_size", {"type": float, "help": "validation fraction (default: 0.15)"}),
@@ -146,8 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
                          help="auto: CAM where the head allows it, else Grad-CAM")
     explain.add_argument("--report", metavar="DATA", help="instead: an HTML report of labeled DATA "
                          "(best and worst predictions with their maps)")
+    explain.add_argument("--masks", type=Path, metavar="DIR",
+                         help="with --report: instead, flag the images whose map of their true class "
+                         "lies mostly inside their mask's area (guided training's check)")
+    explain.add_argument("--threshold", type=float, default=0.5,
+                         help="with --masks: flag above this fraction of the map inside the area")
     explain.add_argument("--split", type=Path, help="with --report: a split file; use its --part")
-    explain.add_argument("--part", default="test", choices=("train", "val", "test"))
+    explain.add_argument("--part", choices=("train", "val", "test"),
+                         help="with --split: the part to use (default: test; train with --masks)")
     explain.add_argument("--n", type=int, default=8, help="with --report: items per section")
     explain.set_defaults(func=cmd_explain)
 
@@ -240,10 +248,24 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
         dataset = load_dataset(args.report, predictor.modality,
                                signal=predictor.data_config.get("reader"))
-        indices = Split.load(args.split).indices(dataset)[args.part] if args.split else None
+        part = args.part or ("train" if args.masks else "test")
+        indices = Split.load(args.split).indices(dataset)[part] if args.split else None
+        if args.masks:
+            from .explain.guided import mask_report
+
+            entries = mask_report(predictor, dataset, args.masks, indices, args.threshold, args.out)
+            flagged = [e for e in entries if e["flagged"]]
+            for entry in flagged:
+                print(f"flagged: {entry['name']}: {entry['mass_inside']:.0%} of the map of "
+                      f"'{entry['explained']}' inside the masked area")
+            print(f"{len(flagged)} of {len(entries)} images with a mask flagged; "
+                  f"report: {args.out / 'mask_report.html'}")
+            return 0
         page = explain_report(predictor, dataset, indices, args.out, args.n, args.method)
         print(f"report: {page}")
         return 0
+    if args.masks:
+        raise ConfigError("The --masks option checks labeled data: give it with --report DATA.")
     if not args.inputs:
         raise ConfigError("No inputs given: pass image or signal FILES, or --report DATA.")
     summaries = explain_files(predictor, args.inputs, args.out, args.target, args.method)

@@ -140,6 +140,10 @@ class RunConfig:
         masks: Images, ``finetune``/``scratch``: a folder of mask files mirroring the dataset
             (``masks/<class>/<stem>.png``, white = area blanked during training); see
             :mod:`sigclass.explain.guided`.
+        cam_examples: After training, the class activation maps of this many most confident
+            correct test predictions and as many worst mistakes go to ``cam/`` in the run folder
+            (and to its tracked run); 0 turns it off. Skipped, with a log line, for models without
+            a map (MiniRocket, signal-as-image, non-linear headless heads).
         augment: Training augmentation of images.
         signal: How signal files are read (windowing, unequal lengths, columns).
         signal_augment: Training augmentation of signals.
@@ -171,6 +175,7 @@ class RunConfig:
     device: str = "auto"
     model_args: dict[str, Any] = field(default_factory=dict)
     masks: str | None = None
+    cam_examples: int = 4
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     signal: SignalConfig = field(default_factory=SignalConfig)
     signal_augment: SignalAugmentConfig = field(default_factory=SignalAugmentConfig)
@@ -194,6 +199,8 @@ class RunConfig:
         if self.masks and self.mode == "headless":
             raise ConfigError("The 'masks' option blanks areas while a network trains; headless "
                               "mode trains none. Use --mode finetune or scratch with --masks.")
+        if self.cam_examples < 0:
+            raise ConfigError(f"The 'cam_examples' option must be 0 (off) or more. Got {self.cam_examples}.")
         if self.cv_folds < 2:
             raise ConfigError(f"The 'cv_folds' option must be at least 2. Got {self.cv_folds}.")
         return self

@@ -3,7 +3,8 @@
 A run folder holds ``config.yaml`` (resolved config), ``split.json``, ``data_report.json`` (counts,
 skipped and ignored files), ``metrics.json`` (test metrics; ``val/`` holds the validation ones),
 the confusion matrix (PNG, JSON), ``predictions.csv``, ``history.json`` and ``curves.png`` for
-trained networks, ``checkpoints/last.pt`` while training, ``model/`` (the self-contained model)
+trained networks, ``cam/`` (class activation maps of the best and worst test predictions, with
+``report.html``), ``checkpoints/last.pt`` while training, ``model/`` (the self-contained model)
 and ``run.json`` with the status and timings.
 """
 
@@ -281,15 +282,46 @@ def _execute(run_dir: Path, cfg: RunConfig, dataset, split: Split, progress: boo
     val_metrics = {}
     if len(parts["val"]) and cfg.mode != "headless":  # headless learns from the validation part
         val_metrics = evaluate(predictor, dataset, parts["val"], run_dir / "val")
-    metrics = evaluate(predictor, dataset, parts["test"], run_dir, progress=progress)
+    metrics, proba = evaluate(predictor, dataset, parts["test"], run_dir, progress=progress,
+                              return_proba=True)
     metrics["train_seconds"] = train_seconds
     write_json(run_dir / "metrics.json", metrics)
     predictor.info.update(_model_info(cfg, dataset, split, metrics, extra))
     predictor.save(run_dir / "model")
+    if cfg.cam_examples:
+        extra["cam_examples"] = _write_cam_examples(predictor, dataset, parts["test"], proba,
+                                                    run_dir / "cam", cfg.cam_examples)
     write_json(run_dir / "run.json", {"status": "finished", "train_seconds": train_seconds,
                                       "finished": time.time(), **environment_info(cfg.device),
                                       **extra})
     return RunResult(run_dir, predictor, metrics, val_metrics, cfg, history, train_seconds)
+
+
+def _write_cam_examples(predictor, dataset, indices, proba, out: Path, n_each: int) -> str:
+    """The maps of the test part's most confident correct predictions and worst mistakes.
+
+    A finished model is never lost to its pictures: a model without a map is skipped with a log
+    line, and any other failure is logged and recorded in ``run.json``.
+
+    Returns:
+        ``"cam/report.html"``, or why there are none.
+    """
+    from .exceptions import ExplainError
+    from .explain.report import explain_report
+
+    if not len(indices):
+        return "none: the split has no test part"
+    try:
+        page = explain_report(predictor, dataset, indices, out, n_each=n_each, proba=proba)
+    except ExplainError as exc:
+        logger.info("No class activation maps for this model: %s", exc)
+        if out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        return f"none: {exc}"
+    except Exception as exc:  # noqa: BLE001 - the trained model is saved; report and go on
+        logger.warning("Writing the class activation map examples failed: %r", exc, exc_info=True)
+        return f"failed: {exc!r}"
+    return page.relative_to(out.parent).as_posix()
 
 
 def _execute_follower(run_dir: Path, cfg: RunConfig, dataset, split: Split, callbacks,

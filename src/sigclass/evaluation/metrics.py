@@ -66,8 +66,8 @@ def classification_metrics(
 
 def evaluate(
     predictor, dataset, indices=None, out: str | Path | None = None, batch_size: int = 64,
-    progress: bool = False,
-) -> dict[str, Any]:
+    progress: bool = False, *, return_proba: bool = False,
+) -> dict[str, Any] | tuple[dict[str, Any], np.ndarray]:
     """Score ``predictor`` on a dataset (or its items at ``indices``) and write the results.
 
     Args:
@@ -78,9 +78,11 @@ def evaluate(
             ``predictions.csv``; nothing is written when ``None``.
         batch_size: Inference batch size.
         progress: Show a progress bar.
+        return_proba: Also return the class probabilities, ``(n_items, n_classes)``.
 
     Returns:
-        The metrics dict, with ``items_per_second`` (inference throughput).
+        The metrics dict, with ``items_per_second`` (inference throughput); with
+        ``return_proba``, the pair ``(metrics, proba)``.
     """
     subset = dataset if indices is None else dataset.subset(indices)
     unknown = sorted(set(subset.labels) - set(predictor.classes))
@@ -103,7 +105,7 @@ def evaluate(
         write_json(out / "confusion_matrix.json", metrics["confusion_matrix"])
         plot_confusion_matrix(metrics["confusion_matrix"], out / "confusion_matrix.png")
         write_predictions(out / "predictions.csv", subset.ids, subset.labels, y_pred, proba, predictor.classes)
-    return metrics
+    return (metrics, proba) if return_proba else metrics
 
 
 def write_predictions(path: Path, ids, y_true, y_pred, proba: np.ndarray, classes: list[str]) -> None:

@@ -96,7 +96,8 @@ def mask_report(predictor, dataset, masks_dir: str | Path, indices=None, thresho
         masks_dir: The masks folder (see the module docs).
         indices: Positions to check (e.g. the training part); ``None`` checks all.
         threshold: Flag an image when more than this fraction of its map's mass is inside the area.
-        out: Folder for ``mask_report.json`` and overlay PNGs of the flagged images.
+        out: Folder for ``mask_report.json``, ``mask_report.html`` and overlay PNGs of the
+            flagged images.
 
     Returns:
         One entry per image with a mask: ``name``, ``label``, ``mass_inside`` (0-1), ``flagged``.
@@ -130,7 +131,33 @@ def mask_report(predictor, dataset, masks_dir: str | Path, indices=None, thresho
     if folder is not None:
         from .._utils import write_json
 
+        folder.mkdir(parents=True, exist_ok=True)
         write_json(folder / "mask_report.json", {"threshold": threshold, "n_checked": len(entries),
                                                  "n_flagged": sum(e["flagged"] for e in entries),
                                                  "images": entries})
+        _write_html(folder / "mask_report.html", entries, threshold)
     return entries
+
+
+def _write_html(path: Path, entries: list[dict[str, Any]], threshold: float) -> None:
+    """A page with the flagged images, most of the map inside the area first."""
+    import html
+
+    from .._utils import write_text
+
+    flagged = sorted((e for e in entries if e["flagged"]), key=lambda e: -e["mass_inside"])
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Mask check</title>",
+             "<style>body{font-family:sans-serif;margin:1.5em}figure{display:inline-block;"
+             "margin:.5em;max-width:420px}img{max-width:400px;border:1px solid #ccc}</style>",
+             "</head><body><h1>Mask check</h1>",
+             f"<p>{len(flagged)} of {len(entries)} images with a mask have more than "
+             f"{threshold:.0%} of their class activation map inside the masked area: the model "
+             "looks at what should not drive its predictions.</p>"]
+    for e in flagged:
+        caption = (f"<b>{html.escape(str(e['name']))}</b><br>label {html.escape(e['label'])}, "
+                   f"{e['mass_inside']:.0%} of the map inside the area "
+                   f"({e['mask_fraction']:.0%} of the image)")
+        picture = f"<img src='{html.escape(e['png'])}' alt='map'><br>" if e.get("png") else ""
+        parts.append(f"<figure>{picture}<figcaption>{caption}</figcaption></figure>")
+    parts.append("</body></html>")
+    write_text(path, "\n".join(parts))

@@ -101,7 +101,8 @@ def explain_files(predictor, files, out: str | Path, target=None, method: str = 
 
 
 def explain_report(predictor, dataset, indices=None, out: str | Path = "explain-report",
-                   n_each: int = 8, method: str = "auto", batch_size: int = 32) -> Path:
+                   n_each: int = 8, method: str = "auto", batch_size: int = 32,
+                   proba: np.ndarray | None = None) -> Path:
     """An HTML page with the maps of a labeled set's best and worst predictions.
 
     Args:
@@ -111,6 +112,9 @@ def explain_report(predictor, dataset, indices=None, out: str | Path = "explain-
         out: Folder for ``report.html``, the PNGs, the maps and ``report.json``.
         n_each: How many confident correct predictions and how many mistakes to show.
         method: ``"auto"``, ``"cam"`` or ``"gradcam"``.
+        batch_size: Inference batch size.
+        proba: The predictor's class probabilities for these items, when already computed
+            (e.g. by :func:`~sigclass.evaluate`); ``None`` scores them.
 
     Returns:
         The path of ``report.html``.
@@ -122,7 +126,10 @@ def explain_report(predictor, dataset, indices=None, out: str | Path = "explain-
     items = [inputs[int(i)] for i in positions]
     names = [str(dataset.ids[int(i)]) for i in positions]
     truth = np.asarray(dataset.labels, dtype=object)[positions].astype(str)
-    proba = predictor.predict_proba(items, batch_size=batch_size)
+    if proba is None:
+        proba = predictor.predict_proba(items, batch_size=batch_size)
+    elif len(proba) != len(items):
+        raise ValueError(f"'proba' has {len(proba)} rows for {len(items)} items")
     predicted = np.asarray(predictor.classes, dtype=object)[proba.argmax(axis=1)].astype(str)
     confidence = proba.max(axis=1)
     correct = predicted == truth

@@ -175,9 +175,10 @@ def open_storage(url: str, attempts: int = 3):
             with lock:
                 return _open_storage(url)
         except ImportError as exc:
-            raise ConfigError(f"Cannot open the study storage {_safe_url(url)!r}: {exc}. Install "
-                              "the database driver (e.g. `pip install psycopg2-binary` for "
-                              "PostgreSQL).") from None
+            raise ConfigError(f"Cannot open the study storage {_safe_url(url)!r}: "
+                              f"{str(exc).rstrip('.')}. Install the database driver of the URL: for postgresql:// `pip install "
+                              "\"sigclass[postgres]\"` (psycopg 3), for postgresql+psycopg2:// `pip install "
+                              "psycopg2-binary`.") from None
         except Exception as exc:  # noqa: BLE001 - SQLAlchemy/driver errors of any kind
             if isinstance(exc, optuna.exceptions.OptunaError) or attempt < attempts - 1:
                 if attempt < attempts - 1:
@@ -323,8 +324,10 @@ class _Objective:
         with start_run(f"trial-{trial.number}", config=cfg, tags=tags) as child:
             child.log_params(trial.params)
             try:
-                result = train(self.dataset, split=self.split, out=run_dir, config=cfg,
-                               progress=self.progress, callbacks=callbacks)
+                # a trial's maps help nobody choose; `train --config best.yaml` writes them
+                result = train(self.dataset, split=self.split, out=run_dir,
+                               config=cfg.updated({"cam_examples": 0}), progress=self.progress,
+                               callbacks=callbacks)
             except optuna.TrialPruned as exc:
                 child.set_tags({"sigclass.trial_state": "pruned"})
                 pruned = exc
