@@ -66,6 +66,22 @@ def test_finetune_learns(colour_folder, tmp_path):
     assert (tmp_path / "ft" / "curves.png").is_file()
 
 
+def test_headless_class_weights_reach_the_saved_head(colour_folder, tmp_path):
+    from sigclass.cli import build_parser, resolve_config
+
+    args = build_parser().parse_args(["train", str(colour_folder), "--class-weights"])
+    config = resolve_config(args).updated({"model": "efficientnet_lite0", "image_size": 32,
+                                           "backend": "torch", "cache_dir": str(tmp_path / "cache")})
+    assert config.train.class_weights is True
+    run = sc.train(colour_folder, out=tmp_path / "hl", config=config, progress=False)
+    head = sc.load(tmp_path / "hl").head  # through the skops file
+    assert head.named_steps["clf"].class_weight == "balanced"
+    assert run.metrics["accuracy"] >= 0.8
+    plain = sc.train(colour_folder, out=tmp_path / "plain", progress=False,
+                     config=config.updated({"train.class_weights": False}))
+    assert plain.predictor.head.named_steps["clf"].class_weight is None
+
+
 def test_scratch_learns_with_class_weights(colour_folder, tmp_path):
     run = sc.train(colour_folder, mode="scratch", model="simple_cnn_gap", image_size=32,
                    out=tmp_path / "sc", progress=False,

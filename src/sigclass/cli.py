@@ -26,6 +26,9 @@ RUN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--batch-size",), "train.batch_size", {"type": int, "help": "batch size (default: 32)"}),
     (("--lr",), "train.lr", {"type": float, "help": "peak learning rate of the head (default: 1e-3)"}),
     (("--max-minutes",), "train.max_minutes", {"type": float, "help": "training budget per model in minutes"}),
+    (("--class-weights",), "train.class_weights", {"action": "store_true", "help": "classes weigh "
+                                                 "equally: loss (networks) or head (headless) weighted "
+                                                 "by inverse class frequency"}),
     (("--patience",), "train.patience", {"type": int, "help": "early-stopping patience in epochs (default: 5)"}),
     (("--image-size",), "image_size", {"type": int, "help": "square input size (default: the network's)"}),
     (("--resize",), "resize", {"choices": ("center_crop", "squash"),

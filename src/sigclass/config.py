@@ -33,7 +33,8 @@ class TrainConfig:
         warmup_epochs: Linear warm-up length before the cosine decay.
         weight_decay: AdamW weight decay.
         label_smoothing: Cross-entropy label smoothing.
-        class_weights: Weight the loss by inverse class frequency ("balanced").
+        class_weights: Weight the loss by inverse class frequency ("balanced"); in ``headless``
+            mode the head's ``class_weight="balanced"``.
         patience: Early stopping: epochs without improvement of ``monitor`` before stopping.
         monitor: Validation metric that picks the best checkpoint: ``val_accuracy``,
             ``val_f1`` or ``val_loss``.

@@ -370,8 +370,10 @@ def _train_headless(cfg: RunConfig, dataset, parts, progress: bool):
                                 cfg.crop_pct, cfg.tta, cfg.train.batch_size, cfg.backend,
                                 cfg.cache_dir, cfg.device, progress).fit()
     features = featurizer.transform(fit_part.model_inputs())
-    head, summary = fit_head(cfg.head, features, fit_part.labels, cfg.cv_folds, cfg.seed,
-                             cfg.head_params)
+    params = dict(cfg.head_params)
+    if cfg.train.class_weights:  # the same option as for networks: classes weigh equally
+        params.setdefault("class_weight", "balanced")
+    head, summary = fit_head(cfg.head, features, fit_part.labels, cfg.cv_folds, cfg.seed, params)
     predictor = Predictor(featurizer.network_, dataset.classes, featurizer.data_config_,
                           modality=dataset.modality, mode="headless", head=head,
                           device=cfg.device, backend=cfg.backend, engine=featurizer.engine())
