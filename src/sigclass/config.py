@@ -37,7 +37,8 @@ class TrainConfig:
             mode the head's ``class_weight="balanced"``.
         patience: Early stopping: epochs without improvement of ``monitor`` before stopping.
         monitor: Validation metric that picks the best checkpoint: ``val_accuracy``,
-            ``val_f1`` or ``val_loss``.
+            ``val_f1`` or ``val_loss``. Ties go to the lower validation loss (to the higher
+            accuracy when the loss is monitored).
         max_minutes: Training budget in minutes; training stops after the epoch that crosses it.
         num_workers: DataLoader workers; ``None`` picks by CPU count.
     """

@@ -128,6 +128,7 @@ class Trainer:
         self.history_: list[dict[str, float]] = []
         self.best_epoch_ = 0
         self.best_score_ = -math.inf
+        self.best_tiebreak_ = -math.inf
         self.best_state_: dict | None = None
         self.is_best = False
         self.stop_training = False
@@ -314,11 +315,20 @@ class Trainer:
         self.wrapped_frozen_ = frozen
 
     def _track_best(self, logs: dict[str, float]) -> None:
+        """Best epoch: the highest monitored score; a tie goes to the lower validation loss.
+
+        Accuracy on a small validation set ties often, and the earliest of tied epochs is usually
+        the least trained (its probabilities still near uniform), so ties are broken by the loss
+        (by the accuracy when the loss is monitored).
+        """
         monitor = self.config.monitor
-        score = -logs[monitor] if monitor == "val_loss" else logs[monitor]
-        self.is_best = score > self.best_score_
+        if monitor == "val_loss":
+            score, tiebreak = -logs["val_loss"], logs["val_accuracy"]
+        else:
+            score, tiebreak = logs[monitor], -logs["val_loss"]
+        self.is_best = (score, tiebreak) > (self.best_score_, self.best_tiebreak_)
         if self.is_best:
-            self.best_score_ = score
+            self.best_score_, self.best_tiebreak_ = score, tiebreak
             self.best_epoch_ = logs["epoch"]
             self.best_state_ = {k: v.detach().cpu().clone() for k, v in self.network.state_dict().items()}
 
@@ -340,6 +350,7 @@ class Trainer:
             "history": self.history_,
             "best_epoch": self.best_epoch_,
             "best_score": self.best_score_,
+            "best_tiebreak": self.best_tiebreak_,
             "best_state": self.best_state_,
             "elapsed": sum(h["epoch_seconds"] for h in self.history_),
         }
@@ -361,6 +372,7 @@ class Trainer:
         self.history_ = list(state["history"])
         self.best_epoch_ = int(state["best_epoch"])
         self.best_score_ = float(state["best_score"])
+        self.best_tiebreak_ = float(state.get("best_tiebreak", -math.inf))
         self.best_state_ = copy.deepcopy(state["best_state"])
         self.elapsed_before_resume = float(state.get("elapsed", 0.0))
         logger.info("Resuming from epoch %d of %d", state["epoch"], self.config.epochs)
