@@ -66,13 +66,14 @@ def test_masks_move_the_map_off_the_shortcut(shortcut, tmp_path, capsys):
     guided = _train(root, tmp_path / "guided", masks=str(masks))
     assert guided.config.masks == str(masks)
     train = sc.Split.load(free.dir / "split.json").indices(dataset)["train"]
-    report_free = mask_report(free.predictor, dataset, masks, train, out=tmp_path / "rep")
-    report_guided = mask_report(guided.predictor, dataset, masks, train)
+    # The marker is 9 % of the image: 30 % of the map's mass inside it is a model looking there.
+    report_free = mask_report(free.predictor, dataset, masks, train, threshold=0.3, out=tmp_path / "rep")
+    report_guided = mask_report(guided.predictor, dataset, masks, train, threshold=0.3)
     flagged_free = np.mean([e["flagged"] for e in report_free])
     flagged_guided = np.mean([e["flagged"] for e in report_guided])
     inside_free = np.mean([e["mass_inside"] for e in report_free])
     inside_guided = np.mean([e["mass_inside"] for e in report_guided])
-    # Seen 0.58 vs 0.0 flagged, 0.50 vs 0.0004 of the map's mass inside the marker.
+    # Seen 0.46 vs 0.0004 of the map's mass inside the marker.
     assert flagged_free >= 0.3 and flagged_guided <= 0.05, (flagged_free, flagged_guided)
     assert inside_free >= 0.3 and inside_guided <= 0.1, (inside_free, inside_guided)
     assert guided.metrics["accuracy"] >= 0.9  # the stripes alone were learned
@@ -81,7 +82,7 @@ def test_masks_move_the_map_off_the_shortcut(shortcut, tmp_path, capsys):
     from sigclass.cli import main
 
     code = main(["explain", str(free.dir), "--report", str(root), "--masks", str(masks),
-                 "--split", str(free.dir / "split.json"), "--out", str(tmp_path / "cli")])
+                 "--split", str(free.dir / "split.json"), "--threshold", "0.3", "--out", str(tmp_path / "cli")])
     printed = capsys.readouterr().out
     n_flagged = sum(e["flagged"] for e in report_free)
     assert code == 0 and f"{n_flagged} of {len(report_free)} images with a mask flagged" in printed

@@ -107,7 +107,10 @@ def test_running_again_continues_the_study(shared_study):
     result = tune(data, out, trials=7, study_name=STUDY, mode="headless",
                   model="efficientnet_lite0", image_size=32, backend="torch")
     assert result.counts == {"COMPLETE": 7}
-    assert sorted(t.number for t in _trials(out)) == list(range(7))
+    numbers = sorted(t.number for t in _trials(out))
+    # the first six are kept; the new one may skip a number that a surplus trial of the two
+    # racing workers took
+    assert numbers[:6] == list(range(6)) and len(numbers) == 7 and numbers[6] >= 6
 
 
 def test_a_study_of_another_mode_is_refused(shared_study):
