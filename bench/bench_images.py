@@ -226,15 +226,16 @@ def accuracy(names: list[str], out: Path, full: bool) -> tuple[dict, dict]:
     table, settings = {}, {}
     for name in names:
         source, title, small = DATASETS[name]
+        use_full = full or small
         config = RunConfig(resize="squash", val_size=0.1, test_size=0.25, seed=0)
         references = demo.ELPV_REFERENCES if name == "elpv" else []
-        board = compare(source, out / name, entries=demo.image_entries(full or small), config=config,
+        board = compare(source, out / name, entries=demo.image_entries(use_full), config=config,
                         references=references, title=title, progress=False)
         print(board.to_markdown(), flush=True)
         table[name] = {row["name"]: {k: row.get(k) for k in ("model", "accuracy", "f1_macro",
                                                                 "train_seconds", "items_per_second")}
                        for row in board.rows}
-        settings[name] = "full" if full or small else "CPU-sized"
+        settings[name] = "full" if use_full else "CPU-sized"
     return table, settings
 
 
@@ -269,11 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             out = args.out or Path(tmp)
             table, settings = accuracy(args.datasets, out, args.full)
-            results.setdefault("accuracy", {}).update(table)
-            results.setdefault("accuracy_setting", {})
-            if not isinstance(results["accuracy_setting"], dict):
-                results["accuracy_setting"] = {}
-            results["accuracy_setting"].update(settings)
+            results.setdefault("accuracy", {}).update(table)  # datasets not rerun are kept
+            results.setdefault("accuracy_setting", {}).update(settings)
     results["seconds"] = round(time.perf_counter() - started, 1)
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(results, indent=2) + "\n")

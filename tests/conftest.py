@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ["HF_HUB_OFFLINE"] = "1"  # tests never wait on a model hub
 os.environ.setdefault("MPLBACKEND", "Agg")
 # Before torch loads: OpenMP threads that spin while waiting stall badly on a CPU shared with
 # another job (training ran ~6x slower on 2 cores); passive waiting costs nothing otherwise.

@@ -315,8 +315,6 @@ def _write_cam_examples(predictor, dataset, indices, proba, out: Path, n_each: i
         page = explain_report(predictor, dataset, indices, out, n_each=n_each, proba=proba)
     except ExplainError as exc:
         logger.info("No class activation maps for this model: %s", exc)
-        if out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
         return f"none: {exc}"
     except Exception as exc:  # noqa: BLE001 - the trained model is saved; report and go on
         logger.warning("Writing the class activation map examples failed: %r", exc, exc_info=True)

@@ -124,14 +124,12 @@ def mask_report(predictor, dataset, masks_dir: str | Path, indices=None, thresho
             if folder is not None and entry["flagged"]:
                 from .report import _stem, write_explanation
 
-                folder.mkdir(parents=True, exist_ok=True)
                 entry["png"] = write_explanation(predictor, ex, dataset.paths[position], folder,
                                                  _stem(position, dataset.ids[position]))["png"]
             entries.append(entry)
     if folder is not None:
         from .._utils import write_json
 
-        folder.mkdir(parents=True, exist_ok=True)
         write_json(folder / "mask_report.json", {"threshold": threshold, "n_checked": len(entries),
                                                  "n_flagged": sum(e["flagged"] for e in entries),
                                                  "images": entries})
@@ -144,13 +142,10 @@ def _write_html(path: Path, entries: list[dict[str, Any]], threshold: float) -> 
     import html
 
     from .._utils import write_text
+    from .report import html_page
 
     flagged = sorted((e for e in entries if e["flagged"]), key=lambda e: -e["mass_inside"])
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Mask check</title>",
-             "<style>body{font-family:sans-serif;margin:1.5em}figure{display:inline-block;"
-             "margin:.5em;max-width:420px}img{max-width:400px;border:1px solid #ccc}</style>",
-             "</head><body><h1>Mask check</h1>",
-             f"<p>{len(flagged)} of {len(entries)} images with a mask have more than "
+    parts = [f"<p>{len(flagged)} of {len(entries)} images with a mask have more than "
              f"{threshold:.0%} of their class activation map inside the masked area: the model "
              "looks at what should not drive its predictions.</p>"]
     for e in flagged:
@@ -159,5 +154,4 @@ def _write_html(path: Path, entries: list[dict[str, Any]], threshold: float) -> 
                    f"({e['mask_fraction']:.0%} of the image)")
         picture = f"<img src='{html.escape(e['png'])}' alt='map'><br>" if e.get("png") else ""
         parts.append(f"<figure>{picture}<figcaption>{caption}</figcaption></figure>")
-    parts.append("</body></html>")
-    write_text(path, "\n".join(parts))
+    write_text(path, html_page("Mask check", parts))

@@ -119,8 +119,7 @@ def explain_report(predictor, dataset, indices=None, out: str | Path = "explain-
     Returns:
         The path of ``report.html``.
     """
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = Path(out)  # made with its first file: a model without maps leaves no empty folder
     positions = np.arange(len(dataset)) if indices is None else np.asarray(indices, dtype=np.int64)
     inputs = dataset.model_inputs()
     items = [inputs[int(i)] for i in positions]
@@ -166,12 +165,6 @@ def _html(predictor, n_items: int, accuracy: float, n_mistakes: int,
     esc = html.escape
     name = esc(str(predictor.info.get("name") or predictor.model_name))
     parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>Class activation maps: {name}</title>",
-        "<style>body{font-family:sans-serif;margin:1.5em}figure{display:inline-block;margin:.5em;"
-        "vertical-align:top;max-width:420px}img{max-width:400px;border:1px solid #ccc}"
-        "figcaption{font-size:.85em}.wrong{color:#b00}</style></head><body>",
-        f"<h1>Class activation maps: {name}</h1>",
         f"<p>{n_items} items, accuracy {accuracy:.3f}, {n_mistakes} mistakes. Model mode "
         f"{esc(predictor.mode)}, modality {esc(predictor.modality)}. Each picture shows the map of "
         "the predicted class; for mistakes the map of the true class follows.</p>",
@@ -194,5 +187,18 @@ def _html(predictor, n_items: int, accuracy: float, n_mistakes: int,
             if e.get("true_png"):
                 images += f"<br><img src='{esc(e['true_png'])}' alt='map of the true class'>"
             parts.append(f"<figure>{images}<figcaption>{caption}</figcaption></figure>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    return html_page(f"Class activation maps: {name}", parts)
+
+
+def html_page(title: str, body: list[str]) -> str:
+    """A self-contained HTML page of picture figures; ``title`` is already escaped."""
+    return "\n".join([
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{title}</title>",
+        "<style>body{font-family:sans-serif;margin:1.5em}figure{display:inline-block;margin:.5em;"
+        "vertical-align:top;max-width:420px}img{max-width:400px;border:1px solid #ccc}"
+        "figcaption{font-size:.85em}.wrong{color:#b00}</style></head><body>",
+        f"<h1>{title}</h1>",
+        *body,
+        "</body></html>",
+    ])

@@ -176,9 +176,9 @@ def open_storage(url: str, attempts: int = 3):
                 return _open_storage(url)
         except ImportError as exc:
             raise ConfigError(f"Cannot open the study storage {_safe_url(url)!r}: "
-                              f"{str(exc).rstrip('.')}. Install the database driver of the URL: for postgresql:// `pip install "
-                              "\"sigclass[postgres]\"` (psycopg 3), for postgresql+psycopg2:// `pip install "
-                              "psycopg2-binary`.") from None
+                              f"{str(exc).rstrip('.')}. Install the database driver of the URL: "
+                              "for postgresql:// `pip install \"sigclass[postgres]\"` (psycopg 3), "
+                              "for postgresql+psycopg2:// `pip install psycopg2-binary`.") from None
         except Exception as exc:  # noqa: BLE001 - SQLAlchemy/driver errors of any kind
             if isinstance(exc, optuna.exceptions.OptunaError) or attempt < attempts - 1:
                 if attempt < attempts - 1:
