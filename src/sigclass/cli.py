@@ -42,6 +42,10 @@ RUN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
                                            "predictions in the run's cam/ folder (default: 4; 0: off)"}),
     (("--no-pretrained",), "pretrained", {"action": "store_false", "help": "start from random weights"}),
     (("--split",), "split", {"help": "reuse this split file (e.g. another run's split.json)"}),
+    (("--val-dir",), "val_dir", {"help": "a folder, manifest or signal file whose items are the "
+                                 "validation part (DATA is then the training pool)"}),
+    (("--test-dir",), "test_dir", {"help": "a folder, manifest or signal file whose items are the "
+                                   "held-out test part (never trained on)"}),
     (("--val-size",), "val_size", {"type": float, "help": "validation fraction (default: 0.15)"}),
     (("--test-size",), "test_size", {"type": float, "help": "test fraction (default: 0.2)"}),
     (("--seed",), "seed", {"type": int, "help": "seed of split, initialisation and data order (default: 0)"}),
@@ -120,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run", help="run folder, model folder or models:/NAME@ALIAS")
     evaluate.add_argument("data", help="labeled data (folder, manifest, signal file, named dataset)")
     evaluate.add_argument("--split", type=Path, help="a split file; evaluate only its --part")
-    evaluate.add_argument("--part", default="test", choices=("train", "val", "test"), help="part of --split")
+    evaluate.add_argument("--part", default="test", choices=("train", "val", "test"), help="part of --split, or of the data's own split folders (default: test)")
     evaluate.add_argument("--out", type=Path, help="folder for metrics.json, confusion matrix, predictions.csv")
     evaluate.add_argument("--root", help="dataset root of a CSV manifest")
     evaluate.add_argument("--on-bad-file", default="error", choices=("error", "skip"))
@@ -195,6 +199,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = train(data, out=args.out, config=config, progress=progress)
     if result.predictor is None or not result.metrics:  # not rank 0 of a distributed run
         return 0
+    _print_split(result.dir)
     _print_metrics(result.metrics)
     print(f"run folder: {result.dir}")
     _print_tracking(result.dir)
@@ -208,6 +213,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     board = compare(args.data, args.out, entries=entries, config=resolve_config(args),
                     progress=not args.quiet)
     print(board.to_markdown())
+    _print_split(args.out)
     print(f"comparison folder: {args.out}")
     _print_tracking(args.out)
     return 0
@@ -222,6 +228,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.data, predictor.modality, args.root, args.on_bad_file,
                            signal=predictor.data_config.get("reader"))
     indices = Split.load(args.split).indices(dataset)[args.part] if args.split else None
+    predefined = getattr(dataset, "predefined", None)
+    if indices is None and predefined is not None:  # split folders: score the held-out part
+        part = args.part if args.part in predefined.parts else "test"
+        position = {item_id: i for i, item_id in enumerate(dataset.ids)}
+        indices = [position[i] for i in predefined.parts[part]]
+        print(f"evaluating {part} = {predefined.sources[part]} ({len(indices)} items)")
     metrics = evaluate(predictor, dataset, indices, args.out, args.batch_size, progress=True)
     _print_metrics(metrics)
     if args.out:
@@ -288,6 +300,24 @@ def cmd_networks(args: argparse.Namespace) -> int:
         print(f"{name:<24} {entry.modality:<7} {weights:<10} {entry.description}")
     print("Any timm architecture name works too, with --weights or a local Hugging Face cache.")
     return 0
+
+
+def _print_split(folder: Path) -> None:
+    """Where each part of the run's split came from (train, val, test)."""
+    import json
+
+    for name in ("data_report.json", "split.json"):
+        try:
+            values = json.loads((Path(folder) / name).read_text())
+        except (OSError, ValueError):
+            continue
+        lines = values.get("split_sources") if name == "data_report.json" else [
+            f"{part} = {values['sources'][part]} ({values['counts'][part]} items)"
+            for part in ("train", "val", "test") if part in values.get("sources", {})]
+        for line in lines or []:
+            print(f"split: {line}")
+        if lines:
+            return
 
 
 def _print_tracking(folder: Path) -> None:

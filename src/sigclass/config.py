@@ -118,6 +118,9 @@ class RunConfig:
         on_bad_file: ``error`` stops on the first load with every bad file listed; ``skip``
             leaves bad files out and lists them in the run report.
         split: A split file to reuse; when unset a new split is drawn with ``seed``.
+        val_dir: A source (folder, manifest, signal file) whose items are the validation part;
+            ``data`` is then the training pool.
+        test_dir: A source whose items are the held-out test part (never trained on).
         val_size: Fraction of items for validation.
         test_size: Fraction of items held out for testing.
         seed: Seed of the split, weight initialisation and data order.
@@ -158,6 +161,8 @@ class RunConfig:
     root: str | None = None
     on_bad_file: str = "error"
     split: str | None = None
+    val_dir: str | None = None
+    test_dir: str | None = None
     val_size: float = 0.15
     test_size: float = 0.2
     seed: int = 0

@@ -102,6 +102,13 @@ def detect_modality(source: str) -> str:
     if path.suffix.lower() == ".csv" and path.is_file():
         header = path.open(encoding="utf-8-sig").readline().lower().replace(" ", "").split(",")
         return "image" if "path" in header else "signal"
+    if path.is_dir():
+        from .data.signals import split_files
+
+        try:
+            return "signal" if split_files(path) else "image"
+        except DataError:
+            return "signal"  # several files for one part: load_signals names them
     return "image"
 
 
@@ -164,7 +171,30 @@ def train(
 
 def _load_for(cfg: RunConfig):
     need = min_class_size(cfg.val_size, cfg.test_size)
-    return load_dataset(cfg.data, cfg.modality, cfg.root, cfg.on_bad_file, need, cfg.signal)
+    extra = {part: source for part, source in (("val", cfg.val_dir), ("test", cfg.test_dir)) if source}
+    if not extra:
+        return load_dataset(cfg.data, cfg.modality, cfg.root, cfg.on_bad_file, need, cfg.signal)
+    return load_parts(cfg.data, extra, cfg.modality, cfg.root, cfg.on_bad_file, cfg.signal)
+
+
+def load_parts(data, extra: dict[str, str], modality: str = "auto", root=None,
+               on_bad_file: str = "error", signal=None):
+    """The training pool ``data`` and the parts given apart (``{"val"|"test": source}``, as
+    ``--val-dir``/``--test-dir``) as one dataset whose given parts are a predefined split."""
+    train_set = load_dataset(data, modality, root, on_bad_file, 1 + ("val" not in extra), signal)
+    if getattr(train_set, "predefined", None) is not None or getattr(train_set, "fixed_test", None):
+        raise ConfigError(f"'{data}' already holds a split of its own (split folders, a 'split' "
+                          "column or a benchmark's train/test files); drop --val-dir/--test-dir, "
+                          "or point DATA at its training part only.")
+    parts = {"train": train_set}
+    for part, source in extra.items():
+        parts[part] = load_dataset(source, train_set.modality, None, on_bad_file, 1, signal)
+    sources = {"train": f"'{data}'", **{part: f"'{source}' (--{part}-dir)" for part, source in extra.items()}}
+    if train_set.modality == "signal":
+        from .data.signals import merge_parts
+    else:
+        from .data.images import merge_image_parts as merge_parts
+    return merge_parts(parts, sources, str(data))
 
 
 def _resolve_defaults(cfg: RunConfig, dataset) -> RunConfig:
@@ -208,6 +238,13 @@ def _resolve_split(split, cfg: RunConfig, dataset) -> Split:
                            fixed_test=getattr(dataset, "fixed_test", None))
     split.indices(dataset)  # every id present and unchanged, or a clear error
     return split
+
+
+def split_summary(split: Split, predefined=None) -> list[str]:
+    """Lines saying where each part came from, e.g. ``"test = the folder val/ (26 items)"``."""
+    lines = [f"{name} = {split.sources.get(name, 'drawn at random')} ({len(split.part(name))} items)"
+             for name in ("train", "val", "test")]
+    return lines + (list(predefined.notes) if predefined is not None else [])
 
 
 def _resume(out, data, progress: bool, callbacks: tuple) -> RunResult:
@@ -263,6 +300,7 @@ def _execute(run_dir: Path, cfg: RunConfig, dataset, split: Split, progress: boo
     split.save(run_dir / "split.json")
     report = dataset.report()
     report["split_counts"] = {name: len(split.part(name)) for name in ("train", "val", "test")}
+    report["split_sources"] = split_summary(split, getattr(dataset, "predefined", None))
     report["not_in_split"] = split.unused(dataset)
     write_json(run_dir / "data_report.json", report)
     write_json(run_dir / "run.json", {"status": "running", "started": time.time()})
@@ -357,7 +395,10 @@ def _train_headless(cfg: RunConfig, dataset, parts, progress: bool):
 
     # Cross-validation on the training data picks the head's regularization, so the validation
     # part is not needed for model selection: the head learns from both.
-    fit_part = dataset.subset(np.concatenate([parts["train"], parts["val"]]))
+    # A validation part the user set aside themselves (a val/ folder, --val-dir) is not trained on.
+    predefined = getattr(dataset, "predefined", None)
+    user_val = predefined is not None and "val" in predefined.parts
+    fit_part = dataset.subset(parts["train"] if user_val else np.concatenate([parts["train"], parts["val"]]))
     if dataset.modality == "signal":
         from .training.signal_headless import make_signal_featurizer
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from .._utils import sha256_bytes, sha256_json
 from ..exceptions import ConfigError, DataError, Problem
+from .predefined import PredefinedParts, apply_rules, canonical_split, check_same_classes
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 BAD_FILE_POLICIES = ("error", "skip")
@@ -60,6 +61,7 @@ class ImageDataset:
     skipped: list[Problem] = field(default_factory=list)
     ignored: list[Problem] = field(default_factory=list)
     source: str = ""
+    predefined: PredefinedParts | None = None
 
     modality = "image"
 
@@ -69,8 +71,13 @@ class ImageDataset:
     ) -> ImageDataset:
         """Read ``root/<class>/**/<image>``; class names are the subfolder names.
 
+        A root whose subfolders are all split names (``train``, ``val``/``valid``/``validation``,
+        ``test``, any case), each holding class folders, is a predefined split
+        (:mod:`sigclass.data.predefined`): ids keep the split folder (``val/can/1.jpg``) and the
+        dataset's ``predefined`` parts are kept by :func:`~sigclass.make_split`.
+
         Args:
-            root: Folder holding one subfolder per class.
+            root: Folder holding one subfolder per class (or one per split).
             on_bad_file: ``"error"`` raises :class:`DataError` listing every bad file;
                 ``"skip"`` leaves bad files out and lists them in ``skipped``.
             min_per_class: Fewest images a class needs (the split decides it).
@@ -79,41 +86,73 @@ class ImageDataset:
         root = Path(root).expanduser().resolve()
         if not root.is_dir():
             raise DataError(Problem(str(root), "dataset folder does not exist or is not a folder"))
-        problems: list[Problem] = []
         ignored: list[Problem] = []
-        candidates: list[tuple[str, str]] = []
-        class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        top = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         for entry in sorted(root.iterdir()):
             if entry.is_file():
                 ignored.append(Problem(_rel(entry, root), "file outside any class folder"))
             elif entry.name.startswith("."):
                 ignored.append(Problem(_rel(entry, root), "hidden folder"))
-        if not class_dirs:
+        if not top:
             raise DataError(
                 Problem(str(root), "no class subfolders found"),
                 hint="Put the images of each class in a subfolder named after the class, "
                 "or pass a CSV manifest with 'path,label' columns.",
             )
-        empty_classes = []
-        for class_dir in class_dirs:
-            files = []
-            for dirpath, dirnames, filenames in os.walk(class_dir):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                for name in sorted(filenames):
-                    full = Path(dirpath) / name
-                    if name.startswith("."):
-                        ignored.append(Problem(_rel(full, root), "hidden file"))
-                    else:
-                        files.append(_rel(full, root))
-            if not files:
-                empty_classes.append(class_dir.name)
-            candidates += [(key, class_dir.name) for key in files]
-        class_problems = [
-            Problem(f"{name}/", "empty class folder: it holds no files; add images or remove it")
-            for name in empty_classes
-        ]
+        splits = {d.name: canonical_split(d.name) for d in top}
+        if any(splits.values()):
+            return cls._from_split_folders(root, top, splits, on_bad_file, min_per_class, ignored)
+        _check_not_nested(root, top)
+        problems: list[Problem] = []
+        candidates, class_problems = _class_folder_candidates(root, top, "", ignored, problems)
         return cls._build(root, candidates, on_bad_file, min_per_class, problems, class_problems,
                           ignored, source=str(root))
+
+    @classmethod
+    def _from_split_folders(cls, root: Path, top: list[Path], splits: dict[str, str | None],
+                            on_bad_file: str, min_per_class: int, ignored: list[Problem]) -> ImageDataset:
+        others = [name for name, part in splits.items() if part is None]
+        if others:
+            named = ", ".join(f"{n}/" for n, p in splits.items() if p)
+            raise DataError(Problem(str(root), f"mixes split folders ({named}) with other folders "
+                                    f"({', '.join(n + '/' for n in others)}); put every class folder "
+                                    "inside train/, val/ or test/, or use class folders only"))
+        seen: dict[str, str] = {}
+        for name, part in splits.items():
+            if part in seen:
+                raise DataError(Problem(str(root), f"has two folders for the {part} part: "
+                                        f"{seen[part]}/ and {name}/; keep one"))
+            seen[part] = name
+        problems: list[Problem] = []
+        candidates: list[tuple[str, str]] = []
+        class_problems: list[Problem] = []
+        named: dict[str, tuple[str, list[str]]] = {}
+        labels_by_part: dict[str, set[str]] = {}
+        for folder in top:
+            part = splits[folder.name]
+            source = f"the folder {folder.name}/"
+            for entry in sorted(folder.iterdir()):
+                if entry.is_file() and not entry.name.startswith("."):
+                    problems.append(Problem(_rel(entry, root), f"file directly in the split folder "
+                                            f"{folder.name}/; put it in a class folder "
+                                            f"({folder.name}/<class>/) or remove it"))
+            classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+            if not classes:
+                raise DataError(Problem(f"{folder.name}/", "split folder holds no class folders; "
+                                        f"put the images in {folder.name}/<class>/"))
+            found, empty = _class_folder_candidates(root, classes, f"{folder.name}/", ignored, problems)
+            candidates += found
+            class_problems += empty
+            named[part] = (source, [key for key, _ in found])
+            labels_by_part[part] = {label for _, label in found}
+        class_problems += check_same_classes(labels_by_part, {p: s for p, (s, _) in named.items()})
+        predefined = apply_rules(named, str(root))
+        dataset = cls._build(root, candidates, on_bad_file, min_per_class, problems, class_problems,
+                             ignored, source=str(root))
+        kept = set(dataset.ids)
+        predefined.parts = {k: [i for i in v if i in kept] for k, v in predefined.parts.items()}
+        dataset.predefined = predefined
+        return dataset
 
     @classmethod
     def from_manifest(
@@ -146,6 +185,8 @@ class ImageDataset:
                     Problem(str(manifest), f"manifest header must name the columns 'path' and "
                             f"'label'; found {reader.fieldnames}"),
                 )
+            split_field = fields.get("split")
+            parts: dict[str, str] = {}
             for line, row in enumerate(reader, start=2):
                 raw_path = (row.get(fields["path"]) or "").strip()
                 label = (row.get(fields["label"]) or "").strip()
@@ -156,6 +197,14 @@ class ImageDataset:
                 if not label:
                     problems.append(Problem(raw_path, f"empty label ({where})"))
                     continue
+                part = None
+                if split_field is not None:
+                    value = (row.get(split_field) or "").strip()
+                    part = canonical_split(value)
+                    if part is None:
+                        problems.append(Problem(raw_path, f"split {value!r} is not one of 'train', "
+                                                f"'val', 'test' ({where}); fix the value"))
+                        continue
                 full = Path(raw_path) if Path(raw_path).is_absolute() else root / raw_path
                 resolved = full.resolve()
                 if not resolved.is_relative_to(root):
@@ -163,11 +212,30 @@ class ImageDataset:
                         raw_path, f"path escapes the dataset root '{root}' ({where}); keep every "
                         "file under the root or pass a wider --root"))
                     continue
-                candidates.append((resolved.relative_to(root).as_posix(), label))
+                key = resolved.relative_to(root).as_posix()
+                candidates.append((key, label))
+                if part is not None:
+                    parts[key] = part
         if not candidates and not problems:
             raise DataError(Problem(str(manifest), "manifest lists no images"))
-        return cls._build(root, candidates, on_bad_file, min_per_class, problems, [], [],
-                          source=str(manifest))
+        class_problems: list[Problem] = []
+        named: dict[str, tuple[str, list[str]]] = {}
+        if parts:
+            labels_by_part: dict[str, set[str]] = {}
+            for key, label in candidates:
+                part = parts[key]
+                source = f"the rows with split={part} of {manifest.name}"
+                named.setdefault(part, (source, []))[1].append(key)
+                labels_by_part.setdefault(part, set()).add(label)
+            class_problems = check_same_classes(labels_by_part, {p: s for p, (s, _) in named.items()})
+        dataset = cls._build(root, candidates, on_bad_file, min_per_class, problems, class_problems,
+                             [], source=str(manifest))
+        if named:
+            kept = set(dataset.ids)
+            dataset.predefined = apply_rules(named, str(manifest))
+            dataset.predefined.parts = {k: [i for i in v if i in kept]
+                                        for k, v in dataset.predefined.parts.items()}
+        return dataset
 
     @classmethod
     def _build(
@@ -289,7 +357,75 @@ class ImageDataset:
             "fingerprint": self.fingerprint(),
             "skipped": [{"path": p.path, "reason": p.reason} for p in self.skipped],
             "ignored": [{"path": p.path, "reason": p.reason} for p in self.ignored],
+            "predefined_split": None if self.predefined is None else self.predefined.to_dict(),
         }
+
+
+def merge_image_parts(parts: dict[str, ImageDataset], sources: dict[str, str],
+                      where: str) -> ImageDataset:
+    """One dataset of several parts (``--val-dir``, ``--test-dir``): ids prefixed by the part,
+    the parts kept as a predefined split; every part needs the same classes."""
+    problems = check_same_classes({p: set(ds.classes) for p, ds in parts.items()}, sources)
+    if problems:
+        raise DataError(problems)
+    order = [p for p in ("train", "val", "test") if p in parts]
+    items, ids = [], {}
+    for part in order:
+        renamed = [ImageItem(f"{part}/{i.key}", i.path, i.label, i.sha256) for i in parts[part].items]
+        ids[part] = [i.key for i in renamed]
+        items += renamed
+    first = parts[order[0]]
+    merged = ImageDataset(items, sorted({i.label for i in items}), first.root,
+                          [p for d in parts.values() for p in d.skipped],
+                          [p for d in parts.values() for p in d.ignored], where)
+    merged.predefined = apply_rules({p: (sources[p], ids[p]) for p in order}, where)
+    return merged
+
+
+def _class_folder_candidates(root: Path, class_dirs: list[Path], prefix: str, ignored: list[Problem],
+                             problems: list[Problem]) -> tuple[list[tuple[str, str]], list[Problem]]:
+    """(key, label) of every file under each class folder, and the empty class folders."""
+    candidates, empty = [], []
+    for class_dir in class_dirs:
+        files = []
+        for dirpath, dirnames, filenames in os.walk(class_dir):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                full = Path(dirpath) / name
+                if name.startswith("."):
+                    ignored.append(Problem(_rel(full, root), "hidden file"))
+                else:
+                    files.append(_rel(full, root))
+        if not files:
+            empty.append(Problem(f"{prefix}{class_dir.name}/", "empty class folder: it holds no "
+                                 "files; add images or remove it"))
+        candidates += [(key, class_dir.name) for key in files]
+    return candidates, empty
+
+
+def _check_not_nested(root: Path, top: list[Path]) -> None:
+    """Refuse two levels of folders that look like classes: taking the outer ones as classes
+    would silently learn the wrong labels."""
+    inner: list[set[str]] = []
+    for folder in top:
+        entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+        subdirs = {p.name for p in entries if p.is_dir()}
+        if any(p.is_file() for p in entries) or len(subdirs) < 2:
+            return
+        inner.append(subdirs)
+    if len(top) > 1 and any(names != inner[0] for names in inner[1:]):
+        return
+    tree = [f"{root.name}/"]
+    for folder, names in list(zip(top, inner, strict=True))[:4]:
+        shown = sorted(names)
+        tree.append(f"  {folder.name}/  ->  " + ", ".join(f"{n}/" for n in shown[:5])
+                    + (", ..." if len(shown) > 5 else ""))
+    raise DataError(
+        Problem(str(root), "holds two levels of folders and no images at the first level, so the "
+                "class folders are not where sigclass looks:\n    " + "\n    ".join(tree)),
+        hint=f"Either point sigclass at the level whose sub-folders are the classes (e.g. "
+        f"{root / top[0].name}), or, if the outer folders are parts of a split, name them train/, "
+        "val/ and test/ (a CSV manifest with path,label[,split] columns works too).")
 
 
 def _check_policy(on_bad_file: str) -> None:

@@ -69,6 +69,7 @@ class SignalDataset:
     skipped: list[Problem] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
+    predefined: Any = None  # PredefinedParts of split files (see load_signals)
 
     modality = "signal"
 
@@ -146,6 +147,7 @@ class SignalDataset:
             "n_groups": None if self.group_ids is None else len(set(self.group_ids.tolist())),
             "fixed_test": self.fixed_test is not None, "fingerprint": self.fingerprint(),
             **self.summary,
+            "predefined_split": None if self.predefined is None else self.predefined.to_dict(),
             "skipped": [{"path": p.path, "reason": p.reason} for p in self.skipped],
             "ignored": [],
         }
@@ -190,8 +192,86 @@ def load_signals(source: str, on_bad_file: str = "error", min_per_class: int = 1
     _check_policy(on_bad_file)
     options = reading_options(options)
     check_window_options(options.window, options.stride, options.label_rule)
+    if Path(str(source)).expanduser().is_dir():
+        return load_split_files(Path(str(source)).expanduser(), on_bad_file, min_per_class, options)
     raw = read_raw(source, options)
     return build_dataset(raw, options, on_bad_file, min_per_class, str(source))
+
+
+def split_files(folder: Path) -> dict[str, Path]:
+    """The signal file of each split part in ``folder``: ``train.csv``/``test.csv`` (any split
+    name, any signal suffix), the UCR archive's ``NAME_TRAIN.ts``/``NAME_TEST.ts``, or
+    ``train/``, ``test/`` sub-folders holding one signal file each."""
+    from .predefined import canonical_split
+    from .signal_readers import SIGNAL_SUFFIXES
+
+    found: dict[str, list[Path]] = {}
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            part = canonical_split(entry.name)
+            files = [p for p in sorted(entry.iterdir()) if p.suffix.lower() in SIGNAL_SUFFIXES]
+            if part and files:
+                found.setdefault(part, []).extend(files)
+        elif entry.suffix.lower() in SIGNAL_SUFFIXES:
+            stem = entry.stem
+            part = canonical_split(stem) or canonical_split(stem.rsplit("_", 1)[-1])
+            if part:
+                found.setdefault(part, []).append(entry)
+    problems = [Problem(f"{folder.name}/", f"holds {len(files)} signal files for the {part} part "
+                        f"({', '.join(p.name for p in files)}); keep one per part")
+                for part, files in found.items() if len(files) > 1]
+    if problems:
+        raise DataError(problems)
+    return {part: files[0] for part, files in found.items()}
+
+
+def load_split_files(folder: Path, on_bad_file: str, min_per_class: int, options) -> SignalDataset:
+    """A folder of split-named signal files read as a predefined split (the rules of
+    :mod:`sigclass.data.predefined`)."""
+    files = split_files(folder)
+    if not files:
+        raise DataError(Problem(str(folder), "holds no split-named signal files; expected e.g. "
+                                "train.csv + test.csv, NAME_TRAIN.ts + NAME_TEST.ts, or train/ and "
+                                "test/ folders with one .npz/.csv/.parquet/.ts file each"))
+    parts = {part: build_dataset(read_raw(str(path), options), options, on_bad_file, 1, str(path))
+             for part, path in files.items()}
+    sources = {part: f"the file {path.relative_to(folder).as_posix()}" for part, path in files.items()}
+    return merge_parts(parts, sources, str(folder), min_per_class)
+
+
+def merge_parts(parts: dict[str, SignalDataset], sources: dict[str, str], where: str,
+                min_per_class: int = 1) -> SignalDataset:
+    """One dataset of several parts (ids prefixed by the part), its parts kept as a predefined
+    split; every part needs the same classes and the same shape."""
+    from .predefined import apply_rules, check_same_classes
+
+    shapes = {part: ds.X.shape[1:] for part, ds in parts.items()}
+    if len(set(shapes.values())) > 1:
+        listed = ", ".join(f"{sources[p]} has {s[0]} channel(s) x {s[1]} timepoints"
+                           for p, s in shapes.items())
+        raise DataError(Problem(where, f"parts of different shapes: {listed}; every part must "
+                                "have the same channels and length (see signal.length_policy)"))
+    problems = check_same_classes({p: set(map(str, ds.label_values)) for p, ds in parts.items()}, sources)
+    if problems:
+        raise DataError(problems)
+    order = [p for p in ("train", "val", "test") if p in parts]
+    ids = {p: [f"{p}/{i}" for i in parts[p].case_ids] for p in order}
+    predefined = apply_rules({p: (sources[p], ids[p]) for p in order}, where)
+    X = np.concatenate([parts[p].X for p in order])
+    labels = np.concatenate([parts[p].label_values for p in order])
+    _check_classes(labels, min_per_class, where)
+    groups = None
+    if any(parts[p].group_ids is not None for p in order):  # a recording never spans two parts
+        groups = np.array([f"{p}/{g}" for p in order for g in
+                           (parts[p].group_ids if parts[p].group_ids is not None else parts[p].case_ids)],
+                          dtype=object)
+    first = parts[order[0]]
+    return SignalDataset(X, labels, sorted(set(labels.tolist())), [i for p in order for i in ids[p]],
+                         first.channel_names, groups, where, predefined.fixed_test,
+                         [s for p in order for s in parts[p].skipped], first.options,
+                         first.summary, predefined)
 
 
 def build_dataset(raw: RawSignals, options, on_bad_file: str, min_per_class: int,

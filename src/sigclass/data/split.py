@@ -31,6 +31,7 @@ class Split:
         val_size, test_size: Fractions asked for.
         hashes: Content hash of every id, checked when the split is reused.
         grouped: Whether items of one group (recording) were kept in one part.
+        sources: Where each part came from (``"the folder val/"``, ``"drawn from train"``).
     """
 
     train: list[str]
@@ -41,6 +42,7 @@ class Split:
     test_size: float = 0.2
     hashes: dict[str, str] = field(default_factory=dict)
     grouped: bool = False
+    sources: dict[str, str] = field(default_factory=dict)
 
     def part(self, name: str) -> list[str]:
         return getattr(self, name)
@@ -69,7 +71,7 @@ class Split:
     def to_dict(self) -> dict[str, Any]:
         return {
             "seed": self.seed, "val_size": self.val_size, "test_size": self.test_size,
-            "grouped": self.grouped,
+            "grouped": self.grouped, "sources": self.sources,
             "counts": {name: len(self.part(name)) for name in PARTS},
             "train": self.train, "val": self.val, "test": self.test, "hashes": self.hashes,
         }
@@ -86,7 +88,7 @@ class Split:
                 train=list(raw["train"]), val=list(raw["val"]), test=list(raw["test"]),
                 seed=int(raw.get("seed", 0)), val_size=float(raw.get("val_size", 0.0)),
                 test_size=float(raw.get("test_size", 0.0)), hashes=dict(raw.get("hashes", {})),
-                grouped=bool(raw.get("grouped", False)),
+                grouped=bool(raw.get("grouped", False)), sources=dict(raw.get("sources") or {}),
             )
         except FileNotFoundError:
             raise DataError(Problem(str(path), "split file does not exist")) from None
@@ -117,12 +119,15 @@ def make_split(
     test_size: float = 0.2,
     seed: int = 0,
     fixed_test: list[str] | None = None,
+    fixed_parts: dict[str, list[str]] | None = None,
 ) -> Split:
     """Draw a stratified split of ``dataset``.
 
     Every class is represented in every non-empty part. When the dataset has groups (cases cut
-    from one recording), whole groups go to one part. ``fixed_test`` keeps a predefined test set
-    (e.g. a benchmark's own train/test split) and draws the validation part from the rest.
+    from one recording), whole groups go to one part. Parts the data brings with it are kept
+    (split folders, a manifest's ``split`` column, a benchmark's own train/test split: the
+    dataset's ``predefined`` parts, or ``fixed_parts``/``fixed_test`` given here); the parts not
+    given are drawn from the rest, so a part the user set aside is never trained on.
 
     Args:
         dataset: An image or signal dataset (``ids``, ``labels``, ``groups``, ``content_hashes``).
@@ -130,33 +135,49 @@ def make_split(
         test_size: Fraction of items held out for the final evaluation.
         seed: Seed; the same seed and data give the same split.
         fixed_test: Ids of a predefined test part.
+        fixed_parts: Ids of predefined parts, ``{"train"|"val"|"test": ids}``; default: the
+            dataset's own (``dataset.predefined``).
     """
     _check_sizes(val_size, test_size)
+    predefined = getattr(dataset, "predefined", None)
+    sources: dict[str, str] = {}
+    if fixed_parts is None and predefined is not None:
+        fixed_parts, sources = predefined.parts, dict(predefined.sources)
+    fixed = {k: list(v) for k, v in (fixed_parts or {}).items() if k in ("val", "test")}
+    if fixed_test is not None and "test" not in fixed:
+        fixed["test"] = list(fixed_test)
     ids = np.asarray(dataset.ids, dtype=object)
     labels = np.asarray(dataset.labels, dtype=object)
     groups = dataset.groups
     rng = np.random.default_rng(seed)
-    everything = np.arange(len(ids))
-    if fixed_test is not None:
-        wanted = set(fixed_test)
-        test_idx = np.array([i for i in everything if ids[i] in wanted], dtype=np.int64)
-        rest = np.array([i for i in everything if ids[i] not in wanted], dtype=np.int64)
-        fractions = [0.0, val_size]
-    else:
-        rest, fractions = everything, [test_size, val_size / (1 - test_size)]
+    position = {item_id: i for i, item_id in enumerate(ids)}
+    held = {part: np.array([position[i] for i in fixed.get(part, []) if i in position], dtype=np.int64)
+            for part in ("val", "test")}
+    taken = set(held["val"].tolist()) | set(held["test"].tolist())
+    rest = np.array([i for i in range(len(ids)) if i not in taken], dtype=np.int64)
+    test_fraction = 0.0 if "test" in fixed else test_size
+    val_fraction = 0.0 if "val" in fixed else val_size / (1 - test_fraction)
+    fractions = [test_fraction, val_fraction]
     if groups is None:
         parts = _stratified(labels[rest], fractions, rng)
     else:
         parts = _grouped(labels[rest], np.asarray(groups, dtype=object)[rest], fractions, seed)
-    test_part = test_idx if fixed_test is not None else rest[parts[0]]
-    val_part, train_part = rest[parts[1]], rest[parts[2]]
+    test_part = held["test"] if "test" in fixed else rest[parts[0]]
+    val_part = held["val"] if "val" in fixed else rest[parts[1]]
+    train_part = rest[parts[2]]
+    for part in ("train", "val", "test"):
+        if not fixed:
+            sources.setdefault(part, "drawn at random")
+        else:
+            sources.setdefault(part, "the items not set aside" if part == "train"
+                               else "drawn from the training part")
     hashes = dict(zip(dataset.ids, dataset.content_hashes, strict=True))
     return Split(
         train=[ids[i] for i in np.sort(train_part)],
         val=[ids[i] for i in np.sort(val_part)],
         test=[ids[i] for i in np.sort(test_part)],
         seed=seed, val_size=val_size, test_size=test_size, hashes=hashes,
-        grouped=groups is not None,
+        grouped=groups is not None, sources=sources,
     )
 
 
