@@ -46,6 +46,10 @@ RUN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
                                  "validation part (DATA is then the training pool)"}),
     (("--test-dir",), "test_dir", {"help": "a folder, manifest or signal file whose items are the "
                                    "held-out test part (never trained on)"}),
+    (("--on-leak",), "on_leak", {"choices": ("error", "warn", "ignore"),
+                                 "help": "near-duplicates on both sides of the split: warn (default), error or ignore"}),
+    (("--near-duplicates",), "near_duplicates", {"choices": ("phash", "dhash", "off"),
+                                                 "help": "how near-duplicate images are found (default: phash)"}),
     (("--val-size",), "val_size", {"type": float, "help": "validation fraction (default: 0.15)"}),
     (("--test-size",), "test_size", {"type": float, "help": "test fraction (default: 0.2)"}),
     (("--seed",), "seed", {"type": int, "help": "seed of split, initialisation and data order (default: 0)"}),

@@ -121,6 +121,11 @@ class RunConfig:
         val_dir: A source (folder, manifest, signal file) whose items are the validation part;
             ``data`` is then the training pool.
         test_dir: A source whose items are the held-out test part (never trained on).
+        near_duplicates: How near-duplicate images are found: ``phash`` (perceptual hash within
+            2 bits: re-encoded and resized copies), ``dhash``, or ``off``. Each group is kept in
+            one part of a drawn split; signals compare z-normalized cases.
+        on_leak: Near-duplicates on both sides of a split: ``warn`` (report and warn),
+            ``error`` (stop) or ``ignore`` (report only).
         val_size: Fraction of items for validation.
         test_size: Fraction of items held out for testing.
         seed: Seed of the split, weight initialisation and data order.
@@ -163,6 +168,8 @@ class RunConfig:
     split: str | None = None
     val_dir: str | None = None
     test_dir: str | None = None
+    near_duplicates: str = "phash"
+    on_leak: str = "warn"
     val_size: float = 0.15
     test_size: float = 0.2
     seed: int = 0
@@ -196,6 +203,8 @@ class RunConfig:
         _choice("on_bad_file", self.on_bad_file, ("error", "skip"))
         _choice("modality", self.modality, ("auto", "image", "signal"))
         _choice("backend", self.backend, ("auto", "torch", "onnx"))
+        _choice("near_duplicates", self.near_duplicates, ("phash", "dhash", "off"))
+        _choice("on_leak", self.on_leak, ("error", "warn", "ignore"))
         if self.resize is not None:
             _choice("resize", self.resize, ("center_crop", "squash"))
         _choice("train.monitor", self.train.monitor, ("val_accuracy", "val_f1", "val_loss"))

@@ -233,10 +233,16 @@ def _resolve_split(split, cfg: RunConfig, dataset) -> Split:
         split = cfg.split
     if isinstance(split, str | Path):
         split = Split.load(split)
-    if split is None:
+    from .data.leakage import check_leakage, near_duplicate_groups, split_groups
+
+    near = near_duplicate_groups(dataset, cfg.near_duplicates)
+    if split is None:  # each near-duplicate group (and recording) goes to one part
         split = make_split(dataset, cfg.val_size, cfg.test_size, cfg.seed,
-                           fixed_test=getattr(dataset, "fixed_test", None))
+                           fixed_test=getattr(dataset, "fixed_test", None),
+                           groups=split_groups(dataset.groups, len(dataset), near))
     split.indices(dataset)  # every id present and unchanged, or a clear error
+    split.checks["near_duplicates"] = check_leakage(split, dataset, cfg.on_leak,
+                                                    cfg.near_duplicates, groups=near)
     return split
 
 
@@ -244,7 +250,12 @@ def split_summary(split: Split, predefined=None) -> list[str]:
     """Lines saying where each part came from, e.g. ``"test = the folder val/ (26 items)"``."""
     lines = [f"{name} = {split.sources.get(name, 'drawn at random')} ({len(split.part(name))} items)"
              for name in ("train", "val", "test")]
-    return lines + (list(predefined.notes) if predefined is not None else [])
+    lines += list(predefined.notes) if predefined is not None else []
+    if "near_duplicates" in split.checks:
+        from .data.leakage import describe
+
+        lines.append(describe(split.checks["near_duplicates"]))
+    return lines
 
 
 def _resume(out, data, progress: bool, callbacks: tuple) -> RunResult:
@@ -301,6 +312,8 @@ def _execute(run_dir: Path, cfg: RunConfig, dataset, split: Split, progress: boo
     report = dataset.report()
     report["split_counts"] = {name: len(split.part(name)) for name in ("train", "val", "test")}
     report["split_sources"] = split_summary(split, getattr(dataset, "predefined", None))
+    if "near_duplicates" in split.checks:
+        report["near_duplicates"] = split.checks["near_duplicates"]
     report["not_in_split"] = split.unused(dataset)
     write_json(run_dir / "data_report.json", report)
     write_json(run_dir / "run.json", {"status": "running", "started": time.time()})

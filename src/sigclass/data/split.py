@@ -43,6 +43,7 @@ class Split:
     hashes: dict[str, str] = field(default_factory=dict)
     grouped: bool = False
     sources: dict[str, str] = field(default_factory=dict)
+    checks: dict[str, Any] = field(default_factory=dict, compare=False)  # not saved: data_report.json
 
     def part(self, name: str) -> list[str]:
         return getattr(self, name)
@@ -120,6 +121,7 @@ def make_split(
     seed: int = 0,
     fixed_test: list[str] | None = None,
     fixed_parts: dict[str, list[str]] | None = None,
+    groups=None,
 ) -> Split:
     """Draw a stratified split of ``dataset``.
 
@@ -137,6 +139,8 @@ def make_split(
         fixed_test: Ids of a predefined test part.
         fixed_parts: Ids of predefined parts, ``{"train"|"val"|"test": ids}``; default: the
             dataset's own (``dataset.predefined``).
+        groups: One group id per item that must stay in one part (default: ``dataset.groups``;
+            runs pass recordings joined with near-duplicate groups).
     """
     _check_sizes(val_size, test_size)
     predefined = getattr(dataset, "predefined", None)
@@ -148,7 +152,7 @@ def make_split(
         fixed["test"] = list(fixed_test)
     ids = np.asarray(dataset.ids, dtype=object)
     labels = np.asarray(dataset.labels, dtype=object)
-    groups = dataset.groups
+    groups = dataset.groups if groups is None else groups
     rng = np.random.default_rng(seed)
     position = {item_id: i for i, item_id in enumerate(ids)}
     held = {part: np.array([position[i] for i in fixed.get(part, []) if i in position], dtype=np.int64)
