@@ -383,17 +383,13 @@ def _out_of_memory_error():
 
 def _study_split(out: Path, cfg: RunConfig, dataset):
     """The split shared by every trial and worker: loaded if present, else drawn and saved."""
-    from ..data.split import Split, make_split
+    from ..data.split import Split
+    from ..runs import _resolve_split
 
     path = out / "split.json"
-    if cfg.split:
-        split = Split.load(cfg.split)
-    elif path.is_file():
-        split = Split.load(path)
-    else:  # workers starting together draw the same split from the same seed
-        split = make_split(dataset, cfg.val_size, cfg.test_size, cfg.seed,
-                           fixed_test=getattr(dataset, "fixed_test", None))
-    split.indices(dataset)
+    # workers starting together draw the same split from the same seed; the data's own parts
+    # (split folders, --val-dir/--test-dir) and near-duplicate groups are kept as in train
+    split = _resolve_split(None if cfg.split or not path.is_file() else Split.load(path), cfg, dataset)
     if not path.is_file():
         split.save(path)
     return split, path

@@ -97,7 +97,10 @@ def signal_from_csv(data: bytes | None, name: str, channel_names: list[str] | No
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise DataError(Problem(name, "is not UTF-8 text; send CSV with one column per channel")) from None
-    rows = [row for row in csv.reader(io.StringIO(text)) if any(cell.strip() for cell in row)]
+    try:
+        rows = [row for row in csv.reader(io.StringIO(text)) if any(cell.strip() for cell in row)]
+    except csv.Error as exc:  # a cell over the csv module's size limit, a NUL byte, ...
+        raise DataError(Problem(name, f"is not valid CSV ({exc}); send one column per channel")) from None
     if not rows:
         raise DataError(Problem(name, "holds no rows; send CSV with one column per channel"))
     header = None
