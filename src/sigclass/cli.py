@@ -170,6 +170,17 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--n", type=int, default=8, help="with --report: items per section")
     explain.set_defaults(func=cmd_explain)
 
+    audit = commands.add_parser("audit", help="find items whose label is most likely wrong",
+                                description="Label-error audit: out-of-fold probabilities from frozen "
+                                "features and a cross-validated head, then cleanlab's confident "
+                                "learning; writes label_issues.csv/.json/.html to --out.")
+    audit.add_argument("data", help="labeled data (folder, manifest, signal file, named dataset)")
+    audit.add_argument("--out", type=Path, default=Path("audit"), help="output folder (default: audit)")
+    audit.add_argument("--root", help="dataset root of a CSV manifest")
+    audit.add_argument("--model", default="efficientnet_lite0", help="image backbone of the features")
+    audit.add_argument("--on-bad-file", default="error", choices=("error", "skip"))
+    audit.set_defaults(func=cmd_audit)
+
     networks = commands.add_parser("networks", help="list the registered networks")
     networks.add_argument("pattern", nargs="?", default="*", help="wildcard, e.g. 'efficientnet*'")
     networks.add_argument("--modality", choices=("image", "signal"))
@@ -293,6 +304,21 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(f"error: {entry['name']}: {entry['error']}", file=sys.stderr)
     print(f"{len(summaries) - len(failed)} explanations written to {args.out}")
     return 1 if failed else 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from .audit import audit_labels
+    from .runs import load_dataset
+
+    dataset = load_dataset(args.data, root=args.root, on_bad_file=args.on_bad_file)
+    issues = audit_labels(dataset, args.out, model=args.model)
+    for issue in issues[:20]:
+        print(f"{issue['id']}: given '{issue['given']}', suggested '{issue['suggested']}' "
+              f"(score {issue['score']:.3f})")
+    print(f"{len(issues)} of {len(dataset)} items with a likely wrong label; "
+          f"{args.out / 'label_issues.csv'} (edit it and use it as a manifest with --root /), "
+          f"{args.out / 'label_issues.html'}")
+    return 0
 
 
 def cmd_networks(args: argparse.Namespace) -> int:

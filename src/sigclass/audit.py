@@ -1,0 +1,103 @@
+"""Label-error audit: which items' given label is most likely wrong (confident learning).
+
+Out-of-fold class probabilities come from frozen features (the cached headless featurizer for
+images, MiniRocket for signals) and a cross-validated logistic regression; cleanlab's
+``find_label_issues`` (Northcutt et al., JAIR 2021) then ranks the items whose given label the
+data contradicts. The result is a table (``label_issues.csv``: ``path,label`` hold the suggested
+label, so the file can be edited and fed back as a manifest) and an HTML page of the suspects.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._utils import atomic_write, write_json, write_text
+from .exceptions import DataError, Problem
+
+
+def out_of_fold_proba(features: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0) -> np.ndarray:
+    """Class probabilities of every item from a model that never saw it (``cross_val_predict``)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    smallest = int(np.bincount(y).min())
+    if smallest < 2:
+        raise DataError(Problem("labels", "every class needs at least 2 items for the audit's "
+                                "cross-validation; add items or remove the class"))
+    head = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000))
+    cv = StratifiedKFold(n_splits=min(folds, smallest), shuffle=True, random_state=seed)
+    return cross_val_predict(head, features, y, cv=cv, method="predict_proba")
+
+
+def dataset_features(dataset, model: str = "efficientnet_lite0", cache_dir=None) -> np.ndarray:
+    """Frozen features of every item: the cached image featurizer, or MiniRocket for signals."""
+    if dataset.modality == "signal":
+        from .training.signal_headless import SignalFeaturizer
+
+        return SignalFeaturizer("minirocket").fit(dataset).transform(dataset)
+    from .training.headless import Featurizer
+
+    return Featurizer(model, cache_dir=cache_dir).fit().transform(dataset.model_inputs())
+
+
+def audit_labels(dataset, out: str | Path | None = None, model: str = "efficientnet_lite0",
+                 folds: int = 5, seed: int = 0, cache_dir=None) -> list[dict[str, Any]]:
+    """Items whose given label is most likely wrong, most suspect first.
+
+    Args:
+        dataset: A labeled image or signal dataset.
+        out: Folder for ``label_issues.csv``, ``label_issues.json`` and ``label_issues.html``.
+        model: Image backbone of the features.
+        folds: Cross-validation folds of the out-of-fold probabilities.
+        seed: Seed of the folds.
+        cache_dir: Feature cache folder.
+
+    Returns:
+        One dict per suspect: ``id``, ``path``, ``given``, ``suggested``, ``score`` (cleanlab's
+        label quality, low = suspect).
+    """
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    y = dataset.y
+    proba = out_of_fold_proba(dataset_features(dataset, model, cache_dir), y, folds, seed)
+    order = find_label_issues(y, proba, return_indices_ranked_by="self_confidence")
+    quality = get_label_quality_scores(y, proba)
+    paths = [str(p) for p in dataset.paths] if dataset.modality == "image" else list(dataset.ids)
+    issues = [{"id": dataset.ids[i], "path": paths[i], "given": dataset.classes[y[i]],
+               "suggested": dataset.classes[int(proba[i].argmax())], "score": float(quality[i])}
+              for i in order]
+    if out is not None:
+        _write(issues, dataset, Path(out))
+    return issues
+
+
+def _write(issues: list[dict[str, Any]], dataset, out: Path) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame(issues, columns=["id", "path", "given", "suggested", "score"])
+    table = pd.DataFrame({"path": frame["path"], "label": frame["suggested"], "given": frame["given"],
+                          "score": frame["score"]})
+    atomic_write(out / "label_issues.csv", lambda p: table.to_csv(p, index=False))
+    write_json(out / "label_issues.json", {"n_items": len(dataset), "n_issues": len(issues),
+                                           "issues": issues})
+    from .explain.report import html_page
+
+    figures = []
+    for issue in issues:
+        caption = (f"{html.escape(issue['id'])}<br>given <b class='wrong'>{html.escape(issue['given'])}"
+                   f"</b>, suggested <b>{html.escape(issue['suggested'])}</b>, "
+                   f"score {issue['score']:.3f}")
+        picture = (f"<img src='{Path(issue['path']).resolve().as_uri()}'>"
+                   if dataset.modality == "image" else "")
+        figures.append(f"<figure>{picture}<figcaption>{caption}</figcaption></figure>")
+    body = [f"<p>{len(issues)} of {len(dataset)} items whose given label the data contradicts "
+            "(confident learning, cleanlab). Edit label_issues.csv and use it as a manifest.</p>",
+            *figures]
+    write_text(out / "label_issues.html", html_page("Label issues", body))
