@@ -233,13 +233,14 @@ def _resolve_split(split, cfg: RunConfig, dataset) -> Split:
         split = cfg.split
     if isinstance(split, str | Path):
         split = Split.load(split)
-    from .data.leakage import check_leakage, near_duplicate_groups, split_groups
+    from .data.leakage import check_leakage, keep_together, near_duplicate_groups
 
     near = near_duplicate_groups(dataset, cfg.near_duplicates)
-    if split is None:  # each near-duplicate group (and recording) goes to one part
+    if split is None:
         split = make_split(dataset, cfg.val_size, cfg.test_size, cfg.seed,
-                           fixed_test=getattr(dataset, "fixed_test", None),
-                           groups=split_groups(dataset.groups, len(dataset), near))
+                           fixed_test=getattr(dataset, "fixed_test", None))
+        if not getattr(dataset, "predefined", None) and getattr(dataset, "fixed_test", None) is None:
+            keep_together(split, dataset, near)  # each near-duplicate group goes to one part
     split.indices(dataset)  # every id present and unchanged, or a clear error
     split.checks["near_duplicates"] = check_leakage(split, dataset, cfg.on_leak,
                                                     cfg.near_duplicates, groups=near)

@@ -204,26 +204,25 @@ def check_leakage(split, dataset, on_leak: str = "warn", method: str = "phash",
     return report
 
 
-def split_groups(recording_groups, n_items: int, groups: list[list[int]]) -> np.ndarray | None:
-    """One group id per item joining recording groups and near-duplicate groups, or ``None``
-    when neither exists (the split then stays a plain stratified one)."""
-    if recording_groups is None and not groups:
-        return None
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    rows, cols = [], []
-    if recording_groups is not None:
-        first: dict[Any, int] = {}
-        for i, key in enumerate(recording_groups):
-            rows.append(first.setdefault(key, i))
-            cols.append(i)
+def keep_together(split, dataset, groups: list[list[int]]) -> int:
+    """Move the members of each near-duplicate group to one part of a drawn ``split`` (the part
+    of most of them, training on a tie), so the stratified split of everything else stays as it
+    was. Returns how many items moved."""
+    ids = dataset.ids
+    where = {item_id: name for name in ("train", "val", "test") for item_id in split.part(name)}
+    moved = 0
     for group in groups:
-        rows += [group[0]] * len(group)
-        cols += list(group)
-    graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_items, n_items))
-    _, component = connected_components(graph, directed=False)
-    return component.astype(object)
+        members = [ids[i] for i in group if ids[i] in where]
+        parts = [where[m] for m in members]
+        target = max(("train", "val", "test"), key=lambda name: (parts.count(name), name == "train"))
+        for member in members:
+            if where[member] != target:
+                split.part(where[member]).remove(member)
+                split.part(target).append(member)
+                moved += 1
+    for name in ("train", "val", "test"):
+        split.part(name).sort()
+    return moved
 
 
 def describe(report: dict[str, Any] | None) -> str:
