@@ -11,7 +11,8 @@ are the near-duplicate groups (scikit-learn's radius neighbours graph, SciPy's c
 - Signals: every case z-normalized per channel; cases whose root-mean-square difference is
   below the threshold are linked (identical cases have distance 0).
 
-:func:`make_split <sigclass.data.split.make_split>` keeps each group in one part.
+:func:`keep_together` moves each group into one part of a drawn split (runs do it after the
+stratified draw).
 :func:`check_leakage` checks any split (drawn, reused or predefined): a group with members in
 two parts is leakage, reported with the pairs named, and ``on_leak`` decides between an error,
 a warning and silence.
