@@ -193,7 +193,7 @@ def load_parts(data, extra: dict[str, str], modality: str = "auto", root=None,
     if train_set.modality == "signal":
         from .data.signals import merge_parts
     else:
-        from .data.images import merge_image_parts as merge_parts
+        from .data.image_parts import merge_image_parts as merge_parts
     return merge_parts(parts, sources, str(data))
 
 

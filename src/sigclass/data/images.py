@@ -21,7 +21,12 @@ import numpy as np
 
 from .._utils import sha256_bytes, sha256_json
 from ..exceptions import ConfigError, DataError, Problem
-from .predefined import PredefinedParts, apply_rules, canonical_split, check_same_classes
+from .predefined import (
+    PredefinedParts,
+    apply_rules,
+    canonical_split,
+    collect_parts,
+)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 BAD_FILE_POLICIES = ("error", "skip")
@@ -126,11 +131,8 @@ class ImageDataset:
         problems: list[Problem] = []
         candidates: list[tuple[str, str]] = []
         class_problems: list[Problem] = []
-        named: dict[str, tuple[str, list[str]]] = {}
-        labels_by_part: dict[str, set[str]] = {}
+        part_of: dict[str, str] = {}
         for folder in top:
-            part = splits[folder.name]
-            source = f"the folder {folder.name}/"
             for entry in sorted(folder.iterdir()):
                 if entry.is_file() and not entry.name.startswith("."):
                     problems.append(Problem(_rel(entry, root), f"file directly in the split folder "
@@ -143,15 +145,13 @@ class ImageDataset:
             found, empty = _class_folder_candidates(root, classes, f"{folder.name}/", ignored, problems)
             candidates += found
             class_problems += empty
-            named[part] = (source, [key for key, _ in found])
-            labels_by_part[part] = {label for _, label in found}
-        class_problems += check_same_classes(labels_by_part, {p: s for p, (s, _) in named.items()})
+            part_of.update((key, splits[folder.name]) for key, _ in found)
+        named, missing = collect_parts(candidates, part_of, {part: f"the folder {name}/"
+                                                             for name, part in splits.items()})
         predefined = apply_rules(named, str(root))
-        dataset = cls._build(root, candidates, on_bad_file, min_per_class, problems, class_problems,
-                             ignored, source=str(root))
-        kept = set(dataset.ids)
-        predefined.parts = {k: [i for i in v if i in kept] for k, v in predefined.parts.items()}
-        dataset.predefined = predefined
+        dataset = cls._build(root, candidates, on_bad_file, min_per_class, problems,
+                             class_problems + missing, ignored, source=str(root))
+        dataset.predefined = predefined.restricted_to(dataset.ids)
         return dataset
 
     @classmethod
@@ -218,23 +218,13 @@ class ImageDataset:
                     parts[key] = part
         if not candidates and not problems:
             raise DataError(Problem(str(manifest), "manifest lists no images"))
-        class_problems: list[Problem] = []
-        named: dict[str, tuple[str, list[str]]] = {}
-        if parts:
-            labels_by_part: dict[str, set[str]] = {}
-            for key, label in candidates:
-                part = parts[key]
-                source = f"the rows with split={part} of {manifest.name}"
-                named.setdefault(part, (source, []))[1].append(key)
-                labels_by_part.setdefault(part, set()).add(label)
-            class_problems = check_same_classes(labels_by_part, {p: s for p, (s, _) in named.items()})
+        named, class_problems = collect_parts(
+            [c for c in candidates if c[0] in parts], parts,
+            {part: f"the rows with split={part} of {manifest.name}" for part in ("train", "val", "test")})
         dataset = cls._build(root, candidates, on_bad_file, min_per_class, problems, class_problems,
                              [], source=str(manifest))
         if named:
-            kept = set(dataset.ids)
-            dataset.predefined = apply_rules(named, str(manifest))
-            dataset.predefined.parts = {k: [i for i in v if i in kept]
-                                        for k, v in dataset.predefined.parts.items()}
+            dataset.predefined = apply_rules(named, str(manifest)).restricted_to(dataset.ids)
         return dataset
 
     @classmethod
@@ -359,27 +349,6 @@ class ImageDataset:
             "ignored": [{"path": p.path, "reason": p.reason} for p in self.ignored],
             "predefined_split": None if self.predefined is None else self.predefined.to_dict(),
         }
-
-
-def merge_image_parts(parts: dict[str, ImageDataset], sources: dict[str, str],
-                      where: str) -> ImageDataset:
-    """One dataset of several parts (``--val-dir``, ``--test-dir``): ids prefixed by the part,
-    the parts kept as a predefined split; every part needs the same classes."""
-    problems = check_same_classes({p: set(ds.classes) for p, ds in parts.items()}, sources)
-    if problems:
-        raise DataError(problems)
-    order = [p for p in ("train", "val", "test") if p in parts]
-    items, ids = [], {}
-    for part in order:
-        renamed = [ImageItem(f"{part}/{i.key}", i.path, i.label, i.sha256) for i in parts[part].items]
-        ids[part] = [i.key for i in renamed]
-        items += renamed
-    first = parts[order[0]]
-    merged = ImageDataset(items, sorted({i.label for i in items}), first.root,
-                          [p for d in parts.values() for p in d.skipped],
-                          [p for d in parts.values() for p in d.ignored], where)
-    merged.predefined = apply_rules({p: (sources[p], ids[p]) for p in order}, where)
-    return merged
 
 
 def _class_folder_candidates(root: Path, class_dirs: list[Path], prefix: str, ignored: list[Problem],

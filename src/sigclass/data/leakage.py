@@ -103,6 +103,9 @@ def link_groups(vectors: np.ndarray, metric: str, radius: float) -> list[list[in
     return sorted((g for g in members.values() if len(g) > 1), key=lambda g: g[0])
 
 
+_GROUPS: dict[tuple, list[list[int]]] = {}  # by dataset fingerprint: compare's entries hash once
+
+
 def near_duplicate_groups(dataset, method: str = "phash", threshold: float | None = None,
                           features: np.ndarray | None = None) -> list[list[int]]:
     """Positions of near-duplicate items of ``dataset``, one list per group.
@@ -118,6 +121,17 @@ def near_duplicate_groups(dataset, method: str = "phash", threshold: float | Non
     check_method(method)
     if method == "off" or len(dataset) < 2:
         return []
+    key = (dataset.fingerprint(), tuple(dataset.ids), method, threshold)
+    if features is None and key in _GROUPS:
+        return [list(g) for g in _GROUPS[key]]
+    groups = _find_groups(dataset, method, threshold, features)
+    if features is None:
+        _GROUPS[key] = groups
+    return [list(g) for g in groups]
+
+
+def _find_groups(dataset, method: str, threshold: float | None,
+                 features: np.ndarray | None) -> list[list[int]]:
     if dataset.modality == "signal":
         limit = DEFAULT_THRESHOLDS["signal"] if threshold is None else float(threshold)
         return link_groups(signal_vectors(dataset.X), "euclidean", limit)

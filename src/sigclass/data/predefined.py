@@ -46,6 +46,12 @@ class PredefinedParts:
     def fixed_test(self) -> list[str] | None:
         return self.parts.get("test")
 
+    def restricted_to(self, ids) -> PredefinedParts:
+        """The parts without the items a dataset left out (bad files skipped); returns ``self``."""
+        kept = set(ids)
+        self.parts = {k: [i for i in v if i in kept] for k, v in self.parts.items()}
+        return self
+
     def summary(self) -> list[str]:
         """Lines such as ``"test = the folder val/ (26 items)"``."""
         lines = [f"{part} = {self.sources[part]} ({len(self.parts[part])} items)"
@@ -80,6 +86,19 @@ def apply_rules(named: dict[str, tuple[str, list[str]]], where: str) -> Predefin
     elif "test" in named and "val" not in named:
         result.notes.append("validation is drawn from the training part")
     return result
+
+
+def collect_parts(candidates: list[tuple[str, str]], part_of: dict[str, str],
+                  source_of: dict[str, str]) -> tuple[dict[str, tuple[str, list[str]]], list[Problem]]:
+    """The named parts of ``(id, label)`` candidates (``part_of[id]``, described by
+    ``source_of[part]``) for :func:`apply_rules`, and the classes missing from a part."""
+    named: dict[str, tuple[str, list[str]]] = {}
+    labels_by_part: dict[str, set[str]] = {}
+    for key, label in candidates:
+        part = part_of[key]
+        named.setdefault(part, (source_of[part], []))[1].append(key)
+        labels_by_part.setdefault(part, set()).add(label)
+    return named, check_same_classes(labels_by_part, {p: s for p, (s, _) in named.items()})
 
 
 def check_same_classes(labels_by_part: dict[str, set[str]], sources: dict[str, str]) -> list[Problem]:
