@@ -78,6 +78,31 @@ def audit_labels(dataset, out: str | Path | None = None, model: str = "efficient
     return issues
 
 
+_SECTIONS: dict[tuple, dict[str, Any]] = {}
+
+
+def audit_section(dataset, model: str = "efficientnet_lite0", cache_dir=None,
+                  shown: int = 20) -> dict[str, Any]:
+    """The ``label_audit`` section of a run's data report: counts and the most suspect items.
+
+    Computed once per dataset (fingerprint) and model in a process, so the entries of one
+    comparison share it; a dataset the audit cannot cross-validate gets the reason instead.
+    """
+    key = (dataset.fingerprint(), tuple(dataset.ids), model if dataset.modality == "image" else "")
+    if key not in _SECTIONS:
+        features = "minirocket" if dataset.modality == "signal" else model
+        try:
+            issues = audit_labels(dataset, model=model, cache_dir=cache_dir)
+        except DataError as exc:
+            _SECTIONS[key] = {"features": features, "skipped": str(exc)}
+        else:
+            _SECTIONS[key] = {"features": features, "method": "cleanlab find_label_issues, "
+                              "out-of-fold logistic regression", "n_items": len(dataset),
+                              "n_issues": len(issues), "issues": issues[:shown],
+                              "see": "sigclass audit DATA --out DIR for every suspect and the page"}
+    return dict(_SECTIONS[key])
+
+
 def _write(issues: list[dict[str, Any]], dataset, out: Path) -> None:
     import pandas as pd
 

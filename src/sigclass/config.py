@@ -77,6 +77,12 @@ class SignalConfig:
         label_column: Label column.
         group_column: Optional group (recording, subject) column.
         channels: Channel columns of long tables; ``None`` takes every other column.
+        resample: Long tables: put every recording on one regular grid, a rate (``50Hz``) or a
+            period (``20ms``); channels are interpolated from their own samples. Time columns
+            hold seconds or date-times.
+        max_gap: With ``resample``: gaps up to this duration (``2s``) are filled; a longer gap
+            splits the recording into pieces ``<id>~<k>``. ``None``: ten sampling intervals of
+            the slowest channel.
     """
 
     window: int | None = None
@@ -89,6 +95,8 @@ class SignalConfig:
     label_column: str = "label"
     group_column: str = "group"
     channels: list[str] | None = None
+    resample: str | None = None
+    max_gap: str | float | None = None
 
 
 @dataclass
@@ -126,6 +134,9 @@ class RunConfig:
             one part of a drawn split; signals compare z-normalized cases.
         on_leak: Near-duplicates on both sides of a split: ``warn`` (report and warn),
             ``error`` (stop) or ``ignore`` (report only).
+        audit: Add a label-error audit (``label_audit``: the items whose given label is most
+            likely wrong, see :mod:`sigclass.audit`) to the run's ``data_report.json``; it uses
+            the cached frozen features, computed once per dataset and process.
         val_size: Fraction of items for validation.
         test_size: Fraction of items held out for testing.
         seed: Seed of the split, weight initialisation and data order.
@@ -170,6 +181,7 @@ class RunConfig:
     test_dir: str | None = None
     near_duplicates: str = "phash"
     on_leak: str = "warn"
+    audit: bool = True
     val_size: float = 0.15
     test_size: float = 0.2
     seed: int = 0

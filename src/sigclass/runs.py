@@ -236,14 +236,17 @@ def _resolve_split(split, cfg: RunConfig, dataset) -> Split:
     from .data.leakage import check_leakage, keep_together, near_duplicate_groups
 
     near = near_duplicate_groups(dataset, cfg.near_duplicates)
+    kept: dict[str, int] = {}
     if split is None:
         split = make_split(dataset, cfg.val_size, cfg.test_size, cfg.seed,
                            fixed_test=getattr(dataset, "fixed_test", None))
         if not getattr(dataset, "predefined", None) and getattr(dataset, "fixed_test", None) is None:
-            keep_together(split, dataset, near)  # each near-duplicate group goes to one part
+            kept = keep_together(split, dataset, near)  # each near-duplicate group to one part
     split.indices(dataset)  # every id present and unchanged, or a clear error
     split.checks["near_duplicates"] = check_leakage(split, dataset, cfg.on_leak,
                                                     cfg.near_duplicates, groups=near)
+    if split.checks["near_duplicates"] is not None:
+        split.checks["near_duplicates"].update(kept)
     return split
 
 
@@ -316,6 +319,12 @@ def _execute(run_dir: Path, cfg: RunConfig, dataset, split: Split, progress: boo
     if "near_duplicates" in split.checks:
         report["near_duplicates"] = split.checks["near_duplicates"]
     report["not_in_split"] = split.unused(dataset)
+    if cfg.audit:
+        from .audit import audit_section
+
+        audit_model = cfg.model if cfg.mode == "headless" and dataset.modality == "image" and cfg.model \
+            else "efficientnet_lite0"
+        report["label_audit"] = audit_section(dataset, audit_model, cfg.cache_dir)
     write_json(run_dir / "data_report.json", report)
     write_json(run_dir / "run.json", {"status": "running", "started": time.time()})
     parts = split.indices(dataset)

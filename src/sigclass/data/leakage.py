@@ -219,25 +219,36 @@ def check_leakage(split, dataset, on_leak: str = "warn", method: str = "phash",
     return report
 
 
-def keep_together(split, dataset, groups: list[list[int]]) -> int:
+def keep_together(split, dataset, groups: list[list[int]]) -> dict[str, int]:
     """Move the members of each near-duplicate group to one part of a drawn ``split`` (the part
     of most of them, training on a tie), so the stratified split of everything else stays as it
-    was. Returns how many items moved."""
+    was.
+
+    A group larger than one twentieth of the data (at least 8 items) is a cluster of similar
+    items rather than copies of one (periodic signals, a plain background); moving it could
+    empty a part, so it stays where the draw put it and the leakage check reports its pairs.
+    Returns how many items moved and how many groups were too large to move.
+    """
     ids = dataset.ids
     where = {item_id: name for name in ("train", "val", "test") for item_id in split.part(name)}
-    moved = 0
+    limit = max(8, len(ids) // 20)
+    moved = too_large = 0
     for group in groups:
         members = [ids[i] for i in group if ids[i] in where]
+        if len(members) > limit:
+            too_large += 1
+            continue
         parts = [where[m] for m in members]
         target = max(("train", "val", "test"), key=lambda name: (parts.count(name), name == "train"))
         for member in members:
             if where[member] != target:
                 split.part(where[member]).remove(member)
                 split.part(target).append(member)
+                where[member] = target
                 moved += 1
     for name in ("train", "val", "test"):
         split.part(name).sort()
-    return moved
+    return {"moved_items": moved, "groups_too_large_to_move": too_large}
 
 
 def describe(report: dict[str, Any] | None) -> str:

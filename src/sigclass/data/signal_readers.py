@@ -48,6 +48,7 @@ class RawSignals:
         locate: ``locate(case, channel, t)`` names a value for messages (column, row).
         name: File or dataset name used in messages.
         fixed_test: Ids of a predefined test part (aeon datasets).
+        times: Long tables: the sorted times of every case in seconds (for resampling).
     """
 
     cases: list[np.ndarray]
@@ -59,6 +60,7 @@ class RawSignals:
     locate: Callable[[int, int, int], str] | None = None
     name: str = ""
     fixed_test: list[str] | None = None
+    times: list[np.ndarray] | None = None
 
     def where(self, case: int, channel: int, t: int) -> str:
         if self.locate is not None:
@@ -331,7 +333,7 @@ def _read_long(frame, name: str, options, require_labels: bool) -> RawSignals:
         raise DataError(Problem(name, f"channel columns {missing or 'none'} not found; columns are "
                                 f"{list(frame.columns)}"))
     values, bad_values = _numeric(frame, channels)
-    times, bad_times = _numeric(frame, [options.time_column])
+    times, bad_times = _times(frame, options.time_column)
     labels = _labels_of(frame, name, options, require_labels)
     case_ids = [str(v) for v in frame[options.case_column]]
     order: dict[str, list[int]] = {}
@@ -341,17 +343,24 @@ def _read_long(frame, name: str, options, require_labels: bool) -> RawSignals:
     case_of_row = {i: k for k, rows_of in enumerate(order.values()) for i in rows_of}
     problems = [(case_of_row[row], _cell_problem(name, case_ids[row], row, column, text))
                 for row, column, text in sorted(bad_values + bad_times)]
-    cases, case_labels, row_maps = [], [], []
+    cases, case_labels, row_maps, case_times = [], [], [], []
     for k, case in enumerate(ids):
         members = np.array(order[case])
         t = times[members, 0]
         members = members[np.argsort(t, kind="stable")]
         t_sorted = times[members, 0]
+        case_values = values[members]
         repeated = t_sorted[1:][np.diff(t_sorted) == 0]
-        if len(repeated):
+        if len(repeated) and getattr(options, "resample", None):
+            # rows of one instant (channels logged on rows of their own) are one timepoint
+            t_sorted, first, case_values = _merge_instants(t_sorted, case_values)
+            members = members[first]
+        elif len(repeated):
             problems.append((k, Problem(f"{name} case '{case}'", f"time {repeated[0]:g} appears more "
-                                        f"than once in column '{options.time_column}'")))
-        cases.append(values[members].T.copy())
+                                        f"than once in column '{options.time_column}'; with "
+                                        "signal.resample, rows of one time are merged")))
+        cases.append(case_values.T.copy())
+        case_times.append(t_sorted)
         row_maps.append(members)
         if labels is not None:
             case_labels.append(np.array([labels[i] for i in members], dtype=object))
@@ -364,4 +373,34 @@ def _read_long(frame, name: str, options, require_labels: bool) -> RawSignals:
         return f"row {row + 2} (time {times[row, 0]:g}), column '{channels[channel]}'"
 
     return RawSignals(cases, case_labels if labels is not None else None, ids, channels, groups,
-                      problems, locate, name)
+                      problems, locate, name, times=case_times)
+
+
+def _merge_instants(t: np.ndarray, values: np.ndarray):
+    """Rows of equal (sorted) time merged: the mean of each channel's non-empty cells."""
+    unique, first, inverse = np.unique(t, return_index=True, return_inverse=True)
+    sums = np.zeros((len(unique), values.shape[1]))
+    counts = np.zeros_like(sums)
+    present = np.isfinite(values)
+    np.add.at(sums, inverse, np.where(present, values, 0.0))
+    np.add.at(counts, inverse, present)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return unique, first, np.where(counts > 0, sums / counts, np.nan)
+
+
+def _times(frame, column: str):
+    """The time column in seconds: numbers as they are, or date-times (e.g. ISO 8601) parsed."""
+    import pandas as pd
+
+    if pd.api.types.is_datetime64_any_dtype(frame[column]):  # Parquet keeps date-times typed
+        seconds = (frame[column] - frame[column].min()).dt.total_seconds()
+        return seconds.to_numpy(dtype=np.float64, na_value=np.nan)[:, None], []
+    times, bad = _numeric(frame, [column])
+    if bad and len(bad) == int((frame[column].astype(str).str.strip() != "").sum()):
+        parsed = pd.to_datetime(frame[column], errors="coerce", format="mixed")
+        if parsed.notna().any():
+            seconds = (parsed - parsed.min()).dt.total_seconds().to_numpy(dtype=np.float64, na_value=np.nan)
+            bad = [(int(i), column, str(frame[column].iloc[i])) for i in np.flatnonzero(np.isnan(seconds))
+                   if str(frame[column].iloc[i]).strip()]
+            return seconds[:, None], bad
+    return times, bad

@@ -27,6 +27,7 @@ from .._utils import sha256_bytes, sha256_json
 from ..exceptions import ConfigError, DataError, Problem
 from .signal_preprocess import SignalPreprocessor, as_case, signal_data_config, standardize
 from .signal_readers import RawSignals, read_aeon, read_signal_file
+from .signal_resample import check_resample_options, constant_channels, resample_recordings, time_steps
 from .signal_windows import (
     check_window_options,
     equalize_lengths,
@@ -192,6 +193,7 @@ def load_signals(source: str, on_bad_file: str = "error", min_per_class: int = 1
     _check_policy(on_bad_file)
     options = reading_options(options)
     check_window_options(options.window, options.stride, options.label_rule)
+    check_resample_options(options)
     if Path(str(source)).expanduser().is_dir():
         return load_split_files(Path(str(source)).expanduser(), on_bad_file, min_per_class, options)
     raw = read_raw(source, options)
@@ -279,6 +281,9 @@ def build_dataset(raw: RawSignals, options, on_bad_file: str, min_per_class: int
     """Window, check and equalize raw cases into a :class:`SignalDataset`."""
     summary: dict[str, Any] = {}
     fixed_test = raw.fixed_test
+    raw, timing = _regular_times(raw, options)
+    summary.update(timing)
+    irregular = raw.times is not None and _has_nan(raw)  # before windowing drops the times
     if options.window:
         raw, summary["windowing"] = window_recordings(raw, options.window, options.stride,
                                                       options.label_rule)
@@ -293,9 +298,13 @@ def build_dataset(raw: RawSignals, options, on_bad_file: str, min_per_class: int
     fatal = [p for i, p in problems if i is None]
     bad = {i for i, _ in problems if i is not None and i >= 0}
     if fatal or (problems and on_bad_file == "error"):
-        raise DataError(_capped([p for _, p in problems]), hint=None if fatal else (
-            "Fix these values, or pass --on-bad-file skip to leave bad cases out (they are listed "
-            "in the run report)."))
+        hint = None if fatal else ("Fix these values, or pass --on-bad-file skip to leave bad cases "
+                                   "out (they are listed in the run report).")
+        if hint and irregular:
+            hint += (" Empty cells in a long table often mean channels sampled at different rates "
+                     "or gaps: set signal.resample (e.g. --resample 50Hz) to put every channel on "
+                     "one grid.")
+        raise DataError(_capped([p for _, p in problems]), hint=hint)
     keep = [i for i in range(len(raw.cases)) if i not in bad]
     X, length_problems, summary["lengths"] = equalize_lengths(
         [raw.cases[i] for i in keep], options.length_policy, options.length,
@@ -315,6 +324,24 @@ def build_dataset(raw: RawSignals, options, on_bad_file: str, min_per_class: int
     return SignalDataset(X.astype(np.float32), labels, sorted(set(labels.tolist())), ids,
                          list(raw.channel_names), groups, source, fixed_test, skipped,
                          asdict(options), summary)
+
+
+def _regular_times(raw: RawSignals, options) -> tuple[RawSignals, dict[str, Any]]:
+    """Resampling onto a regular grid (``signal.resample``) or, without it, the time steps seen;
+    constant channels either way."""
+    summary: dict[str, Any] = {}
+    constant = constant_channels(raw)
+    if constant:
+        summary["constant_channels"] = constant[:50]
+    if options.resample:
+        raw, summary["resampling"] = resample_recordings(raw, options.resample, options.max_gap)
+    elif raw.times is not None:
+        summary["time_steps"] = time_steps(raw)
+    return raw, summary
+
+
+def _has_nan(raw: RawSignals) -> bool:
+    return any(np.isnan(case).any() for case in raw.cases)
 
 
 def _constant_labels(raw: RawSignals, options) -> list[tuple[int, Problem]]:
@@ -389,6 +416,8 @@ def read_signal_inputs(inputs, data_config: dict[str, Any]) -> dict[str, np.ndar
     out: dict[str, np.ndarray | DataError] = {}
     for source in inputs:
         raw = read_raw(str(source), options, require_labels=False)
+        if options.resample:
+            raw, _ = resample_recordings(raw, options.resample, options.max_gap)
         if options.window:
             raw, _ = window_recordings(raw, options.window, options.stride, options.label_rule)
         fatal = [p for i, p in raw.problems if i is None or i < 0]
