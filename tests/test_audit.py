@@ -39,3 +39,32 @@ def test_audit_finds_flipped_labels(fridge, tmp_path):
     assert (out / "label_issues.html").read_text().count("<figure>") == len(found)
     edited = ImageDataset.from_manifest(out / "label_issues.csv", root="/")  # feeds back as a manifest
     assert len(edited) == len(found)
+
+
+def test_signal_audit_plots_the_suspects_and_every_run_reports_it(tmp_path):
+    import json
+
+    import sigclass as sc
+    from sigclass.audit import audit_labels
+    from sigclass.data.signals import load_signals
+
+    gun = load_signals("aeon:GunPoint")
+    rng = np.random.default_rng(1)
+    y = gun.labels.astype(str)
+    flipped = rng.choice(len(y), size=10, replace=False)
+    y[flipped] = np.where(y[flipped] == "1", "2", "1")
+    np.savez(tmp_path / "noisy.npz", X=gun.X, y=y)
+    noisy = load_signals(str(tmp_path / "noisy.npz"))
+    truth = {noisy.ids[i] for i in flipped}
+    issues = audit_labels(noisy, out=tmp_path / "audit")
+    found = {issue["id"] for issue in issues}
+    assert len(found & truth) >= 7 and len(found - truth) <= 10
+    page = (tmp_path / "audit" / "label_issues.html").read_text()
+    assert page.count("<img src='plots/") == len(issues)
+    assert (tmp_path / "audit" / "plots" / "0000.png").read_bytes()[:4] == b"\x89PNG"
+    run = sc.train(noisy, mode="headless", out=tmp_path / "run", progress=False,
+                   **{"tracking.enabled": False, "cam_examples": 0})
+    assert run.metrics["accuracy"] > 0.7
+    section = json.loads((tmp_path / "run" / "data_report.json").read_text())["label_audit"]
+    assert section["features"] == "minirocket" and section["n_issues"] == len(issues)
+    assert {issue["id"] for issue in section["issues"]} <= found

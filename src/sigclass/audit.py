@@ -79,6 +79,7 @@ def audit_labels(dataset, out: str | Path | None = None, model: str = "efficient
 
 
 _SECTIONS: dict[tuple, dict[str, Any]] = {}
+MAX_PLOTS = 200  # signal plots on the audit page
 
 
 def audit_section(dataset, model: str = "efficientnet_lite0", cache_dir=None,
@@ -115,12 +116,22 @@ def _write(issues: list[dict[str, Any]], dataset, out: Path) -> None:
     from .explain.report import html_page
 
     figures = []
-    for issue in issues:
+    position = {item_id: i for i, item_id in enumerate(dataset.ids)}
+    for k, issue in enumerate(issues):
         caption = (f"{html.escape(issue['id'])}<br>given <b class='wrong'>{html.escape(issue['given'])}"
                    f"</b>, suggested <b>{html.escape(issue['suggested'])}</b>, "
                    f"score {issue['score']:.3f}")
-        picture = (f"<img src='{Path(issue['path']).resolve().as_uri()}'>"
-                   if dataset.modality == "image" else "")
+        if dataset.modality == "image":
+            picture = f"<img src='{Path(issue['path']).resolve().as_uri()}'>"
+        elif k < MAX_PLOTS:  # signals: a plot of the channels
+            from .explain.render import render_channels
+
+            name = f"plots/{k:04d}.png"
+            data = render_channels(dataset.X[position[issue["id"]]], dataset.channel_names)
+            atomic_write(out / name, lambda p, data=data: p.write_bytes(data))
+            picture = f"<img src='{name}'>"
+        else:
+            picture = ""
         figures.append(f"<figure>{picture}<figcaption>{caption}</figcaption></figure>")
     body = [f"<p>{len(issues)} of {len(dataset)} items whose given label the data contradicts "
             "(confident learning, cleanlab). Edit label_issues.csv and use it as a manifest.</p>",

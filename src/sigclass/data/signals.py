@@ -27,7 +27,12 @@ from .._utils import sha256_bytes, sha256_json
 from ..exceptions import ConfigError, DataError, Problem
 from .signal_preprocess import SignalPreprocessor, as_case, signal_data_config, standardize
 from .signal_readers import RawSignals, read_aeon, read_signal_file
-from .signal_resample import check_resample_options, constant_channels, resample_recordings, time_steps
+from .signal_resample import (
+    check_resample_options,
+    constant_channels,
+    resample_recordings,
+    time_steps,
+)
 from .signal_windows import (
     check_window_options,
     equalize_lengths,

@@ -110,3 +110,27 @@ def render_signal(explanation: Explanation, case, classes: list[str] | None = No
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+def render_channels(case, channel_names: list[str] | None = None, title: str = "") -> bytes:
+    """A plain plot of a signal, one panel per channel (PNG bytes), e.g. for the label audit."""
+    from matplotlib.figure import Figure
+
+    from ..data.signal_preprocess import as_case
+
+    values = as_case(case)
+    shown = min(values.shape[0], MAX_CHANNELS_PLOTTED)
+    names = list(channel_names or [f"ch{i}" for i in range(values.shape[0])])
+    fig = Figure(figsize=(5, 0.4 + 0.8 * shown), dpi=80)
+    axes = fig.subplots(shown, 1, sharex=True, squeeze=False)[:, 0]
+    for c, ax in enumerate(axes):
+        ax.plot(np.arange(values.shape[1]), values[c], color="black", linewidth=0.8)
+        ax.set_ylabel(names[c] if c < len(names) else f"ch{c}", rotation=0, ha="right",
+                      va="center", fontsize=7)
+        ax.tick_params(labelsize=6)
+    if title:
+        axes[0].set_title(title, fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
