@@ -36,9 +36,11 @@ class Entry:
 
 
 def default_entries(modality: str) -> list[Entry]:
-    """The contestants of ``sigclass compare`` when none are given."""
+    """The contestants of ``sigclass compare`` when none are given; for images the three modes
+    with their default networks and the non-deep baseline (HOG + LBP features, an SVM head)."""
     if modality == "image":
-        return [Entry("headless", "headless"), Entry("finetune", "finetune"), Entry("scratch", "scratch")]
+        return [Entry("headless", "headless"), Entry("finetune", "finetune"), Entry("scratch", "scratch"),
+                Entry("hog_lbp_svm", "headless", "hog_lbp", {"head": "rbf_svm"})]
     from .data.signals import default_signal_entries
 
     return default_signal_entries()
