@@ -151,8 +151,10 @@ class MultiRocketHydraFeatures(nn.Module):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             hydra = self._new_hydra()
-        self.hydra_weights = hydra.W.clone()
-        self.hydra_channels = torch.stack([torch.as_tensor(i) for i in hydra.idx]).to(torch.int64)
+        # Stored as matrices: inference moves 4D/5D tensors to channels_last.
+        self.hydra_weights = hydra.W.reshape(-1, hydra.W.shape[-1]).clone()
+        channels = torch.stack([torch.as_tensor(i) for i in hydra.idx]).to(torch.int64)
+        self.hydra_channels = channels.reshape(-1, channels.shape[-1])
         self._multirocket, self._hydra = multirocket, hydra
         return self
 
@@ -181,9 +183,11 @@ class MultiRocketHydraFeatures(nn.Module):
             multirocket.metadata_ = {"n_channels": self.in_chans, "n_cases": 0, "multivariate":
                                      self.in_chans > 1, "missing_values": False, "unequal_length": False,
                                      "n_timepoints": self.n_timepoints}
-            hydra = self._new_hydra()
-            hydra.W = self.hydra_weights.cpu().float()
-            hydra.idx = list(self.hydra_channels.cpu())
+            with torch.random.fork_rng(devices=[]):
+                hydra = self._new_hydra()  # the shapes; the values come from the buffers
+            hydra.W = self.hydra_weights.cpu().float().reshape(hydra.W.shape).contiguous()
+            shape = (len(hydra.idx), *hydra.idx[0].shape)
+            hydra.idx = list(self.hydra_channels.cpu().reshape(shape))
             self._multirocket, self._hydra = multirocket, hydra
         return self._multirocket, self._hydra
 
