@@ -178,11 +178,7 @@ class MultiRocketHydraFeatures(nn.Module):
                 setattr(multirocket, attribute, arrays)
             multirocket.random_state_ = self.seed
             multirocket._n_jobs = self.n_jobs
-            multirocket.n_kernels_ = self.n_kernels
             multirocket.is_fitted = True
-            multirocket.metadata_ = {"n_channels": self.in_chans, "n_cases": 0, "multivariate":
-                                     self.in_chans > 1, "missing_values": False, "unequal_length": False,
-                                     "n_timepoints": self.n_timepoints}
             with torch.random.fork_rng(devices=[]):
                 hydra = self._new_hydra()  # the shapes; the values come from the buffers
             hydra.W = self.hydra_weights.cpu().float().reshape(hydra.W.shape).contiguous()
