@@ -12,13 +12,14 @@ from sigclass.exceptions import ConfigError, WeightsNotFoundError
 from sigclass.inference import TorchEngine, make_engine
 
 SIGNAL_MODELS = sc.list_models(modality="signal")
-FEATURIZERS = ["minirocket", "signal_image"]
+FEATURIZERS = ["minirocket", "multirocket_hydra", "catch22", "signal_image"]
 NETWORKS = [name for name in SIGNAL_MODELS if name not in FEATURIZERS]
 
 
 def test_registry_lists_the_signal_networks():
     assert set(SIGNAL_MODELS) == {"fcn", "resnet1d", "inception", "inception_time", "simple_cnn1d",
-                                  "lstm", "gru", "bilstm", "lstm_fcn", "minirocket", "signal_image"}
+                                  "lstm", "gru", "bilstm", "lstm_fcn", "minirocket", "multirocket_hydra",
+                                  "catch22", "signal_image"}
     assert not set(SIGNAL_MODELS) & set(sc.list_models(modality="image"))
 
 

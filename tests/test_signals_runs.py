@@ -126,7 +126,8 @@ def test_mode_and_model_mistakes_are_explained(basic_motions, tmp_path):
                        r"are no pretrained 1D networks. Use --mode scratch"):
         sc.train(basic_motions, mode="finetune", out=tmp_path / "a", progress=False)
     with pytest.raises(ConfigError, match=r"^Headless mode on signals needs a featurizer: "
-                       r"'minirocket' or 'signal_image'. Got 'fcn'; train it with --mode scratch."):
+                       r"one of 'minirocket', 'multirocket_hydra', 'catch22', 'signal_image'. Got 'fcn'; train it "
+                       r"with --mode scratch."):
         sc.train(basic_motions, mode="headless", model="fcn", out=tmp_path / "b", progress=False)
     with pytest.raises(ConfigError, match=r"^'efficientnet_lite0' is not a signal network"):
         sc.train(basic_motions, mode="scratch", model="efficientnet_lite0", out=tmp_path / "c",
@@ -136,7 +137,7 @@ def test_mode_and_model_mistakes_are_explained(basic_motions, tmp_path):
 def test_compare_prints_a_leaderboard_and_user_options_win(tmp_path):
     entries = {e.name: e for e in default_signal_entries()}
     assert set(entries) == {"fcn", "resnet1d", "inception", "cnn1d", "lstm", "gru", "minirocket",
-                            "signal_image"}
+                            "multirocket_hydra", "catch22_rf", "signal_image"}
     assert entries["lstm"].mode == "scratch" and entries["minirocket"].mode == "headless"
     done = run_cli("compare", "aeon:BasicMotions", "--entries", "scratch:simple_cnn1d,headless:minirocket",
                    "--epochs", "3", "--out", tmp_path / "cmp", "-q")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,9 +38,11 @@ class Entry:
 
 
 def default_entries(modality: str) -> list[Entry]:
-    """The contestants of ``sigclass compare`` when none are given."""
+    """The contestants of ``sigclass compare`` when none are given; for images the three modes
+    with their default networks and the non-deep baseline (HOG + LBP features, an SVM head)."""
     if modality == "image":
-        return [Entry("headless", "headless"), Entry("finetune", "finetune"), Entry("scratch", "scratch")]
+        return [Entry("headless", "headless"), Entry("finetune", "finetune"), Entry("scratch", "scratch"),
+                Entry("hog_lbp_svm", "headless", "hog_lbp", {"head": "rbf_svm"})]
     from .data.signals import default_signal_entries
 
     return default_signal_entries()
@@ -65,6 +69,7 @@ def compare(
     title: str | None = None,
     progress: bool = True,
     callbacks_for=None,
+    time_limit: float | str | None = None,
     **overrides: Any,
 ) -> Leaderboard:
     """Train every entry on one split and rank them.
@@ -79,6 +84,11 @@ def compare(
         title: Leaderboard heading.
         progress: Show progress bars.
         callbacks_for: Optional ``f(entry) -> callbacks`` for each entry's training loop.
+        time_limit: Total time for the entries, in seconds or as ``"10m"`` (see
+            :func:`parse_time_limit`); ``None`` for no limit. The cheap entries (headless) run
+            first; each network gets an equal share of what is left as its ``train.max_minutes``
+            (the user's own, if smaller, wins); entries that find no time left are not run and
+            are listed as such in the leaderboard.
 
     Returns:
         The :class:`Leaderboard` (also saved in ``out``).
@@ -102,13 +112,23 @@ def compare(
     with tracked_parent(base, out, f"compare-{out.name}", "compare") as parent:
         if not parent.resumed:
             parent.log_params(base.to_dict())
-        rows = []
-        for entry in entries or default_entries(dataset.modality):
+        rows, skipped = [], []
+        todo = list(entries or default_entries(dataset.modality))
+        budget = _Budget(out, todo, time_limit, base.train.max_minutes)
+        for entry in budget.entries:
             run_dir = out / entry.name
             values = {"mode": entry.mode, **({"model": entry.model} if entry.model else {}),
                       **_not_set_by_user(base, entry.overrides)}
             callbacks = tuple(callbacks_for(entry)) if callbacks_for else ()
             status = _status(run_dir)
+            if status != "finished":
+                allowed = budget.allow(entry)
+                if allowed is False:
+                    logger.warning("Not running %s: the time limit is used up", entry.name)
+                    skipped.append(entry.name)
+                    continue
+                if allowed is not True:
+                    values["train.max_minutes"] = allowed
             if status == "finished":
                 logger.info("Reusing the finished run of %s (%s)", entry.name, run_dir)
                 result_metrics, model_name = _finished(run_dir)
@@ -118,12 +138,61 @@ def compare(
                                resume=status is not None, progress=progress, callbacks=callbacks)
                 result_metrics, model_name = result.metrics, result.config.model
             rows.append(_row(entry, model_name, result_metrics))
-        board = Leaderboard(rows, references or [], title or f"{base.data}: {len(rows)} models on one split")
+        board = Leaderboard(rows, references or [], title or f"{base.data}: {len(rows)} models on one split",
+                            skipped)
         board.save(out)
         parent.log_metrics({f"{row['name']}.test_{k}": row[k] for row in rows
                             for k in ("accuracy", "balanced_accuracy", "f1_macro")})
         parent.log_artifacts(out, skip=tuple(p.name for p in out.iterdir() if p.is_dir()))
     return board
+
+
+TIME_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
+
+
+def parse_time_limit(text: float | str) -> float:
+    """Seconds of ``"10m"``, ``"90s"``, ``"1.5h"``; a plain number is minutes (a float from
+    Python is seconds)."""
+    if isinstance(text, int | float):
+        seconds = float(text)
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h)?\s*", str(text))
+        seconds = float(match.group(1)) * TIME_UNITS[match.group(2) or "m"] if match else -1.0
+    if not seconds > 0:
+        raise ConfigError("The 'time_limit' option (--time-limit) takes a positive duration such as "
+                          f"'10m', '90s' or '1.5h'. Got {text!r}.")
+    return seconds
+
+
+class _Budget:
+    """The time limit of a comparison: cheap entries first, networks sized to what is left."""
+
+    SHARE = 0.9  # of a network's share is training; the rest is left for its evaluation
+
+    def __init__(self, out: Path, entries: list[Entry], time_limit, user_minutes: float | None):
+        self.out = out
+        self.user_minutes = user_minutes
+        if time_limit is None:
+            self.entries, self.deadline = entries, None
+        else:
+            self.entries = sorted(entries, key=lambda e: e.mode != "headless")  # stable
+            self.deadline = time.monotonic() + parse_time_limit(time_limit)
+
+    def allow(self, entry: Entry) -> bool | float:
+        """``True`` (no limit, or a headless entry with time left), ``False`` (no time left), or
+        the training minutes of a network."""
+        if self.deadline is None:
+            return True
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            return False
+        if entry.mode == "headless":
+            return True
+        position = self.entries.index(entry)
+        networks = [e for e in self.entries[position:]
+                    if e.mode != "headless" and _status(self.out / e.name) != "finished"]
+        minutes = self.SHARE * left / max(1, len(networks)) / 60
+        return min(minutes, self.user_minutes) if self.user_minutes else minutes
 
 
 def _not_set_by_user(base: RunConfig, overrides: dict[str, Any]) -> dict[str, Any]:

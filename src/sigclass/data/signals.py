@@ -438,7 +438,8 @@ def read_signal_inputs(inputs, data_config: dict[str, Any]) -> dict[str, np.ndar
 
 def default_signal_entries() -> list:
     """The contestants of ``sigclass compare`` on signals: 1D CNNs (FCN, ResNet, Inception, the
-    lab brief's CNN), recurrent nets (LSTM, GRU), MiniRocket and signal-as-image transfer.
+    lab brief's CNN), recurrent nets (LSTM, GRU), MiniRocket, MultiROCKET-Hydra, catch22 + random
+    forest (the non-deep baseline) and signal-as-image transfer.
 
     Networks default to settings for small datasets on a CPU (more epochs than for images, small
     batches, the best epoch picked by validation loss, which a handful of validation cases
@@ -454,5 +455,7 @@ def default_signal_entries() -> list:
     return [
         *[Entry(name, "scratch", model, dict(small_data)) for name, model in networks],
         Entry("minirocket", "headless", "minirocket"),
+        Entry("multirocket_hydra", "headless", "multirocket_hydra"),
+        Entry("catch22_rf", "headless", "catch22", {"head": "random_forest"}),
         Entry("signal_image", "headless", "signal_image"),
     ]

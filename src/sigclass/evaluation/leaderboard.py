@@ -28,11 +28,13 @@ class Leaderboard:
         references: Published figures to print beside the rows: ``name``, ``accuracy`` (and any
             other column), ``source``.
         title: Heading of the Markdown table.
+        skipped: Names of entries not run (a comparison's time limit was used up).
     """
 
     rows: list[dict[str, Any]]
     references: list[dict[str, Any]] = field(default_factory=list)
     title: str = "Leaderboard"
+    skipped: list[str] = field(default_factory=list)
 
     def sorted_rows(self) -> list[dict[str, Any]]:
         return sorted(self.rows, key=lambda r: (-(r.get("accuracy") or 0), r.get("train_seconds") or 0))
@@ -42,6 +44,8 @@ class Leaderboard:
         lines = [f"### {self.title}", "", header, "|" + "---|" * len(COLUMNS)]
         for row in self.sorted_rows():
             lines.append("| " + " | ".join(_cell(row.get(key), fmt) for key, _, fmt in COLUMNS) + " |")
+        if self.skipped:
+            lines += ["", f"Not run within the time limit: {', '.join(self.skipped)}."]
         if self.references:
             lines += ["", "Published reference figures (not run here):", "",
                       "| reference | accuracy | source |", "|---|---|---|"]
@@ -50,7 +54,8 @@ class Leaderboard:
         return "\n".join(lines) + "\n"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"title": self.title, "rows": self.sorted_rows(), "references": self.references}
+        return {"title": self.title, "rows": self.sorted_rows(), "references": self.references,
+                "skipped": self.skipped}
 
     def save(self, folder: str | Path) -> tuple[Path, Path]:
         folder = Path(folder)

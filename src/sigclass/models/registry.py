@@ -75,7 +75,7 @@ def _load_builtins() -> None:
     global _BUILTINS_LOADED
     if _BUILTINS_LOADED:
         return
-    from . import efficientnet, signal, signal_features, simple  # noqa: F401
+    from . import efficientnet, image_features, signal, signal_baselines, signal_features, simple  # noqa: F401
 
     _BUILTINS_LOADED = True
 

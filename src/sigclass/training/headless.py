@@ -293,7 +293,11 @@ def make_head(name: str = "logreg", cv_folds: int = 5, seed: int = 0, n_jobs: in
 
 def _fix_params(name: str, estimator, grid: dict[str, list], params: dict[str, Any]) -> dict[str, list]:
     """The search grid with the values in ``params`` fixed (ridge's ``alpha`` fixes its alphas)."""
-    inner = getattr(estimator, "estimator", None)
+    from sklearn.calibration import CalibratedClassifierCV
+
+    # A calibrated classifier's settings are its inner estimator's (a random forest's `estimator`
+    # is its tree template, not a wrapped classifier).
+    inner = estimator.estimator if isinstance(estimator, CalibratedClassifierCV) else None
     target = inner if inner is not None else estimator
     prefix = "clf__estimator__" if inner is not None else "clf__"
     valid = sorted(target.get_params(deep=False))

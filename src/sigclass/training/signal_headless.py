@@ -1,8 +1,9 @@
 """Headless mode for signals: a featurizer fitted on the training cases, then a scikit-learn head.
 
 Unlike the frozen image featurizer, a signal featurizer may learn from the training part:
-MiniRocket fits its dilations and biases there; signal-as-image transfer only renders images and
-runs a frozen pretrained network. Either way the fitted featurizer is a registry network, saved
+MiniRocket and MultiROCKET fit their dilations and biases there; catch22 computes fixed
+characteristics and signal-as-image transfer only renders images and runs a frozen pretrained
+network. Either way the fitted featurizer is a registry network, saved
 with the model without pickle, and :class:`SignalFeaturizer` is a scikit-learn transformer.
 """
 
@@ -20,7 +21,8 @@ from ..inference import infer
 
 logger = logging.getLogger(__name__)
 
-FEATURIZERS = ("minirocket", "signal_image")
+FEATURIZERS = ("minirocket", "multirocket_hydra", "catch22", "signal_image")
+SEEDED = ("minirocket", "multirocket_hydra")  # featurizers fitted with a seed
 
 
 def check_signal_mode(mode: str, model: str | None) -> None:
@@ -29,7 +31,8 @@ def check_signal_mode(mode: str, model: str | None) -> None:
         raise ConfigError(
             "Mode 'finetune' needs a pretrained network, and there are no pretrained 1D networks. "
             "Use --mode scratch (e.g. --model fcn) to train a signal network, or --mode headless "
-            "(minirocket, or signal_image for transfer from a pretrained image network)."
+            "(minirocket, multirocket_hydra, catch22, or signal_image for transfer from a pretrained "
+            "image network)."
         )
     if model is None:
         return
@@ -42,8 +45,9 @@ def check_signal_mode(mode: str, model: str | None) -> None:
         raise ConfigError(f"'{model}' is not a signal network. Signal networks: "
                           f"{', '.join(list_models(modality='signal'))}.")
     if mode == "headless" and model not in FEATURIZERS:
-        raise ConfigError(f"Headless mode on signals needs a featurizer: 'minirocket' or "
-                          f"'signal_image'. Got '{model}'; train it with --mode scratch.")
+        raise ConfigError(f"Headless mode on signals needs a featurizer: one of "
+                          f"{', '.join(repr(f) for f in FEATURIZERS)}. Got '{model}'; train it "
+                          "with --mode scratch.")
     if mode == "scratch" and model in FEATURIZERS:
         raise ConfigError(f"'{model}' is a featurizer for --mode headless, not a network to train "
                           "with --mode scratch.")
@@ -53,17 +57,18 @@ def make_signal_featurizer(cfg, progress: bool = False) -> SignalFeaturizer:
     """The (unfitted) featurizer of a headless signal run."""
     check_signal_mode("headless", cfg.model)
     model_args = dict(cfg.model_args)
-    if cfg.model == "minirocket":
+    if cfg.model in SEEDED:
         model_args.setdefault("seed", cfg.seed)
     return SignalFeaturizer(cfg.model, cfg.pretrained, cfg.weights, model_args,
                             cfg.train.batch_size, cfg.backend, cfg.device, progress)
 
 
 class SignalFeaturizer(TransformerMixin, BaseEstimator):
-    """Signals ``(n, C, T)`` → one feature vector per case (MiniRocket or signal-as-image).
+    """Signals ``(n, C, T)`` → one feature vector per case (MiniRocket, MultiROCKET-Hydra,
+    catch22 or signal-as-image).
 
     Args:
-        model: ``"minirocket"`` or ``"signal_image"``.
+        model: One of :data:`FEATURIZERS`.
         pretrained: Load pretrained image weights (``signal_image``).
         weights: Local weights file for the featurizer network.
         model_args: Options of the network (e.g. ``n_kernels``, ``render``, ``image_size``).
