@@ -31,8 +31,9 @@ RUN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
                                                  "by inverse class frequency"}),
     (("--patience",), "train.patience", {"type": int, "help": "early-stopping patience in epochs (default: 5)"}),
     (("--image-size",), "image_size", {"type": int, "help": "square input size (default: the network's)"}),
-    (("--resize",), "resize", {"choices": ("center_crop", "squash"),
-                               "help": "center_crop as in pretraining, or squash the whole image"}),
+    (("--resize",), "resize", {"choices": ("center_crop", "squash", "letterbox"),
+                               "help": "center_crop as in pretraining, squash the whole image, or "
+                                       "letterbox (pad to a square, then resize)"}),
     (("--tta",), "tta", {"action": "store_true", "help": "average predictions over the image and its mirror"}),
     (("--head",), "head", {"choices": HEADS, "help": "classic ML head of headless mode (default: auto, logreg; ridge above 5,000 features)"}),
     (("--weights",), "weights", {"help": "local .safetensors/.pth weights for the network"}),

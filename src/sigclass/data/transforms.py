@@ -18,6 +18,8 @@ from ..exceptions import DataError, Problem
 
 ImageLike = Any  # str | Path | bytes | PIL.Image.Image | np.ndarray
 
+RESIZE_MODES = ("center_crop", "squash", "letterbox")
+
 
 @dataclass
 class AugmentConfig:
@@ -52,10 +54,12 @@ def image_data_config(
     Args:
         model: A network with a timm-style ``pretrained_cfg``.
         image_size: Square input size; ``None`` keeps the network's own.
-        resize: ``"center_crop"`` (resize the shorter side to ``size / crop_pct`` and crop the
-            centre, as the network was pretrained) or ``"squash"`` (resize the whole image to the
-            input size, nothing cut off). ``None``: ``center_crop`` when the network's config has
-            a ``crop_pct`` below 1, else ``squash``.
+        resize: One of :data:`RESIZE_MODES`: ``"center_crop"`` (resize the shorter side to
+            ``size / crop_pct`` and crop the centre, as the network was pretrained), ``"squash"``
+            (resize the whole image to the input size, nothing cut off, the aspect changed) or
+            ``"letterbox"`` (pad the image to a square with the mean colour, then resize: nothing
+            cut off, the aspect kept). ``None``: ``center_crop`` when the network's config has a
+            ``crop_pct`` below 1, else ``squash``.
         crop_pct: Centre-crop fraction; ``None`` takes the network's own.
         tta: Average the outputs of the image and its horizontal mirror (test-time augmentation).
 
@@ -71,10 +75,11 @@ def image_data_config(
     crop_pct = float(crop_pct if crop_pct is not None else cfg.get("crop_pct") or 1.0)
     if resize is None:
         resize = "center_crop" if crop_pct < 1.0 else "squash"
-    if resize not in ("center_crop", "squash"):
+    if resize not in RESIZE_MODES:
         from ..exceptions import ConfigError
 
-        raise ConfigError(f"The 'resize' option must be one of 'center_crop', 'squash'. Got {resize!r}.")
+        raise ConfigError(f"The 'resize' option must be one of {', '.join(map(repr, RESIZE_MODES))}. "
+                          f"Got {resize!r}.")
     return {
         "input_size": [int(channels), int(height), int(width)],
         "mean": _per_channel(cfg["mean"], channels),
@@ -95,8 +100,9 @@ def build_image_transform(data_config: dict[str, Any], augment: AugmentConfig | 
     """A transform from a PIL image to a normalized ``(C, H, W)`` float tensor.
 
     With ``augment`` (training only) it applies a random resized crop, flips, rotation and colour
-    jitter; without it, the data config's ``resize``: a centre crop as in pretraining, or a plain
-    resize of the whole image (nothing cut off, for defects at the border of inspection images).
+    jitter; without it, the data config's ``resize``: a centre crop as in pretraining, a plain
+    resize of the whole image, or the image padded to a square and resized (both: nothing cut off,
+    for defects at the border of inspection images; ``letterbox`` pads before the augmentation too).
     """
     import torch
     from torchvision.transforms import InterpolationMode, v2
@@ -106,6 +112,8 @@ def build_image_transform(data_config: dict[str, Any], augment: AugmentConfig | 
     interpolation = InterpolationMode(data_config.get("interpolation", "bilinear"))
     steps: list[Any] = [v2.ToImage()]
     if augment is not None and augment.enabled:
+        if data_config.get("resize") == "letterbox":  # train on what evaluation will show
+            steps.append(LetterboxPad(data_config["mean"]))
         if augment.scale_min < 1.0:
             steps.append(v2.RandomResizedCrop(size, scale=(augment.scale_min, 1.0),
                                               interpolation=interpolation, antialias=True))
@@ -126,12 +134,44 @@ def build_image_transform(data_config: dict[str, Any], augment: AugmentConfig | 
         short = int(round(min(height, width) / crop_pct))
         steps += [v2.Resize(short, interpolation=interpolation, antialias=True), v2.CenterCrop(size)]
     else:
+        if data_config.get("resize") == "letterbox":
+            steps.append(LetterboxPad(data_config["mean"]))
         steps.append(v2.Resize(size, interpolation=interpolation, antialias=True))
     steps += [
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(mean=data_config["mean"], std=data_config["std"]),
     ]
     return v2.Compose(steps)
+
+
+def letterbox_padding(height: int, width: int) -> tuple[int, int, int, int]:
+    """``(left, top, right, bottom)`` padding that centres a ``height x width`` image on a square
+    (an odd remainder goes right or bottom)."""
+    side = max(height, width)
+    left, top = (side - width) // 2, (side - height) // 2
+    return left, top, side - width - left, side - height - top
+
+
+class LetterboxPad:
+    """Pad an image tensor ``(C, H, W)`` to a square, centred, with the colour ``mean`` (a
+    per-channel fraction; after normalization the padding is 0, which the network reads as
+    "nothing here")."""
+
+    def __init__(self, mean):
+        self.mean = [float(m) for m in mean]
+
+    def __call__(self, image):
+        from torchvision.transforms.v2 import functional as F
+
+        height, width = image.shape[-2:]
+        if height == width:
+            return image
+        scale = 255.0 if not image.dtype.is_floating_point else 1.0
+        fill = [round(m * scale) if scale > 1 else m for m in self.mean]
+        return F.pad(image, list(letterbox_padding(int(height), int(width))), fill=fill)
+
+    def __repr__(self) -> str:
+        return f"LetterboxPad(mean={self.mean})"
 
 
 def load_image(source: ImageLike, channels: int = 3):

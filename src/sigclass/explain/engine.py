@@ -277,10 +277,18 @@ def _resize(raw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def _to_image_size(raw: np.ndarray, size: tuple[int, int], data_config: dict) -> np.ndarray:
-    """The map placed on the original image: stretched over it (squash) or over the centre crop
-    the model saw (centre crop), zero elsewhere."""
+    """The map placed on the original image: stretched over it (squash), over the square it was
+    padded to with the padding cut off (letterbox), or over the centre crop the model saw (centre
+    crop), zero elsewhere."""
     height, width = size
-    if data_config.get("resize", "squash") != "center_crop":
+    mode = data_config.get("resize", "squash")
+    if mode == "letterbox":
+        from ..data.transforms import letterbox_padding
+
+        left, top, _, _ = letterbox_padding(height, width)
+        side = max(height, width)
+        return np.ascontiguousarray(_resize(raw, (side, side))[top:top + height, left:left + width])
+    if mode != "center_crop":
         return _resize(raw, (height, width))
     _, in_h, in_w = data_config["input_size"]
     short = int(round(min(in_h, in_w) / float(data_config.get("crop_pct", 1.0))))
