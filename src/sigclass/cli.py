@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("inputs", nargs="*", help="image files or folders; signal files")
     explain.add_argument("--out", type=Path, required=True, help="output folder")
     explain.add_argument("--target", help="class to explain (default: each input's predicted class)")
-    explain.add_argument("--method", default="auto", choices=("auto", "cam", "gradcam"),
+    explain.add_argument("--method", default="auto", choices=("auto", "cam", "gradcam", "layercam"),
                          help="auto: CAM where the head allows it, else Grad-CAM")
     explain.add_argument("--report", metavar="DATA", help="instead: an HTML report of labeled DATA "
                          "(best and worst predictions with their maps)")
