@@ -181,6 +181,35 @@ def build_data(cache: Path, seed: int = 0) -> dict:
     return manifest
 
 
+def build_wide(cache: Path, seed: int = 1) -> Path:
+    """Non-square (``WIDE`` x ``PATCH``) patches, ``train/`` and ``test/`` as for the square ones:
+    data far from square, for the resize-mode study. Written once."""
+    from PIL import Image
+
+    root = cache / "wide_patches"
+    if (root / "done").exists():
+        return root
+    rng = np.random.default_rng(seed)
+    for part, ids in (("train", image_ids("train") + image_ids("val")), ("test", image_ids("test"))):
+        for name in ids:
+            boxes = read_boxes(BCCD / "Annotations" / f"{name}.xml")
+            image = Image.open(BCCD / "JPEGImages" / f"{name}.jpg").convert("RGB")
+            width, height = image.size
+            if boxes:
+                window = window_around(boxes[0], WIDE, PATCH, width, height, rng)
+                if window is not None:
+                    _save(image.crop(window), root / part / "wbc" / f"{name}.jpg")
+            taken: list = []
+            for j in range(2):
+                window = free_window(boxes, WIDE, PATCH, width, height, rng, taken)
+                if window is None:
+                    break
+                taken.append(window)
+                _save(image.crop(window), root / part / "no_wbc" / f"{name}_n{j}.jpg")
+    (root / "done").write_text("")
+    return root
+
+
 def _save(image, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path, quality=95)
@@ -188,19 +217,21 @@ def _save(image, path: Path) -> None:
 
 # ------------------------------------------------------------------------------- models
 
-def train_model(cache: Path, mode: str):
+def train_model(cache: Path, mode: str, data: str = "patches", resize: str | None = None):
     import sigclass as sc
 
-    out = cache / f"run-{mode}"
+    out = cache / (f"run-{mode}" if resize is None else f"run-{mode}-{data}-{resize}")
     if (out / "model").exists() or (out / "status.json").exists():
         try:
             return sc.load(out)
         except Exception:  # noqa: BLE001 - an interrupted run is trained again
             pass
     overrides = {"tracking.enabled": False, "cache_dir": str(cache / "features")}
+    if resize is not None:
+        overrides["resize"] = resize
     if mode == "finetune":
         overrides.update({"image_size": 160, "train.epochs": 4, "train.batch_size": 16})
-    run = sc.train(cache / "patches", mode=mode, out=out, progress=False, seed=0, **overrides)
+    run = sc.train(cache / data, mode=mode, out=out, progress=False, seed=0, **overrides)
     return run.predictor
 
 
@@ -293,12 +324,15 @@ def main() -> None:
     parser.add_argument("--modes", default="headless", help="comma-separated: headless,finetune")
     parser.add_argument("--road-images", type=int, default=16)
     parser.add_argument("--stages", default="2,3,4,5", help="Layer-CAM stage counts to compare")
+    parser.add_argument("--resize-study", action="store_true",
+                        help="also train one headless model per resize mode on non-square patches")
+    parser.add_argument("--skip-main", action="store_true", help="only the resize study")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cam_localization.json")
     args = parser.parse_args()
     manifest = build_data(args.cache)
     stage_counts = [int(s) for s in args.stages.split(",") if s]
     results: dict = {}
-    for mode in args.modes.split(","):
+    for mode in ([] if args.skip_main else args.modes.split(",")):
         start = time.perf_counter()
         predictor = train_model(args.cache, mode)
         entry: dict = {"model": predictor.model_name, "data_config": predictor.data_config,
@@ -341,7 +375,30 @@ def main() -> None:
             print(mode, "road", entry["road"], flush=True)
         results[mode] = entry
         _write(args.out, manifest, results)
+    if args.resize_study:
+        results["resize_study"] = resize_study(args.cache, manifest)
+        _write(args.out, manifest, results)
     print(f"written: {args.out}")
+
+
+def resize_study(cache: Path, manifest: dict) -> dict:
+    """One default headless model per resize mode, trained and tested on non-square patches
+    (``WIDE`` x ``PATCH``, aspect 1.25), then explaining the whole 640 x 480 test images."""
+    root = build_wide(cache)
+    out = {"data": f"{WIDE}x{PATCH} patches, aspect {WIDE / PATCH:.2f}",
+           "n_train": len(list((root / "train").rglob("*.jpg"))),
+           "n_test": len(list((root / "test").rglob("*.jpg")))}
+    for resize in ("center_crop", "squash", "letterbox"):
+        start = time.perf_counter()
+        predictor = train_model(cache, "headless", "wide_patches", resize)
+        entry = {"train_seconds": time.perf_counter() - start,
+                 "wide_test": accuracy(predictor, root / "test")}
+        for method, layers in (("cam", None), ("layercam", 3)):
+            key = f"whole/{method}{layers or ''}"
+            entry[key], _ = localization(predictor, manifest["whole"], method, layers)
+        out[resize] = entry
+        print("resize study", resize, json.dumps(entry)[:400], flush=True)
+    return out
 
 
 def _write(path: Path, manifest: dict, results: dict) -> None:
