@@ -243,6 +243,7 @@ def variant(predictor, resize: str | None = None, size: int | None = None):
     config = dict(predictor.data_config)
     if resize is not None:
         config["resize"] = resize
+        config["far_resize"] = None  # this mode for every image
         if resize == "center_crop":
             config["crop_pct"] = predictor.data_config.get("crop_pct", 1.0)
     if size is not None:

@@ -517,3 +517,31 @@ def test_letterbox_keeps_the_whole_image_and_its_map_fits_it():
     from sigclass.explain.engine import _resize
 
     np.testing.assert_allclose(ex.map, normalize_map(_resize(ex.raw, (40, 40))[10:30]), atol=1e-6)
+
+
+def test_default_resize_switches_for_images_far_from_square():
+    from PIL import Image
+
+    from sigclass.data.transforms import FAR_RESIZE, build_image_transform, resize_for
+
+    network = sc.create_model("efficientnet_lite0", n_classes=2).eval()
+    default = image_data_config_for(network)
+    assert default["resize"] == "center_crop" and default["far_resize"] == FAR_RESIZE
+    assert resize_for(default, 100, 110) == "center_crop" and resize_for(default, 100, 130) == FAR_RESIZE
+    assert image_data_config_for(network, resize="center_crop")["far_resize"] is None
+    far = dict(default, resize=FAR_RESIZE, far_resize=None)
+    near = dict(default, far_resize=None)
+    for shape, expected in (((100, 130, 3), far), ((100, 110, 3), near), ((130, 100, 3), far)):
+        image = Image.fromarray(_images(1, shape)[0])
+        np.testing.assert_array_equal(build_image_transform(default)(image).numpy(),
+                                      build_image_transform(expected)(image).numpy())
+    predictor = Predictor(network, ["a", "b"], default, device="cpu")
+    wide, square = explain(predictor, [_images(1, (60, 100, 3))[0], _images(1, (60, 60, 3))[0]])
+    assert wide.map.shape == (60, 100) and square.map.shape == (60, 60)
+    assert square.map[:, :2].max() == 0  # centre-cropped: the border was not seen
+
+
+def image_data_config_for(network, **kwargs):
+    from sigclass.data.transforms import image_data_config
+
+    return image_data_config(network, image_size=64, **kwargs)

@@ -19,6 +19,11 @@ from ..exceptions import DataError, Problem
 ImageLike = Any  # str | Path | bytes | PIL.Image.Image | np.ndarray
 
 RESIZE_MODES = ("center_crop", "squash", "letterbox")
+# By default, an image further from square than FAR_ASPECT (long side / short side) is not centre
+# cropped (that can cut the evidence off) but resized with FAR_RESIZE, chosen on BCCD patches of
+# aspect 1.25 and whole 4:3 images (bench/bench_cam_localization.py --resize-study).
+FAR_ASPECT = 1.2
+FAR_RESIZE = "squash"
 
 
 @dataclass
@@ -64,7 +69,11 @@ def image_data_config(
         tta: Average the outputs of the image and its horizontal mirror (test-time augmentation).
 
     Returns:
-        ``{"input_size": [C, H, W], "mean", "std", "interpolation", "resize", "crop_pct", "tta_hflip"}``.
+        ``{"input_size": [C, H, W], "mean", "std", "interpolation", "resize", "crop_pct",
+        "tta_hflip", "far_resize", "far_aspect"}``. With the default ``resize`` (``None``) a centre
+        crop applies to near-square images only: those whose long side exceeds ``far_aspect``
+        (:data:`FAR_ASPECT`) times the short one get ``far_resize`` (:data:`FAR_RESIZE`); a
+        ``resize`` given explicitly applies to every image (``far_resize`` is ``None``).
     """
     from timm.data import resolve_model_data_config
 
@@ -73,8 +82,10 @@ def image_data_config(
     if image_size is not None:
         height = width = int(image_size)
     crop_pct = float(crop_pct if crop_pct is not None else cfg.get("crop_pct") or 1.0)
+    far_resize = None
     if resize is None:
         resize = "center_crop" if crop_pct < 1.0 else "squash"
+        far_resize = FAR_RESIZE if resize == "center_crop" else None
     if resize not in RESIZE_MODES:
         from ..exceptions import ConfigError
 
@@ -88,7 +99,18 @@ def image_data_config(
         "resize": resize,
         "crop_pct": crop_pct,
         "tta_hflip": bool(tta),
+        "far_resize": far_resize,
+        "far_aspect": FAR_ASPECT,
     }
+
+
+def resize_for(data_config: dict[str, Any], height: int, width: int) -> str:
+    """The resize mode a ``height x width`` image gets under ``data_config`` (see
+    :func:`image_data_config`: far-from-square images may get ``far_resize``)."""
+    far = data_config.get("far_resize")
+    if far and max(height, width) > float(data_config.get("far_aspect", FAR_ASPECT)) * min(height, width):
+        return str(far)
+    return str(data_config.get("resize", "squash"))
 
 
 def _per_channel(values, channels: int) -> list[float]:
@@ -129,19 +151,47 @@ def build_image_transform(data_config: dict[str, Any], augment: AugmentConfig | 
             jitter = augment.color_jitter
             saturation = jitter if data_config["input_size"][0] == 3 else 0.0
             steps.append(v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=saturation))
-    elif data_config.get("resize", "squash") == "center_crop":
-        crop_pct = float(data_config.get("crop_pct", 1.0))
-        short = int(round(min(height, width) / crop_pct))
-        steps += [v2.Resize(short, interpolation=interpolation, antialias=True), v2.CenterCrop(size)]
     else:
-        if data_config.get("resize") == "letterbox":
-            steps.append(LetterboxPad(data_config["mean"]))
-        steps.append(v2.Resize(size, interpolation=interpolation, antialias=True))
+        mode = str(data_config.get("resize", "squash"))
+        far = data_config.get("far_resize")
+        near_steps = _resize_steps(mode, data_config, size, interpolation)
+        if far and far != mode:
+            far_steps = _resize_steps(str(far), data_config, size, interpolation)
+            steps.append(AspectSwitch(v2.Compose(near_steps), v2.Compose(far_steps),
+                                      float(data_config.get("far_aspect", FAR_ASPECT))))
+        else:
+            steps += near_steps
     steps += [
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(mean=data_config["mean"], std=data_config["std"]),
     ]
     return v2.Compose(steps)
+
+
+def _resize_steps(mode: str, data_config: dict[str, Any], size: tuple[int, int], interpolation) -> list:
+    from torchvision.transforms import v2
+
+    if mode == "center_crop":
+        crop_pct = float(data_config.get("crop_pct", 1.0))
+        short = int(round(min(size) / crop_pct))
+        return [v2.Resize(short, interpolation=interpolation, antialias=True), v2.CenterCrop(size)]
+    steps: list[Any] = [LetterboxPad(data_config["mean"])] if mode == "letterbox" else []
+    return steps + [v2.Resize(size, interpolation=interpolation, antialias=True)]
+
+
+class AspectSwitch:
+    """Apply ``near`` to images at most ``aspect`` times longer than wide (or wider than long),
+    ``far`` to the others (see :func:`resize_for`)."""
+
+    def __init__(self, near, far, aspect: float):
+        self.near, self.far, self.aspect = near, far, float(aspect)
+
+    def __call__(self, image):
+        height, width = (int(v) for v in image.shape[-2:])
+        return self.far(image) if max(height, width) > self.aspect * min(height, width) else self.near(image)
+
+    def __repr__(self) -> str:
+        return f"AspectSwitch(aspect={self.aspect}, near={self.near!r}, far={self.far!r})"
 
 
 def letterbox_padding(height: int, width: int) -> tuple[int, int, int, int]:

@@ -311,11 +311,11 @@ def _to_image_size(raw: np.ndarray, size: tuple[int, int], data_config: dict) ->
     """The map placed on the original image: stretched over it (squash), over the square it was
     padded to with the padding cut off (letterbox), or over the centre crop the model saw (centre
     crop), zero elsewhere."""
-    height, width = size
-    mode = data_config.get("resize", "squash")
-    if mode == "letterbox":
-        from ..data.transforms import letterbox_padding
+    from ..data.transforms import letterbox_padding, resize_for
 
+    height, width = size
+    mode = resize_for(data_config, height, width)
+    if mode == "letterbox":
         left, top, _, _ = letterbox_padding(height, width)
         side = max(height, width)
         return np.ascontiguousarray(_resize(raw, (side, side))[top:top + height, left:left + width])
