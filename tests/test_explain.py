@@ -421,3 +421,127 @@ def test_signal_report_shows_channel_importance(signal_run, tmp_path):
     page = explain_report(signal_run.predictor, data, out=tmp_path / "rep", n_each=2)
     text = page.read_text()
     assert "channels: carrier" in text and text.count("<img") >= 2
+
+
+# ------------------------------------------------------------------------------- Layer-CAM
+
+def test_image_layercam_peaks_inside_the_pattern(image_run, image_tests):
+    kinds, images, boxes = image_tests
+    explanations = explain(image_run.predictor, images, target=kinds, method="layercam")
+    hits = 0
+    for ex, (top, left) in zip(explanations, boxes, strict=True):
+        assert ex.map.shape == (IMAGE, IMAGE) and ex.method == "layercam"
+        assert ex.raw.shape == (IMAGE, IMAGE)  # combined at the input resolution, not 10x10
+        y, x = np.unravel_index(np.argmax(ex.map), ex.map.shape)
+        hits += top <= y < top + BOX and left <= x < left + BOX
+    assert hits / len(images) >= 0.9, f"Layer-CAM peak inside the pattern for {hits}/{len(images)}"
+
+
+def test_signal_layercam_peaks_inside_the_window(signal_run):
+    X, labels, starts = make_signal_set(20, seed=99)
+    explanations = explain(signal_run.predictor, X, target=list(labels), method="layercam",
+                           channel_importance=False)
+    assert all(ex.map.shape == (LENGTH,) and ex.method == "layercam" for ex in explanations)
+    peaks = np.array([np.argmax(ex.map) for ex in explanations])
+    inside = (peaks >= starts) & (peaks < starts + WINDOW)
+    assert inside.mean() >= 0.9, f"Layer-CAM peak inside the window for {inside.sum()}/{len(X)}"
+
+
+def test_layercam_matches_pytorch_grad_cam():
+    from pytorch_grad_cam import LayerCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    predictor = _image_predictor("simple_cnn_gap")
+    images = _images(2, (32, 32, 3))
+    ours = explain(predictor, images, method="layercam", layers=["features.2", "features.6"])
+    network = predictor.network
+    with LayerCAM(model=network, target_layers=[network.features[2], network.features[6]]) as cam:
+        theirs = cam(input_tensor=predictor.preprocessor(images),
+                     targets=[ClassifierOutputTarget(ex.target) for ex in ours])
+    for ex, ref in zip(ours, theirs, strict=True):
+        assert np.corrcoef(ex.map.ravel(), ref.ravel())[0, 1] > 0.99
+
+
+def test_layercam_layers_option():
+    predictor = _image_predictor("simple_cnn_gap")
+    (one,) = explain(predictor, _images(1), method="layercam", layers=1)
+    (full,) = explain(predictor, _images(1), method="layercam", layers=3)
+    assert one.map.shape == full.map.shape == (50, 70) and not np.allclose(one.map, full.map)
+    with pytest.raises(ExplainError, match="Unknown layers \\['nope'\\].*features.2, features.6"):
+        explain(predictor, _images(1), method="layercam", layers=["nope"])
+    with pytest.raises(ExplainError, match="belongs to method='layercam'"):
+        explain(predictor, _images(1), layers=2)
+
+
+def test_headless_layercam_uses_the_linear_head():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from sigclass.data.transforms import image_data_config
+
+    network = sc.create_model("simple_cnn_gap", n_classes=0, input_size=32).eval()
+    config = image_data_config(network)
+    images = _images(12, (32, 32, 3))
+    features = network(Predictor(network, ["a"], config).preprocessor(images)).detach().numpy()
+    labels = np.array(["a", "b", "c"] * 4)
+    head = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(features, labels)
+    predictor = Predictor(network, ["a", "b", "c"], config, mode="headless", head=head, device="cpu")
+    explanations = explain(predictor, images[:3], method="layercam")
+    assert all(ex.method == "layercam" and ex.map.shape == (32, 32) for ex in explanations)
+    np.testing.assert_allclose(np.stack([ex.probabilities for ex in explanations]),
+                               head.predict_proba(features[:3]), atol=1e-5)
+
+
+# ------------------------------------------------------------------------------- letterbox
+
+def test_letterbox_keeps_the_whole_image_and_its_map_fits_it():
+    from PIL import Image
+
+    from sigclass.data.transforms import build_image_transform, letterbox_padding
+
+    assert letterbox_padding(40, 80) == (0, 20, 0, 20)
+    assert letterbox_padding(81, 40) == (20, 0, 21, 0)
+    predictor = _image_predictor("simple_cnn_gap", resize="letterbox")
+    white = np.full((20, 40, 3), 255, np.uint8)
+    x = build_image_transform(predictor.data_config)(Image.fromarray(white))
+    assert tuple(x.shape) == (3, 32, 32)
+    rows = x[0, :, 16].numpy()  # one column: padding (the mean: 0 after normalization), image, padding
+    assert np.allclose(rows[:7], 0, atol=0.01) and np.allclose(rows[-7:], 0, atol=0.01)
+    assert np.allclose(rows[9:23], rows.max()) and rows.max() > 0.9
+    assert np.allclose(x[0, 9:23, :].numpy(), rows.max())  # every column of the image is kept
+    (ex,) = explain(predictor, [white])
+    assert ex.map.shape == (20, 40)
+    # The map over the padded square (40 x 40), with the padding rows cut off: nothing else cut.
+    from sigclass.explain import normalize_map
+    from sigclass.explain.engine import _resize
+
+    np.testing.assert_allclose(ex.map, normalize_map(_resize(ex.raw, (40, 40))[10:30]), atol=1e-6)
+
+
+def test_default_resize_switches_for_images_far_from_square():
+    from PIL import Image
+
+    from sigclass.data.transforms import FAR_RESIZE, build_image_transform, resize_for
+
+    network = sc.create_model("efficientnet_lite0", n_classes=2).eval()
+    default = image_data_config_for(network)
+    assert default["resize"] == "center_crop" and default["far_resize"] == FAR_RESIZE
+    assert resize_for(default, 100, 110) == "center_crop" and resize_for(default, 100, 130) == FAR_RESIZE
+    assert image_data_config_for(network, resize="center_crop")["far_resize"] is None
+    far = dict(default, resize=FAR_RESIZE, far_resize=None)
+    near = dict(default, far_resize=None)
+    for shape, expected in (((100, 130, 3), far), ((100, 110, 3), near), ((130, 100, 3), far)):
+        image = Image.fromarray(_images(1, shape)[0])
+        np.testing.assert_array_equal(build_image_transform(default)(image).numpy(),
+                                      build_image_transform(expected)(image).numpy())
+    predictor = Predictor(network, ["a", "b"], default, device="cpu")
+    wide, square = explain(predictor, [_images(1, (60, 100, 3))[0], _images(1, (60, 60, 3))[0]])
+    assert wide.map.shape == (60, 100) and square.map.shape == (60, 60)
+    assert square.map[:, :2].max() == 0  # centre-cropped: the border was not seen
+
+
+def image_data_config_for(network, **kwargs):
+    from sigclass.data.transforms import image_data_config
+
+    return image_data_config(network, image_size=64, **kwargs)

@@ -31,8 +31,9 @@ RUN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
                                                  "by inverse class frequency"}),
     (("--patience",), "train.patience", {"type": int, "help": "early-stopping patience in epochs (default: 5)"}),
     (("--image-size",), "image_size", {"type": int, "help": "square input size (default: the network's)"}),
-    (("--resize",), "resize", {"choices": ("center_crop", "squash"),
-                               "help": "center_crop as in pretraining, or squash the whole image"}),
+    (("--resize",), "resize", {"choices": ("center_crop", "squash", "letterbox"),
+                               "help": "center_crop as in pretraining, squash the whole image, or "
+                                       "letterbox (pad to a square, then resize)"}),
     (("--tta",), "tta", {"action": "store_true", "help": "average predictions over the image and its mirror"}),
     (("--head",), "head", {"choices": HEADS, "help": "classic ML head of headless mode (default: auto, logreg; ridge above 5,000 features)"}),
     (("--weights",), "weights", {"help": "local .safetensors/.pth weights for the network"}),
@@ -162,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("inputs", nargs="*", help="image files or folders; signal files")
     explain.add_argument("--out", type=Path, required=True, help="output folder")
     explain.add_argument("--target", help="class to explain (default: each input's predicted class)")
-    explain.add_argument("--method", default="auto", choices=("auto", "cam", "gradcam"),
+    explain.add_argument("--method", default="auto", choices=("auto", "cam", "gradcam", "layercam"),
                          help="auto: CAM where the head allows it, else Grad-CAM")
     explain.add_argument("--report", metavar="DATA", help="instead: an HTML report of labeled DATA "
                          "(best and worst predictions with their maps)")

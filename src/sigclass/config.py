@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .data.signal_augment import SignalAugmentConfig
-from .data.transforms import AugmentConfig
+from .data.transforms import RESIZE_MODES, AugmentConfig
 from .exceptions import ConfigError
 
 MODES = ("headless", "finetune", "scratch")
@@ -145,8 +145,8 @@ class RunConfig:
         pretrained: Start from pretrained weights (``headless`` and ``finetune``).
         weights: A local weights file for the network (any timm architecture).
         image_size: Square input size; ``None`` keeps the network's own.
-        resize: ``center_crop`` (as in pretraining) or ``squash`` (whole image, nothing cut off);
-            ``None`` follows the network's pretrained config.
+        resize: ``center_crop`` (as in pretraining), ``squash`` (whole image, nothing cut off) or
+            ``letterbox`` (whole image padded to a square, aspect kept); ``None`` follows the network's pretrained config.
         crop_pct: Centre-crop fraction for ``center_crop``; ``None`` takes the network's own.
         tta: Test-time augmentation: average over the image and its horizontal mirror.
         head: Classic ML head of ``headless`` mode; ``auto`` is logistic regression, or ridge
@@ -218,7 +218,7 @@ class RunConfig:
         _choice("near_duplicates", self.near_duplicates, ("phash", "dhash", "off"))
         _choice("on_leak", self.on_leak, ("error", "warn", "ignore"))
         if self.resize is not None:
-            _choice("resize", self.resize, ("center_crop", "squash"))
+            _choice("resize", self.resize, RESIZE_MODES)
         _choice("train.monitor", self.train.monitor, ("val_accuracy", "val_f1", "val_loss"))
         _choice("signal.label_rule", self.signal.label_rule, ("majority", "last", "center"))
         _choice("signal.length_policy", self.signal.length_policy, ("error", "pad", "truncate"))

@@ -18,6 +18,13 @@ from ..exceptions import DataError, Problem
 
 ImageLike = Any  # str | Path | bytes | PIL.Image.Image | np.ndarray
 
+RESIZE_MODES = ("center_crop", "squash", "letterbox")
+# By default, an image further from square than FAR_ASPECT (long side / short side) is not centre
+# cropped (that can cut the evidence off) but resized with FAR_RESIZE, chosen on BCCD patches of
+# aspect 1.25 and whole 4:3 images (bench/bench_cam_localization.py --resize-study).
+FAR_ASPECT = 1.2
+FAR_RESIZE = "squash"
+
 
 @dataclass
 class AugmentConfig:
@@ -52,15 +59,21 @@ def image_data_config(
     Args:
         model: A network with a timm-style ``pretrained_cfg``.
         image_size: Square input size; ``None`` keeps the network's own.
-        resize: ``"center_crop"`` (resize the shorter side to ``size / crop_pct`` and crop the
-            centre, as the network was pretrained) or ``"squash"`` (resize the whole image to the
-            input size, nothing cut off). ``None``: ``center_crop`` when the network's config has
-            a ``crop_pct`` below 1, else ``squash``.
+        resize: One of :data:`RESIZE_MODES`: ``"center_crop"`` (resize the shorter side to
+            ``size / crop_pct`` and crop the centre, as the network was pretrained), ``"squash"``
+            (resize the whole image to the input size, nothing cut off, the aspect changed) or
+            ``"letterbox"`` (pad the image to a square with the mean colour, then resize: nothing
+            cut off, the aspect kept). ``None``: ``center_crop`` when the network's config has a
+            ``crop_pct`` below 1, else ``squash``.
         crop_pct: Centre-crop fraction; ``None`` takes the network's own.
         tta: Average the outputs of the image and its horizontal mirror (test-time augmentation).
 
     Returns:
-        ``{"input_size": [C, H, W], "mean", "std", "interpolation", "resize", "crop_pct", "tta_hflip"}``.
+        ``{"input_size": [C, H, W], "mean", "std", "interpolation", "resize", "crop_pct",
+        "tta_hflip", "far_resize", "far_aspect"}``. With the default ``resize`` (``None``) a centre
+        crop applies to near-square images only: those whose long side exceeds ``far_aspect``
+        (:data:`FAR_ASPECT`) times the short one get ``far_resize`` (:data:`FAR_RESIZE`); a
+        ``resize`` given explicitly applies to every image (``far_resize`` is ``None``).
     """
     from timm.data import resolve_model_data_config
 
@@ -69,12 +82,15 @@ def image_data_config(
     if image_size is not None:
         height = width = int(image_size)
     crop_pct = float(crop_pct if crop_pct is not None else cfg.get("crop_pct") or 1.0)
+    far_resize = None
     if resize is None:
         resize = "center_crop" if crop_pct < 1.0 else "squash"
-    if resize not in ("center_crop", "squash"):
+        far_resize = FAR_RESIZE if resize == "center_crop" else None
+    if resize not in RESIZE_MODES:
         from ..exceptions import ConfigError
 
-        raise ConfigError(f"The 'resize' option must be one of 'center_crop', 'squash'. Got {resize!r}.")
+        raise ConfigError(f"The 'resize' option must be one of {', '.join(map(repr, RESIZE_MODES))}. "
+                          f"Got {resize!r}.")
     return {
         "input_size": [int(channels), int(height), int(width)],
         "mean": _per_channel(cfg["mean"], channels),
@@ -83,7 +99,18 @@ def image_data_config(
         "resize": resize,
         "crop_pct": crop_pct,
         "tta_hflip": bool(tta),
+        "far_resize": far_resize,
+        "far_aspect": FAR_ASPECT,
     }
+
+
+def resize_for(data_config: dict[str, Any], height: int, width: int) -> str:
+    """The resize mode a ``height x width`` image gets under ``data_config`` (see
+    :func:`image_data_config`: far-from-square images may get ``far_resize``)."""
+    far = data_config.get("far_resize")
+    if far and max(height, width) > float(data_config.get("far_aspect", FAR_ASPECT)) * min(height, width):
+        return str(far)
+    return str(data_config.get("resize", "squash"))
 
 
 def _per_channel(values, channels: int) -> list[float]:
@@ -95,8 +122,9 @@ def build_image_transform(data_config: dict[str, Any], augment: AugmentConfig | 
     """A transform from a PIL image to a normalized ``(C, H, W)`` float tensor.
 
     With ``augment`` (training only) it applies a random resized crop, flips, rotation and colour
-    jitter; without it, the data config's ``resize``: a centre crop as in pretraining, or a plain
-    resize of the whole image (nothing cut off, for defects at the border of inspection images).
+    jitter; without it, the data config's ``resize``: a centre crop as in pretraining, a plain
+    resize of the whole image, or the image padded to a square and resized (both: nothing cut off,
+    for defects at the border of inspection images; ``letterbox`` pads before the augmentation too).
     """
     import torch
     from torchvision.transforms import InterpolationMode, v2
@@ -106,6 +134,8 @@ def build_image_transform(data_config: dict[str, Any], augment: AugmentConfig | 
     interpolation = InterpolationMode(data_config.get("interpolation", "bilinear"))
     steps: list[Any] = [v2.ToImage()]
     if augment is not None and augment.enabled:
+        if data_config.get("resize") == "letterbox":  # train on what evaluation will show
+            steps.append(LetterboxPad(data_config["mean"]))
         if augment.scale_min < 1.0:
             steps.append(v2.RandomResizedCrop(size, scale=(augment.scale_min, 1.0),
                                               interpolation=interpolation, antialias=True))
@@ -121,17 +151,77 @@ def build_image_transform(data_config: dict[str, Any], augment: AugmentConfig | 
             jitter = augment.color_jitter
             saturation = jitter if data_config["input_size"][0] == 3 else 0.0
             steps.append(v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=saturation))
-    elif data_config.get("resize", "squash") == "center_crop":
-        crop_pct = float(data_config.get("crop_pct", 1.0))
-        short = int(round(min(height, width) / crop_pct))
-        steps += [v2.Resize(short, interpolation=interpolation, antialias=True), v2.CenterCrop(size)]
     else:
-        steps.append(v2.Resize(size, interpolation=interpolation, antialias=True))
+        mode = str(data_config.get("resize", "squash"))
+        far = data_config.get("far_resize")
+        near_steps = _resize_steps(mode, data_config, size, interpolation)
+        if far and far != mode:
+            far_steps = _resize_steps(str(far), data_config, size, interpolation)
+            steps.append(AspectSwitch(v2.Compose(near_steps), v2.Compose(far_steps),
+                                      float(data_config.get("far_aspect", FAR_ASPECT))))
+        else:
+            steps += near_steps
     steps += [
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(mean=data_config["mean"], std=data_config["std"]),
     ]
     return v2.Compose(steps)
+
+
+def _resize_steps(mode: str, data_config: dict[str, Any], size: tuple[int, int], interpolation) -> list:
+    from torchvision.transforms import v2
+
+    if mode == "center_crop":
+        crop_pct = float(data_config.get("crop_pct", 1.0))
+        short = int(round(min(size) / crop_pct))
+        return [v2.Resize(short, interpolation=interpolation, antialias=True), v2.CenterCrop(size)]
+    steps: list[Any] = [LetterboxPad(data_config["mean"])] if mode == "letterbox" else []
+    return steps + [v2.Resize(size, interpolation=interpolation, antialias=True)]
+
+
+class AspectSwitch:
+    """Apply ``near`` to images at most ``aspect`` times longer than wide (or wider than long),
+    ``far`` to the others (see :func:`resize_for`)."""
+
+    def __init__(self, near, far, aspect: float):
+        self.near, self.far, self.aspect = near, far, float(aspect)
+
+    def __call__(self, image):
+        height, width = (int(v) for v in image.shape[-2:])
+        return self.far(image) if max(height, width) > self.aspect * min(height, width) else self.near(image)
+
+    def __repr__(self) -> str:
+        return f"AspectSwitch(aspect={self.aspect}, near={self.near!r}, far={self.far!r})"
+
+
+def letterbox_padding(height: int, width: int) -> tuple[int, int, int, int]:
+    """``(left, top, right, bottom)`` padding that centres a ``height x width`` image on a square
+    (an odd remainder goes right or bottom)."""
+    side = max(height, width)
+    left, top = (side - width) // 2, (side - height) // 2
+    return left, top, side - width - left, side - height - top
+
+
+class LetterboxPad:
+    """Pad an image tensor ``(C, H, W)`` to a square, centred, with the colour ``mean`` (a
+    per-channel fraction; after normalization the padding is 0, which the network reads as
+    "nothing here")."""
+
+    def __init__(self, mean):
+        self.mean = [float(m) for m in mean]
+
+    def __call__(self, image):
+        from torchvision.transforms.v2 import functional as F
+
+        height, width = image.shape[-2:]
+        if height == width:
+            return image
+        scale = 255.0 if not image.dtype.is_floating_point else 1.0
+        fill = [round(m * scale) if scale > 1 else m for m in self.mean]
+        return F.pad(image, list(letterbox_padding(int(height), int(width))), fill=fill)
+
+    def __repr__(self) -> str:
+        return f"LetterboxPad(mean={self.mean})"
 
 
 def load_image(source: ImageLike, channels: int = 3):

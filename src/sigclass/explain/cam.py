@@ -12,6 +12,9 @@ Three methods, picked per model by :func:`explain` (``method="auto"``):
 - ``head_cam``: a headless predictor (frozen featurizer + scikit-learn head) whose head is linear
   (logistic regression, linear SVM, ridge). The head's coefficients, with its feature scaling
   folded in, play the role of ``w``.
+- ``layercam`` (asked for with ``method="layercam"``): Layer-CAM over the last stages of the
+  network (:mod:`sigclass.explain.layercam`): finer maps than the last 7x7-9x9 grid, at the cost
+  of one backward pass through the backbone. Any predictor with a feature map, headless too.
 
 Every map goes through ReLU and is divided by its maximum, so it lies in ``[0, 1]`` (all zeros
 where no location supports the class). It is upsampled to the model input, then mapped back onto
@@ -29,7 +32,7 @@ import numpy as np
 
 from ..exceptions import ExplainError
 
-METHODS = ("auto", "cam", "gradcam")
+METHODS = ("auto", "cam", "gradcam", "layercam")
 
 
 @dataclass
@@ -42,7 +45,7 @@ class Explanation:
         target: Index of the explained class (in ``predictor.classes``).
         label: Name of the explained class.
         probabilities: Class probabilities of the input, in ``predictor.classes`` order.
-        method: ``"cam"``, ``"gradcam"`` or ``"head_cam"``.
+        method: ``"cam"``, ``"gradcam"``, ``"head_cam"`` or ``"layercam"``.
         channel_importance: Signals only: per channel, how much the explained class's probability
             drops when that channel is replaced by its training mean (see :func:`explain`).
         raw: The map at the network's feature resolution, before ReLU and normalization.
@@ -91,7 +94,7 @@ class Explanation:
 
 
 def explain(predictor, inputs, target=None, method: str = "auto", batch_size: int = 32,
-            channel_importance: bool = True) -> list[Explanation]:
+            channel_importance: bool = True, layers=None) -> list[Explanation]:
     """Class activation maps of ``inputs`` for the predicted class or a chosen one.
 
     Args:
@@ -100,13 +103,16 @@ def explain(predictor, inputs, target=None, method: str = "auto", batch_size: in
             signal cases ``(C, T)``, ``(T,)``, ``(N, C, T)`` or a list of cases.
         target: ``None`` (each input's predicted class), a class index or name for all inputs,
             or a list of them, one per input.
-        method: ``"auto"`` (CAM where the head allows it, else Grad-CAM), ``"cam"`` or
-            ``"gradcam"``. Headless predictors always use their linear head (``head_cam``).
+        method: ``"auto"`` (CAM where the head allows it, else Grad-CAM), ``"cam"``,
+            ``"gradcam"`` or ``"layercam"`` (several stages combined, finer maps). Headless
+            predictors use their linear head (``head_cam``, or its weights in ``layercam``).
         batch_size: Inputs per forward pass.
         channel_importance: Signals: compute the per-channel importance by occlusion: each
             channel in turn is set to its training mean (0 after standardization) and the drop of
             the explained class's probability is that channel's importance (negative: the class
             got more likely without it). Costs one extra pass per channel, batched.
+        layers: ``method="layercam"`` only: how many of the last stages to combine (``None``:
+            :data:`~sigclass.explain.layercam.DEFAULT_STAGES`) or a list of module names.
 
     Returns:
         One :class:`Explanation` per input, in order.
@@ -119,7 +125,10 @@ def explain(predictor, inputs, target=None, method: str = "auto", batch_size: in
 
     if method not in METHODS:
         raise ExplainError(f"The 'method' option must be one of {', '.join(METHODS)}. Got {method!r}.")
-    engine = CamEngine.for_predictor(predictor, method)
+    if layers is not None and method != "layercam":
+        raise ExplainError("The 'layers' option belongs to method='layercam'; drop it or set "
+                           f"method='layercam' (got method={method!r}).")
+    engine = CamEngine.for_predictor(predictor, method, layers)
     items = predictor.preprocessor.as_list(inputs)
     targets = _resolve_targets(predictor, target, len(items))
     results: list[Explanation] = []

@@ -1,4 +1,4 @@
-"""The forward passes behind :func:`sigclass.explain`: CAM, Grad-CAM and headless CAM."""
+"""The forward passes behind :func:`sigclass.explain`: CAM, Grad-CAM, headless CAM and Layer-CAM."""
 
 from __future__ import annotations
 
@@ -19,14 +19,17 @@ class CamEngine:
 
     Args:
         predictor: The predictor to explain.
-        kind: ``"cam"``, ``"gradcam"`` or ``"head_cam"``.
+        kind: ``"cam"``, ``"gradcam"``, ``"head_cam"`` or ``"layercam"``.
         weights: Class weights over feature channels ``(n_classes, C)`` for ``cam`` and
-            ``head_cam`` (in ``predictor.classes`` order).
+            ``head_cam`` (in ``predictor.classes`` order); for ``layercam`` those of a headless
+            predictor's linear head (``None``: the network's own logits).
         strict: Raise instead of falling back to Grad-CAM when the head turns out not to be
             pooling + linear (``method="cam"`` asked explicitly).
+        layers: ``layercam`` only: the stages to combine (see
+            :func:`~sigclass.explain.layercam.resolve_stages`).
     """
 
-    def __init__(self, predictor, kind: str, weights=None, strict: bool = False):
+    def __init__(self, predictor, kind: str, weights=None, strict: bool = False, layers=None):
         import torch
 
         from .._utils import resolve_device
@@ -38,10 +41,15 @@ class CamEngine:
         self.network = predictor.network.eval().to(self.device)
         self.weights = None if weights is None else torch.as_tensor(
             np.asarray(weights), dtype=torch.float32, device=self.device)
-        self._verified = kind == "gradcam"
+        self._verified = kind in ("gradcam", "layercam")
+        self.layers = None
+        if kind == "layercam":
+            from .layercam import resolve_stages
+
+            self.layers = resolve_stages(self.network, layers)
 
     @classmethod
-    def for_predictor(cls, predictor, method: str = "auto") -> CamEngine:
+    def for_predictor(cls, predictor, method: str = "auto", layers=None) -> CamEngine:
         """Pick the method a predictor allows (see :mod:`sigclass.explain.cam`)."""
         from torch import nn
 
@@ -55,7 +63,11 @@ class CamEngine:
                 "`sigclass networks` (CNNs, fcn, resnet1d, inception, recurrent networks).")
         if predictor.head is not None:
             weights = linear_head_weights(predictor.head, predictor.classes, name)
+            if method == "layercam":
+                return cls(predictor, "layercam", weights, layers=layers)
             return cls(predictor, "head_cam", weights)
+        if method == "layercam":
+            return cls(predictor, "layercam", layers=layers)
         classifier = network.get_classifier() if callable(getattr(network, "get_classifier", None)) else None
         if method != "gradcam" and isinstance(classifier, nn.Linear):
             weights = classifier.weight.detach().float().cpu().numpy()
@@ -81,6 +93,8 @@ class CamEngine:
         x = x.to(self.device)
         if self.kind == "gradcam":
             outputs, raw, targets = self._gradcam(x, targets)
+        elif self.kind == "layercam":
+            outputs, raw, targets = self._layercam(x, targets)
         else:
             outputs, raw, targets = self._cam(x, targets)
         proba = self.predictor.probabilities_from_outputs(outputs)
@@ -170,6 +184,23 @@ class CamEngine:
             raw_f = _weighted_sum(grads_f.mean(dim=tuple(range(2, grads_f.ndim))), feats_f)
             raw = (raw + raw_f.flip(-1)) / 2
         return outputs, raw.detach().cpu().numpy(), targets
+
+    def _layercam(self, x, targets):
+        from .layercam import layer_cam
+
+        def scores(feats, outputs):
+            if self.weights is None:
+                return outputs
+            return feats.float().mean(dim=tuple(range(2, feats.ndim))) @ self.weights.T
+
+        outputs, raw, targets = layer_cam(self.network, x, self.layers, scores,
+                                          self._fill_targets, targets)
+        if self._tta():
+            outputs_f, raw_f, _ = layer_cam(self.network, x.flip(-1), self.layers, scores,
+                                            self._fill_targets, targets)
+            outputs = (outputs + outputs_f) / 2
+            raw = (raw + raw_f[..., ::-1]) / 2
+        return outputs, raw, targets
 
     def _head_grads(self, feats, targets):
         """Logits of the head on ``feats`` and, for ``targets``, d logit[target] / d feats."""
@@ -277,10 +308,18 @@ def _resize(raw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def _to_image_size(raw: np.ndarray, size: tuple[int, int], data_config: dict) -> np.ndarray:
-    """The map placed on the original image: stretched over it (squash) or over the centre crop
-    the model saw (centre crop), zero elsewhere."""
+    """The map placed on the original image: stretched over it (squash), over the square it was
+    padded to with the padding cut off (letterbox), or over the centre crop the model saw (centre
+    crop), zero elsewhere."""
+    from ..data.transforms import letterbox_padding, resize_for
+
     height, width = size
-    if data_config.get("resize", "squash") != "center_crop":
+    mode = resize_for(data_config, height, width)
+    if mode == "letterbox":
+        left, top, _, _ = letterbox_padding(height, width)
+        side = max(height, width)
+        return np.ascontiguousarray(_resize(raw, (side, side))[top:top + height, left:left + width])
+    if mode != "center_crop":
         return _resize(raw, (height, width))
     _, in_h, in_w = data_config["input_size"]
     short = int(round(min(in_h, in_w) / float(data_config.get("crop_pct", 1.0))))

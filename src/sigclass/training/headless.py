@@ -88,7 +88,7 @@ class Featurizer(TransformerMixin, BaseEstimator):
         pretrained: Load pretrained weights (the point of headless mode).
         weights: Local weights file for the backbone.
         image_size: Square input size; ``None`` keeps the network's own.
-        resize: ``"center_crop"`` or ``"squash"``; ``None`` follows the network's pretraining.
+        resize: ``"center_crop"``, ``"squash"`` or ``"letterbox"``; ``None`` follows the network's pretraining.
         crop_pct: Centre-crop fraction; ``None`` takes the network's own.
         tta: Average the features of each image and its horizontal mirror.
         batch_size: Images per forward pass.
