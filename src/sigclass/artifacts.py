@@ -110,9 +110,26 @@ def read_model_json(folder: Path) -> dict[str, Any]:
             f"'{folder}' was saved by a newer sigclass (format {document['format_version']}); "
             "upgrade sigclass to load it."
         )
+    if document.get("kind") == "ensemble":
+        return _check_ensemble(folder, document)
     missing = [k for k in ("modality", "mode", "classes", "data_config", "network", "files") if k not in document]
     if missing:
         raise ArtifactError(f"'{folder / MODEL_JSON}' lacks the fields {missing}; the file was modified.")
+    return document
+
+
+def _check_ensemble(folder: Path, document: dict[str, Any]) -> dict[str, Any]:
+    """An ensemble's ``model.json``: members inside the folder, one weight each."""
+    members = document.get("members")
+    if not isinstance(members, list) or len(members) < 2 or not all(
+            isinstance(m, dict) and "folder" in m and "weight" in m for m in members):
+        raise ArtifactError(f"'{folder / MODEL_JSON}' lists no valid ensemble members; the file was "
+                            "modified. Restore the model folder.")
+    for member in members:
+        parts = Path(str(member["folder"])).parts
+        if not parts or parts[0] != "members" or ".." in parts or Path(str(member["folder"])).is_absolute():
+            raise ArtifactError(f"'{folder / MODEL_JSON}' names a member outside the model folder: "
+                                f"{member['folder']!r}.")
     return document
 
 
@@ -140,6 +157,10 @@ def load_predictor(path: str | Path, device: str | None = "auto", backend: str =
 
     folder = find_model_dir(path)
     document = read_model_json(folder)
+    if document.get("kind") == "ensemble":
+        from .ensemble import EnsemblePredictor
+
+        return EnsemblePredictor.load(folder, document, device=device, backend=backend)
     verify_files(folder, document["files"])
     spec = document["network"]
     try:

@@ -141,6 +141,9 @@ def use_fast_backend(predictor, backend: str = "auto") -> str:
     from .inference import choose_backend
     from .serve.model import onnx_cache_path
 
+    if getattr(predictor, "members", None):  # an ensemble: each member on its own backend
+        predictor.use_backend(backend)
+        return backend
     resolved = choose_backend(backend, predictor.device)
     if backend == "auto" and not getattr(predictor.network, "onnx_exportable", True):
         resolved = "torch"

@@ -126,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", type=Path, default=Path("runs/compare"), help="comparison folder")
     compare.add_argument("--entries", help="comma-separated MODE[:MODEL], e.g. "
                          "'headless:efficientnet_lite2,finetune,scratch:vgg_like_2'")
+    compare.add_argument("--no-ensemble", action="store_true",
+                         help="leave out the ensemble row (weighted soft voting of the top 3 entries)")
     compare.add_argument("--time-limit", help="total time, e.g. '10m', '90s', '1h' (a plain number "
                          "is minutes): headless entries first, networks share what is left, "
                          "entries without time left are not run")
@@ -235,7 +237,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     entries = parse_entries(args.entries) if args.entries else None
     time_limit = parse_time_limit(args.time_limit) if args.time_limit else None
     board = compare(args.data, args.out, entries=entries, config=resolve_config(args),
-                    progress=not args.quiet, time_limit=time_limit)
+                    progress=not args.quiet, time_limit=time_limit, ensemble=not args.no_ensemble)
     print(board.to_markdown())
     _print_split(args.out)
     print(f"comparison folder: {args.out}")

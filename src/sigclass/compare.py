@@ -70,6 +70,7 @@ def compare(
     progress: bool = True,
     callbacks_for=None,
     time_limit: float | str | None = None,
+    ensemble: bool = True,
     **overrides: Any,
 ) -> Leaderboard:
     """Train every entry on one split and rank them.
@@ -89,6 +90,10 @@ def compare(
             first; each network gets an equal share of what is left as its ``train.max_minutes``
             (the user's own, if smaller, wins); entries that find no time left are not run and
             are listed as such in the leaderboard.
+        ensemble: Add an ``ensemble`` row: up to three entries within 5 points of the best
+            held-out selection score, probabilities averaged with weights (see
+            :mod:`sigclass.ensemble`), saved in ``out/ensemble/model`` and scored on the same
+            test part; no row when fewer than two entries qualify.
 
     Returns:
         The :class:`Leaderboard` (also saved in ``out``).
@@ -138,6 +143,11 @@ def compare(
                                resume=status is not None, progress=progress, callbacks=callbacks)
                 result_metrics, model_name = result.metrics, result.config.model
             rows.append(_row(entry, model_name, result_metrics))
+        if ensemble:
+            row = _ensemble_row(out, dataset, split, [e.name for e in budget.entries
+                                                      if e.name not in skipped])
+            if row is not None:
+                rows.append(row)
         board = Leaderboard(rows, references or [], title or f"{base.data}: {len(rows)} models on one split",
                             skipped)
         board.save(out)
@@ -220,6 +230,27 @@ def _finished(run_dir: Path) -> tuple[dict[str, Any], str]:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     model = yaml.safe_load((run_dir / "config.yaml").read_text()).get("model")
     return metrics, model
+
+
+def _ensemble_row(out: Path, dataset, split: Split, names: list[str]) -> dict[str, Any] | None:
+    """Build, save and score the weighted ensemble of the finished entries; ``None`` under two."""
+    from ._utils import write_json
+    from .ensemble import build_ensemble
+    from .evaluation.metrics import evaluate
+
+    finished = {n: out / n for n in names if _status(out / n) == "finished"}
+    ensemble = build_ensemble(finished)
+    if ensemble is None:
+        return None
+    run_dir = out / "ensemble"
+    metrics = evaluate(ensemble, dataset, split.indices(dataset)["test"], run_dir)
+    ensemble.info.update({"test_metrics": {k: metrics.get(k) for k in ("accuracy", "f1_macro")}})
+    ensemble.save(run_dir / "model")
+    write_json(run_dir / "run.json", {"status": "finished", "members": ensemble.info["members"]})
+    logger.info("Ensemble of %s: test accuracy %.4f", ", ".join(ensemble.names), metrics["accuracy"])
+    return {"name": "ensemble", "mode": "ensemble", "model": "+".join(ensemble.names),
+            **{k: metrics.get(k) for k in ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc_ovr",
+                                           "items_per_second")}, "train_seconds": None}
 
 
 def _row(entry: Entry, model: str, metrics: dict[str, Any]) -> dict[str, Any]:

@@ -53,6 +53,11 @@ class CamEngine:
         """Pick the method a predictor allows (see :mod:`sigclass.explain.cam`)."""
         from torch import nn
 
+        if getattr(predictor, "members", None):
+            folders = ", ".join(f"members/{n}" for n in predictor.names)
+            raise ExplainError(f"{predictor.model_name} averages several models; a class activation "
+                               f"map belongs to one network. Explain a member instead: the model "
+                               f"folders {folders} inside the ensemble's folder.")
         network = predictor.network
         name = getattr(network, "model_spec", {}).get("name", type(network).__name__)
         if not callable(getattr(network, "forward_features", None)) or not callable(

@@ -128,6 +128,13 @@ class ServedModel:
         self.settings = settings
         start = time.perf_counter()
         self.predictor = load(settings.model)
+        if getattr(self.predictor, "members", None):
+            from ..exceptions import ConfigError
+
+            raise ConfigError(f"'{settings.model}' is an ensemble; the service scores one network "
+                              "per request batch. Serve its best member (members/<name> in the "
+                              "ensemble's folder), or score files with `sigclass predict`, which "
+                              "takes ensembles.")
         self.predictor.device = settings.device
         self.identity = model_identity(settings.model, self.predictor)
         self.engine_info = pick_engine(self.predictor, settings)
