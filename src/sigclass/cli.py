@@ -22,14 +22,18 @@ logger = logging.getLogger("sigclass")
 RUN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--mode",), "mode", {"choices": MODES, "help": "training mode (default: headless)"}),
     (("--model",), "model", {"help": "network name (see `sigclass networks`); default per mode"}),
-    (("--epochs",), "train.epochs", {"type": int, "help": "most training epochs (default: 10)"}),
+    (("--epochs",), "train.epochs", {"type": int, "help": "training epochs (default: auto, from "
+                                                 "a number of optimisation steps, capped by --max-minutes)"}),
     (("--batch-size",), "train.batch_size", {"type": int, "help": "batch size (default: 32)"}),
     (("--lr",), "train.lr", {"type": float, "help": "peak learning rate of the head (default: 1e-3)"}),
-    (("--max-minutes",), "train.max_minutes", {"type": float, "help": "training budget per model in minutes"}),
+    (("--max-minutes",), "train.max_minutes", {"type": float, "help": "training budget per model in minutes "
+                                                     "(default with auto epochs: 2 for signals, 5 for images)"}),
     (("--class-weights",), "train.class_weights", {"action": "store_true", "help": "classes weigh "
                                                  "equally: loss (networks) or head (headless) weighted "
-                                                 "by inverse class frequency"}),
-    (("--patience",), "train.patience", {"type": int, "help": "early-stopping patience in epochs (default: 5)"}),
+                                                 "by inverse class frequency (default: only when the "
+                                                 "largest class has over 1.5x the smallest)"}),
+    (("--patience",), "train.patience", {"type": int, "help": "early-stopping patience in epochs "
+                                                 "(default: a quarter of the planned epochs)"}),
     (("--image-size",), "image_size", {"type": int, "help": "square input size (default: the network's)"}),
     (("--resize",), "resize", {"choices": ("center_crop", "squash"),
                                "help": "center_crop as in pretraining, or squash the whole image"}),
