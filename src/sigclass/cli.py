@@ -219,6 +219,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if result.predictor is None or not result.metrics:  # not rank 0 of a distributed run
         return 0
     _print_split(result.dir)
+    _print_training(result.predictor.info)
     _print_metrics(result.metrics)
     print(f"run folder: {result.dir}")
     _print_tracking(result.dir)
@@ -352,6 +353,18 @@ def _print_split(folder: Path) -> None:
             print(f"split: {line}")
         if lines:
             return
+
+
+def _print_training(info: dict[str, Any]) -> None:
+    """The training plan and how it went: epochs planned and run, the epoch kept, class weights."""
+    if "epochs_planned" in info:
+        stop = ", stopped early" if info.get("stopped_early") else ""
+        print(f"training: {info['epochs_run']} of {info['epochs_planned']} planned epochs "
+              f"({info['epochs_source']}){stop}; kept epoch {info['best_epoch']} "
+              f"({'end of the schedule' if info['selection'] == 'last' and not stop else 'best ' + info['monitor']})")
+    weights = info.get("class_weights_reason") or (info.get("head") or {}).get("class_weights_reason")
+    if weights:
+        print(f"class weights: {weights}")
 
 
 def _print_tracking(folder: Path) -> None:
