@@ -11,7 +11,8 @@ settings drawn for the mode:
 - ``scratch`` (images and signals): learning rate, batch size, weight decay, augmentation
   strength (images) and the network's width, depth and dropout (``model_args``).
 
-For networks the objective is the best validation value of ``train.monitor``; it is reported
+For networks the objective is the best validation value of ``train.monitor`` (``auto``: the
+smoothed validation loss, ``val_loss_ema``); it is reported
 to Optuna after every epoch, and a trial far below the others at the same epoch is pruned.
 The test part is never looked at to choose.
 
