@@ -8,6 +8,9 @@ Usage::
     .venv/bin/python bench/bench_defaults.py            # signals + fridgeObjects finetune, about an hour on 2 CPU cores
     .venv/bin/python bench/bench_defaults.py --quick    # signals only
     .venv/bin/python bench/bench_defaults.py --datasets GunPoint --networks fcn
+    .venv/bin/python bench/bench_defaults.py --datasets         # the fridgeObjects row only
+
+Rows of an earlier ``defaults.json`` that a run does not redo are kept.
 
 Protocol: ``sc.train(dataset, mode="scratch", model=NAME)`` and nothing else, so the validation
 part is drawn from the dataset's training cases by the default ``val_size`` (0.15) and the test
@@ -99,9 +102,17 @@ def main() -> None:
         "rows": [],
     }
 
+    # Rows of an earlier run that this one does not redo are kept (e.g. the finetune row run apart).
+    try:
+        earlier = json.loads(RESULTS.read_text()).get("rows", [])
+    except (OSError, ValueError):
+        earlier = []
+
     def save() -> None:
+        done = {(r["dataset"], r["mode"], r["model"]) for r in result["rows"]}
+        kept = [r for r in earlier if (r["dataset"], r["mode"], r["model"]) not in done]
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+        RESULTS.write_text(json.dumps({**result, "rows": kept + result["rows"]}, indent=2) + "\n")
 
     with tempfile.TemporaryDirectory(prefix="sigclass-defaults-") as tmp:
         for name in args.datasets:
