@@ -86,7 +86,7 @@ def test_scratch_learns_with_class_weights(colour_folder, tmp_path):
     run = sc.train(colour_folder, mode="scratch", model="simple_cnn_gap", image_size=32,
                    out=tmp_path / "sc", progress=False,
                    **{"train.epochs": 12, "train.lr": 5e-3, "train.batch_size": 8,
-                      "train.class_weights": True, "train.patience": 0})
+                      "train.class_weights": True, "train.patience": 0, "train.monitor": "val_accuracy"})
     assert run.metrics["accuracy"] >= 0.85
     best = max(run.history, key=lambda h: (h["val_accuracy"], -h["val_loss"]))  # ties: lower loss
     assert json.loads((tmp_path / "sc" / "run.json").read_text())["best_epoch"] == best["epoch"]

@@ -22,14 +22,18 @@ logger = logging.getLogger("sigclass")
 RUN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--mode",), "mode", {"choices": MODES, "help": "training mode (default: headless)"}),
     (("--model",), "model", {"help": "network name (see `sigclass networks`); default per mode"}),
-    (("--epochs",), "train.epochs", {"type": int, "help": "most training epochs (default: 10)"}),
+    (("--epochs",), "train.epochs", {"type": int, "help": "training epochs (default: auto, from "
+                                                 "a number of optimisation steps, capped by --max-minutes)"}),
     (("--batch-size",), "train.batch_size", {"type": int, "help": "batch size (default: 32)"}),
     (("--lr",), "train.lr", {"type": float, "help": "peak learning rate of the head (default: 1e-3)"}),
-    (("--max-minutes",), "train.max_minutes", {"type": float, "help": "training budget per model in minutes"}),
+    (("--max-minutes",), "train.max_minutes", {"type": float, "help": "training budget per model in minutes "
+                                                     "(default with auto epochs: 2 for signals, 5 for images)"}),
     (("--class-weights",), "train.class_weights", {"action": "store_true", "help": "classes weigh "
                                                  "equally: loss (networks) or head (headless) weighted "
-                                                 "by inverse class frequency"}),
-    (("--patience",), "train.patience", {"type": int, "help": "early-stopping patience in epochs (default: 5)"}),
+                                                 "by inverse class frequency (default: only when the "
+                                                 "largest class has over 1.5x the smallest)"}),
+    (("--patience",), "train.patience", {"type": int, "help": "early-stopping patience in epochs "
+                                                 "(default: a quarter of the planned epochs)"}),
     (("--image-size",), "image_size", {"type": int, "help": "square input size (default: the network's)"}),
     (("--resize",), "resize", {"choices": ("center_crop", "squash", "letterbox"),
                                "help": "center_crop as in pretraining, squash the whole image, or "
@@ -225,6 +229,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if result.predictor is None or not result.metrics:  # not rank 0 of a distributed run
         return 0
     _print_split(result.dir)
+    _print_training(result.predictor.info)
     _print_metrics(result.metrics)
     print(f"run folder: {result.dir}")
     _print_tracking(result.dir)
@@ -359,6 +364,18 @@ def _print_split(folder: Path) -> None:
             print(f"split: {line}")
         if lines:
             return
+
+
+def _print_training(info: dict[str, Any]) -> None:
+    """The training plan and how it went: epochs planned and run, the epoch kept, class weights."""
+    if "epochs_planned" in info:
+        stop = ", stopped early" if info.get("stopped_early") else ""
+        print(f"training: {info['epochs_run']} of {info['epochs_planned']} planned epochs "
+              f"({info['epochs_source']}){stop}; kept epoch {info['best_epoch']} "
+              f"({'end of the schedule' if info['selection'] == 'last' and not stop else 'best ' + info['monitor']})")
+    weights = info.get("class_weights_reason") or (info.get("head") or {}).get("class_weights_reason")
+    if weights:
+        print(f"class weights: {weights}")
 
 
 def _print_tracking(folder: Path) -> None:

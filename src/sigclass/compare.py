@@ -119,7 +119,8 @@ def compare(
             parent.log_params(base.to_dict())
         rows, skipped = [], []
         todo = list(entries or default_entries(dataset.modality))
-        budget = _Budget(out, todo, time_limit, base.train.max_minutes)
+        minutes = base.train.max_minutes  # a number the user set caps each network's share
+        budget = _Budget(out, todo, time_limit, minutes if isinstance(minutes, int | float) else None)
         for entry in budget.entries:
             run_dir = out / entry.name
             values = {"mode": entry.mode, **({"model": entry.model} if entry.model else {}),

@@ -24,8 +24,35 @@ HEADS = ("auto", "logreg", "linear_svm", "rbf_svm", "random_forest", "hist_gb", 
 class TrainConfig:
     """Settings of the network training loop (modes ``finetune`` and ``scratch``).
 
+    The defaults adapt to the data (see :mod:`sigclass.training.schedule`); a number given by
+    the user (``--epochs 30``) always wins over ``"auto"``.
+
+    - Epoch budget: ``epochs="auto"`` plans ``steps`` optimisation steps (1,500 for signal
+      networks, 400 for image networks) at ``batch_size``, clamped to
+      ``[min_epochs, max_epochs]``. ``max_minutes="auto"`` then caps the wall clock (2 minutes for
+      signals, 5 for images): once the first epochs are timed, a plan that would overrun is
+      shortened and the learning-rate schedule rescaled to end on time. With a fixed number of
+      epochs, ``max_minutes="auto"`` sets no cap. The plan is printed and saved in the run's
+      ``run.json`` (``epochs_planned``).
+    - Early stopping: ``patience="auto"`` is a quarter of the planned epochs (at least 5), counted
+      on the monitored value; no stop before ``min_epochs``.
+    - Model selection (``monitor="auto"``): the smoothed validation loss (exponential moving
+      average over epochs, factor ``loss_smoothing``) decides both early stopping and the epoch
+      restored. When the validation part is tiny (under 30 items, or under 5 of some class), one
+      item flips its accuracy and its loss barely ranks neighbouring epochs, so the weights at
+      the end of the schedule are kept; if early stopping ended training, the epoch of the best
+      smoothed validation loss is restored. A named ``monitor`` restores its best epoch.
+    - Class weights: ``class_weights="auto"`` weights the loss by inverse class frequency when
+      the largest training class has more than 1.5 times the items of the smallest (in
+      ``headless`` mode the head gets ``class_weight="balanced"``); what was applied is in the
+      run summary.
+
     Attributes:
-        epochs: Most epochs to train.
+        epochs: Epochs to train: a number, or ``"auto"`` (from ``steps``).
+        steps: Optimisation steps of an ``"auto"`` epoch budget; ``None``: 1,500 for signal
+            networks, 400 for image networks.
+        min_epochs: Fewest epochs of an ``"auto"`` budget, and no early stop before it.
+        max_epochs: Most epochs of an ``"auto"`` budget.
         batch_size: Items per optimisation step.
         lr: Peak learning rate of the head (and of the whole network in ``scratch`` mode).
         backbone_lr_mult: The backbone's learning rate relative to ``lr`` once it is unfrozen.
@@ -33,17 +60,23 @@ class TrainConfig:
         warmup_epochs: Linear warm-up length before the cosine decay.
         weight_decay: AdamW weight decay.
         label_smoothing: Cross-entropy label smoothing.
-        class_weights: Weight the loss by inverse class frequency ("balanced"); in ``headless``
-            mode the head's ``class_weight="balanced"``.
-        patience: Early stopping: epochs without improvement of ``monitor`` before stopping.
-        monitor: Validation metric that picks the best checkpoint: ``val_accuracy``,
-            ``val_f1`` or ``val_loss``. Ties go to the lower validation loss (to the higher
-            accuracy when the loss is monitored).
-        max_minutes: Training budget in minutes; training stops after the epoch that crosses it.
+        class_weights: ``"auto"`` (when classes are skewed), ``true`` (always) or ``false``:
+            weight the loss by inverse class frequency; in ``headless`` mode the head's
+            ``class_weight="balanced"``.
+        patience: Early stopping: epochs without improvement of ``monitor`` before stopping
+            (0: off), or ``"auto"``.
+        monitor: ``auto`` (smoothed validation loss, see above), ``val_loss``, ``val_accuracy``
+            or ``val_f1``. Ties go to the lower validation loss (to the higher accuracy when a
+            loss is monitored).
+        loss_smoothing: Weight of the newest epoch in the moving average of the validation loss.
+        max_minutes: Training budget in minutes, ``None`` (none) or ``"auto"`` (see above).
         num_workers: DataLoader workers; ``None`` picks by CPU count.
     """
 
-    epochs: int = 10
+    epochs: int | str = "auto"
+    steps: int | None = None
+    min_epochs: int = 20
+    max_epochs: int = 1000
     batch_size: int = 32
     lr: float = 1e-3
     backbone_lr_mult: float = 0.1
@@ -51,11 +84,41 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     weight_decay: float = 0.01
     label_smoothing: float = 0.1
-    class_weights: bool = False
-    patience: int = 5
-    monitor: str = "val_accuracy"
-    max_minutes: float | None = None
+    class_weights: bool | str = "auto"
+    patience: int | str = "auto"
+    monitor: str = "auto"
+    loss_smoothing: float = 0.3
+    max_minutes: float | str | None = "auto"
     num_workers: int | None = None
+
+    def problems(self) -> list[str]:
+        """What is wrong with the values, one message per option (empty when all are valid)."""
+        out = []
+
+        def check(name, value, ok, want):
+            if not ok:
+                out.append(f"The 'train.{name}' option must be {want}. Got {value!r}.")
+
+        def number(value, low, integer=False):
+            kinds = (int,) if integer else (int, float)
+            return isinstance(value, kinds) and not isinstance(value, bool) and value >= low
+
+        check("epochs", self.epochs, self.epochs == "auto" or number(self.epochs, 1, True),
+              "'auto' or a whole number of at least 1")
+        check("steps", self.steps, self.steps is None or number(self.steps, 1, True),
+              "null (the default) or a whole number of at least 1")
+        check("min_epochs", self.min_epochs, number(self.min_epochs, 1, True), "a whole number of at least 1")
+        check("max_epochs", self.max_epochs, number(self.max_epochs, 1, True)
+              and self.max_epochs >= self.min_epochs, "a whole number of at least 'train.min_epochs'")
+        check("patience", self.patience, self.patience == "auto" or number(self.patience, 0, True),
+              "'auto' or a whole number of epochs (0: no early stopping)")
+        check("max_minutes", self.max_minutes, self.max_minutes in (None, "auto")
+              or (number(self.max_minutes, 0) and self.max_minutes > 0), "'auto', null or a positive number")
+        check("class_weights", self.class_weights, self.class_weights in ("auto", "balanced")
+              or isinstance(self.class_weights, bool), "'auto', true or false")
+        check("loss_smoothing", self.loss_smoothing, number(self.loss_smoothing, 0)
+              and 0 < self.loss_smoothing <= 1, "a number in (0, 1]")
+        return out
 
 
 @dataclass
@@ -219,11 +282,12 @@ class RunConfig:
         _choice("on_leak", self.on_leak, ("error", "warn", "ignore"))
         if self.resize is not None:
             _choice("resize", self.resize, RESIZE_MODES)
-        _choice("train.monitor", self.train.monitor, ("val_accuracy", "val_f1", "val_loss"))
+        _choice("train.monitor", self.train.monitor, ("auto", "val_loss", "val_accuracy", "val_f1"))
         _choice("signal.label_rule", self.signal.label_rule, ("majority", "last", "center"))
         _choice("signal.length_policy", self.signal.length_policy, ("error", "pad", "truncate"))
-        if self.train.epochs < 1:
-            raise ConfigError(f"The 'train.epochs' option must be at least 1. Got {self.train.epochs}.")
+        problems = self.train.problems()
+        if problems:
+            raise ConfigError(" ".join(problems))
         if self.masks and self.mode == "headless":
             raise ConfigError("The 'masks' option blanks areas while a network trains; headless "
                               "mode trains none. Use --mode finetune or scratch with --masks.")

@@ -415,6 +415,7 @@ def _model_info(cfg: RunConfig, dataset, split: Split, metrics: dict, extra: dic
 def _train_headless(cfg: RunConfig, dataset, parts, progress: bool):
     from .predictor import Predictor
     from .training.headless import Featurizer, fit_head
+    from .training.schedule import wants_class_weights
 
     # Cross-validation on the training data picks the head's regularization, so the validation
     # part is not needed for model selection: the head learns from both.
@@ -433,9 +434,13 @@ def _train_headless(cfg: RunConfig, dataset, parts, progress: bool):
                                 cfg.cache_dir, cfg.device, progress).fit()
     features = featurizer.transform(fit_part.model_inputs())
     params = dict(cfg.head_params)
-    if cfg.train.class_weights:  # the same option as for networks: classes weigh equally
+    balanced, reason = wants_class_weights(cfg.train.class_weights, fit_part.labels)
+    if balanced:  # the same option as for networks: classes weigh equally
         params.setdefault("class_weight", "balanced")
+    logger.info("Class weights of the head: %s", reason if balanced else f"none, {reason}")
     head, summary = fit_head(cfg.head, features, fit_part.labels, cfg.cv_folds, cfg.seed, params)
+    summary = {**summary, "class_weights": "balanced" if balanced else None,
+               "class_weights_reason": reason}
     predictor = Predictor(featurizer.network_, dataset.classes, featurizer.data_config_,
                           modality=dataset.modality, mode="headless", head=head,
                           device=cfg.device, backend=cfg.backend, engine=featurizer.engine())
@@ -463,7 +468,7 @@ def _train_network(cfg: RunConfig, dataset, parts, run_dir: Path, progress: bool
         plot_training_curves(trainer.history_, run_dir / "curves.png")
     predictor = Predictor(trainer.network.cpu(), dataset.classes, data_config,
                           modality=dataset.modality, mode=cfg.mode, device=cfg.device)
-    extra = {"best_epoch": trainer.best_epoch_, "epochs_run": len(trainer.history_)}
+    extra = trainer.summary()  # the plan (epochs_planned, selection, class weights) and its outcome
     return predictor, trainer.history_, extra
 
 

@@ -441,15 +441,14 @@ def default_signal_entries() -> list:
     lab brief's CNN), recurrent nets (LSTM, GRU), MiniRocket, MultiROCKET-Hydra, catch22 + random
     forest (the non-deep baseline) and signal-as-image transfer.
 
-    Networks default to settings for small datasets on a CPU (more epochs than for images, small
-    batches, the best epoch picked by validation loss, which a handful of validation cases
-    measures more finely than accuracy); options the user sets win (``--epochs``,
-    ``--max-minutes``).
+    Networks train with the adaptive defaults of :class:`~sigclass.config.TrainConfig` (an
+    epoch budget from a number of optimisation steps, capped by minutes; early stopping on the
+    smoothed validation loss) and small batches; options the user sets win (``--epochs``,
+    ``--batch-size``, ``--max-minutes``).
     """
     from ..compare import Entry
 
-    small_data = {"train.epochs": 100, "train.batch_size": 16, "train.monitor": "val_loss",
-                  "train.patience": 30}
+    small_data = {"train.batch_size": 16}
     networks = [("fcn", "fcn"), ("resnet1d", "resnet1d"), ("inception", "inception"),
                 ("cnn1d", "simple_cnn1d"), ("lstm", "lstm"), ("gru", "gru")]
     return [

@@ -11,7 +11,8 @@ settings drawn for the mode:
 - ``scratch`` (images and signals): learning rate, batch size, weight decay, augmentation
   strength (images) and the network's width, depth and dropout (``model_args``).
 
-For networks the objective is the best validation value of ``train.monitor``; it is reported
+For networks the objective is the best validation value of ``train.monitor`` (``auto``: the
+smoothed validation loss, ``val_loss_ema``); it is reported
 to Optuna after every epoch, and a trial far below the others at the same epoch is pruned.
 The test part is never looked at to choose.
 
@@ -124,7 +125,8 @@ def suggest(trial, cfg: RunConfig, n_train: int) -> dict[str, Any]:
     if cfg.mode == "finetune":
         values["train.lr"] = trial.suggest_float("lr", 1e-4, 1e-2, log=True)
         values["train.backbone_lr_mult"] = trial.suggest_float("backbone_lr_mult", 0.01, 1.0, log=True)
-        values["train.freeze_epochs"] = trial.suggest_int("freeze_epochs", 0, max(0, min(3, cfg.train.epochs - 1)))
+        epochs = cfg.train.epochs if isinstance(cfg.train.epochs, int) else 4  # "auto": at least 20
+        values["train.freeze_epochs"] = trial.suggest_int("freeze_epochs", 0, max(0, min(3, epochs - 1)))
         values["train.label_smoothing"] = trial.suggest_float("label_smoothing", 0.0, 0.2)
     else:
         values["train.lr"] = trial.suggest_float("lr", 3e-4, 3e-2, log=True)
@@ -147,7 +149,8 @@ def objective_metric(cfg: RunConfig) -> tuple[str, str]:
     """``(metric name, "maximize" | "minimize")`` of the objective."""
     if cfg.mode == "headless":
         return "cv_accuracy", "maximize"
-    return cfg.train.monitor, "minimize" if cfg.train.monitor == "val_loss" else "maximize"
+    monitor = "val_loss_ema" if cfg.train.monitor == "auto" else cfg.train.monitor
+    return monitor, "minimize" if monitor in ("val_loss", "val_loss_ema") else "maximize"
 
 
 def objective_value(result, cfg: RunConfig) -> float:

@@ -41,7 +41,7 @@ class ProgressBar(Callback):
         from tqdm.auto import tqdm
 
         total = trainer.steps_per_epoch + trainer.val_steps
-        self._bar = tqdm(total=total, desc=f"epoch {epoch + 1}/{trainer.config.epochs}",
+        self._bar = tqdm(total=total, desc=f"epoch {epoch + 1}/{trainer.plan_.epochs_planned}",
                          unit="batch", leave=False)
 
     def on_batch_end(self, trainer, step: dict[str, Any], training: bool) -> None:
@@ -66,16 +66,22 @@ class ProgressBar(Callback):
 
 
 class EarlyStopping(Callback):
-    """Stop when the monitored validation metric has not improved for ``patience`` epochs."""
+    """Stop when the monitored validation value has not improved for ``patience`` epochs, but
+    never before epoch ``min_epochs``."""
 
-    def __init__(self, patience: int):
+    def __init__(self, patience: int, min_epochs: int | None = None):
         self.patience = patience
+        self.min_epochs = min_epochs
 
     def on_epoch_end(self, trainer, logs: dict[str, float]) -> None:
-        if self.patience > 0 and trainer.epochs_since_best >= self.patience:
-            logger.info("Early stopping: %s has not improved for %d epochs", trainer.config.monitor,
-                        self.patience)
+        plan = getattr(trainer, "plan_", None)  # a plan shortened to fit the clock lowers it
+        floor = min(x for x in (self.min_epochs, plan.min_epochs if plan else None, 10**9) if x is not None)
+        if (self.patience > 0 and logs["epoch"] >= floor
+                and trainer.epochs_since_best >= self.patience):
+            logger.info("Early stopping at epoch %d: %s has not improved for %d epochs", logs["epoch"],
+                        trainer.plan_.monitor, self.patience)
             trainer.stop_training = True
+            trainer.stopped_early_ = True
 
 
 class TimeBudget(Callback):

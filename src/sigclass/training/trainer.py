@@ -3,8 +3,9 @@
 ``fit`` → ``run_epoch`` → ``train_step``; progress, early stopping, checkpoints and tracking are
 callbacks. ``finetune`` trains the new head with the backbone frozen for ``freeze_epochs``, then
 the whole network with the backbone at ``backbone_lr_mult`` times the head's learning rate.
-AdamW, linear warm-up then cosine decay, label smoothing, optional class weights; the weights of
-the best validation epoch are restored at the end.
+AdamW, linear warm-up then cosine decay, label smoothing, class weights on skewed data; the
+epoch budget, the early-stopping patience and the rule that picks the weights kept at the end are
+resolved by :mod:`sigclass.training.schedule` (the :class:`Plan`, saved with the run).
 
 Under ``torchrun`` (an initialized process group) the network is wrapped in
 ``DistributedDataParallel`` and each epoch is sharded by a ``DistributedSampler``;
@@ -31,6 +32,7 @@ from ..config import TrainConfig
 from ..exceptions import ArtifactError
 from ..scale import distributed
 from .callbacks import Callback, Checkpoint, EarlyStopping, ProgressBar, TimeBudget
+from .schedule import Plan, fit_to_budget, make_plan
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +65,11 @@ class Trainer:
         progress: Show progress bars.
 
     Attributes:
+        plan_: The resolved :class:`~sigclass.training.schedule.Plan` (epochs, patience,
+            selection rule, class weights).
         history_: One dict of metrics per finished epoch.
         best_epoch_: 1-based epoch whose weights were restored.
+        stopped_early_: Early stopping ended training before the planned epochs.
     """
 
     def __init__(
@@ -89,7 +94,7 @@ class Trainer:
 
     # -- set-up -----------------------------------------------------------------------------------
 
-    def _setup(self, train_set) -> None:
+    def _setup(self, train_set, val_set) -> None:
         import torch
 
         cfg = self.config
@@ -115,26 +120,29 @@ class Trainer:
         self.batch_size_ = max(1, -(-cfg.batch_size // self.world_size_))  # per process
         shard = -(-len(train_set) // self.world_size_)  # DistributedSampler pads to equal shards
         self.steps_per_epoch = max(1, shard // self.batch_size_ + (shard % self.batch_size_ > 1))
-        total = self.steps_per_epoch * cfg.epochs
+        kind = "image" if self.channels_last_ else "signal"
+        self.plan_: Plan = make_plan(cfg, self.steps_per_epoch, kind, np.asarray(val_set.targets),
+                                     np.asarray(train_set.targets), self._n_classes())
+        total = self.steps_per_epoch * self.plan_.epochs_planned
         warmup = int(round(cfg.warmup_epochs * self.steps_per_epoch))
         self.scheduler_ = torch.optim.lr_scheduler.LambdaLR(self.optimizer_, WarmupCosine(warmup, total))
         weight = None
-        if cfg.class_weights:
-            targets = np.asarray(train_set.targets)
-            counts = np.bincount(targets, minlength=self._n_classes()).astype(np.float64)
-            weight = torch.tensor(len(targets) / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32)
-            weight = weight.to(self.device_)
+        if self.plan_.class_weights is not None:
+            weight = torch.tensor(self.plan_.class_weights, dtype=torch.float32).to(self.device_)
         self.criterion_ = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
         self.history_: list[dict[str, float]] = []
         self.best_epoch_ = 0
         self.best_score_ = -math.inf
         self.best_tiebreak_ = -math.inf
         self.best_state_: dict | None = None
+        self.loss_ema_: float | None = None
         self.is_best = False
         self.stop_training = False
+        self.stopped_early_ = False
         self.elapsed_before_resume = 0.0
-        self.callbacks_ = [ProgressBar(self.progress and self.is_main_process), EarlyStopping(cfg.patience),
-                           TimeBudget(cfg.max_minutes)]
+        self.callbacks_ = [ProgressBar(self.progress and self.is_main_process),
+                           EarlyStopping(self.plan_.patience),
+                           TimeBudget(self.plan_.max_minutes)]
         if self.checkpoint_dir is not None:
             self.callbacks_.append(Checkpoint(self.checkpoint_dir))
         self.callbacks_ += self.extra_callbacks
@@ -166,22 +174,27 @@ class Trainer:
             val_set: Validation dataset of the same kind.
             resume: A ``last.pt`` checkpoint to continue from.
         """
-        self._setup(train_set)
+        self._setup(train_set, val_set)
         self.val_steps = math.ceil(len(val_set) / self.batch_size_)
         start_epoch = self.load_checkpoint(resume) if resume is not None else 0
+        if self.is_main_process:
+            logger.info("Training plan: %s", self.describe_plan())
         self._call("on_train_begin")
-        for epoch in range(start_epoch, self.config.epochs):
-            if self.stop_training:
-                break
+        epoch = start_epoch
+        while epoch < self.plan_.epochs_planned and not self.stop_training:
             self._call("on_epoch_begin", epoch)
             started = time.perf_counter()
             train_logs = self.run_epoch(train_set, epoch, training=True)
             train_time = time.perf_counter() - started
             val_logs = self.run_epoch(val_set, epoch, training=False)
+            a = self.config.loss_smoothing
+            ema = val_logs["loss"] if self.loss_ema_ is None else a * val_logs["loss"] + (1 - a) * self.loss_ema_
+            self.loss_ema_ = ema
             logs = {
                 "epoch": epoch + 1,
                 **{f"train_{k}": v for k, v in train_logs.items()},
                 **{f"val_{k}": v for k, v in val_logs.items()},
+                "val_loss_ema": ema,
                 "lr": float(self.optimizer_.param_groups[-1]["lr"]),
                 "epoch_seconds": time.perf_counter() - started,
                 "train_items_per_s": len(train_set) / train_time if train_time > 0 else 0.0,
@@ -191,11 +204,47 @@ class Trainer:
             self._call("on_epoch_end", logs)
             if self.world_size_ > 1:  # e.g. a time budget crossed on one process only
                 self.stop_training = distributed.any_process(self.stop_training)
+            self._fit_budget()
+            epoch += 1
         self._call("on_train_end")
-        if self.best_state_ is not None:
+        if self.plan_.selection == "last" and not self.stopped_early_:
+            self.best_epoch_ = len(self.history_)  # the end of the schedule: keep the final weights
+        elif self.best_state_ is not None:
             self.network.load_state_dict(self.best_state_)
         self.network.eval()
         return self
+
+    def describe_plan(self) -> str:
+        """One line: epochs and where they come from, patience, selection, class weights."""
+        plan = self.plan_
+        budget = f", at most {plan.max_minutes:g} min" if plan.max_minutes else ""
+        pick = ("the last epoch (tiny validation part; the best smoothed val loss if stopped early)"
+                if plan.selection == "last" else f"the best {plan.monitor}")
+        return (f"{plan.epochs_planned} epochs ({plan.epochs_source}){budget}; early stopping on "
+                f"{plan.monitor} after {plan.patience} epochs without improvement, not before epoch "
+                f"{plan.min_epochs}; keeps {pick}; class weights: {plan.class_weights_reason}")
+
+    def summary(self) -> dict[str, Any]:
+        """The plan and what happened, for the run summary (``run.json``)."""
+        return {**self.plan_.to_dict(), "epochs_run": len(self.history_), "best_epoch": self.best_epoch_,
+                "stopped_early": self.stopped_early_}
+
+    def _fit_budget(self) -> None:
+        """Shorten the plan (and rescale the learning-rate schedule) to end within ``max_minutes``."""
+        if self.config.epochs != "auto" or self.stop_training:
+            return
+        seconds = [h["epoch_seconds"] for h in self.history_]
+        epochs = fit_to_budget(self.plan_, seconds, self.elapsed_before_resume + sum(seconds))
+        if self.world_size_ > 1:  # every process keeps the same schedule: rank 0's
+            epochs = distributed.broadcast_object(epochs)
+        if epochs is None:
+            return
+        if epochs < 0.9 * self.plan_.epochs_planned or epochs <= len(self.history_):
+            logger.info("Shortening the plan to %d epochs to end within %g minutes", epochs,
+                        self.plan_.max_minutes)
+            self.plan_.epochs_planned = epochs
+            self.plan_.min_epochs = min(self.plan_.min_epochs, epochs)
+            self.scheduler_.lr_lambdas[0].total = max(1, epochs * self.steps_per_epoch)
 
     def run_epoch(self, dataset, epoch: int, training: bool) -> dict[str, float]:
         """One pass over ``dataset``; returns mean loss, accuracy and macro F1."""
@@ -321,9 +370,9 @@ class Trainer:
         the least trained (its probabilities still near uniform), so ties are broken by the loss
         (by the accuracy when the loss is monitored).
         """
-        monitor = self.config.monitor
-        if monitor == "val_loss":
-            score, tiebreak = -logs["val_loss"], logs["val_accuracy"]
+        monitor = self.plan_.monitor
+        if monitor in ("val_loss", "val_loss_ema"):
+            score, tiebreak = -logs[monitor], logs["val_accuracy"]
         else:
             score, tiebreak = logs[monitor], -logs["val_loss"]
         self.is_best = (score, tiebreak) > (self.best_score_, self.best_tiebreak_)
@@ -352,6 +401,10 @@ class Trainer:
             "best_score": self.best_score_,
             "best_tiebreak": self.best_tiebreak_,
             "best_state": self.best_state_,
+            "loss_ema": self.loss_ema_,
+            "epochs_planned": self.plan_.epochs_planned,
+            "min_epochs": self.plan_.min_epochs,
+            "stopped_early": self.stopped_early_,
             "elapsed": sum(h["epoch_seconds"] for h in self.history_),
         }
         return atomic_write(Path(path), lambda p: torch.save(state, p))
@@ -375,7 +428,11 @@ class Trainer:
         self.best_tiebreak_ = float(state.get("best_tiebreak", -math.inf))
         self.best_state_ = copy.deepcopy(state["best_state"])
         self.elapsed_before_resume = float(state.get("elapsed", 0.0))
-        logger.info("Resuming from epoch %d of %d", state["epoch"], self.config.epochs)
-        if self.epochs_since_best >= self.config.patience > 0:
+        self.loss_ema_ = state.get("loss_ema")
+        self.plan_.epochs_planned = int(state.get("epochs_planned", self.plan_.epochs_planned))
+        self.plan_.min_epochs = int(state.get("min_epochs", self.plan_.min_epochs))
+        self.stopped_early_ = bool(state.get("stopped_early", False))
+        logger.info("Resuming from epoch %d of %d", state["epoch"], self.plan_.epochs_planned)
+        if self.stopped_early_:
             self.stop_training = True
         return int(state["epoch"])

@@ -1,0 +1,131 @@
+"""The training plan of a network: epoch budget, early-stopping patience, model selection and
+class weights, resolved from :class:`~sigclass.config.TrainConfig` and the data.
+
+The rules (also in the ``TrainConfig`` docstring):
+
+- ``epochs="auto"``: ``steps`` optimisation steps (1,500 for signal networks, 400 for image
+  networks) divided by the steps of one epoch, clamped to ``[min_epochs, max_epochs]``; the wall
+  clock (``max_minutes``, by default 2 minutes for signals and 5 for images) shortens the plan
+  once the first epochs are timed, so the learning-rate schedule still ends on time.
+- ``patience="auto"``: a quarter of the planned epochs (at least 5); no stop before
+  ``min_epochs``.
+- ``monitor="auto"``: early stopping and selection follow the smoothed (exponential moving
+  average) validation loss. A tiny validation part (under 30 items, or under 5 of some class)
+  measures too coarsely to pick an epoch: the weights at the end of the schedule are kept, or,
+  when early stopping ended training, those of the best smoothed validation loss.
+- ``class_weights="auto"``: the loss is weighted by inverse class frequency when the largest
+  class of the training part has more than 1.5 times the items of the smallest.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+DEFAULT_STEPS = {"signal": 1500, "image": 400}
+DEFAULT_MINUTES = {"signal": 2.0, "image": 5.0}
+SKEW_RATIO = 1.5
+TINY_VAL_ITEMS = 30
+TINY_VAL_PER_CLASS = 5
+
+
+@dataclass
+class Plan:
+    """The resolved training plan of one run (saved in the run summary).
+
+    Attributes:
+        epochs_planned: Epochs of the learning-rate schedule (may shrink to fit ``max_minutes``).
+        epochs_source: How it was set: ``"user"`` or ``"auto: N steps / M per epoch"``.
+        patience: Early-stopping patience in epochs (0: off).
+        min_epochs: No early stop before this epoch.
+        max_minutes: Wall-clock budget of training, or ``None``.
+        monitor: The selection criterion: ``val_loss_ema``, ``val_loss``, ``val_accuracy`` or
+            ``val_f1``.
+        selection: ``"last"`` (final weights unless stopped early) or ``"best"``.
+        tiny_val: The validation part counted as tiny.
+        class_weights: The loss weight of each class, or ``None`` (plain loss).
+        class_weights_reason: Why they were or were not applied.
+    """
+
+    epochs_planned: int
+    epochs_source: str
+    patience: int
+    min_epochs: int
+    max_minutes: float | None
+    monitor: str
+    selection: str
+    tiny_val: bool
+    class_weights: list[float] | None
+    class_weights_reason: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def is_tiny(val_targets, n_classes: int) -> bool:
+    """A validation part under 30 items, or with under 5 items of some class."""
+    counts = np.bincount(np.asarray(val_targets, dtype=int), minlength=n_classes)
+    return len(val_targets) < TINY_VAL_ITEMS or int(counts.min()) < TINY_VAL_PER_CLASS
+
+
+def class_weight_vector(setting, targets, n_classes: int) -> tuple[list[float] | None, str]:
+    """Inverse-frequency weights per class and the reason, for ``class_weights`` ``setting``."""
+    counts = np.bincount(np.asarray(targets, dtype=int), minlength=n_classes).astype(np.float64)
+    ratio = counts.max() / max(counts.min(), 1.0)
+    if setting is False or setting is None:
+        return None, "off (class_weights=false)"
+    if setting == "auto" and ratio <= SKEW_RATIO:
+        return None, f"not needed: largest/smallest class {ratio:.2f} <= {SKEW_RATIO}"
+    weights = counts.sum() / (n_classes * np.maximum(counts, 1.0))
+    why = "requested" if setting != "auto" else f"auto: largest/smallest class {ratio:.2f} > {SKEW_RATIO}"
+    return [round(float(w), 4) for w in weights], f"inverse class frequency ({why})"
+
+
+def wants_class_weights(setting, labels) -> tuple[bool, str]:
+    """Whether a classic head gets ``class_weight="balanced"`` under ``setting``; and why."""
+    _, counts = np.unique(np.asarray(labels), return_counts=True)
+    weights, reason = class_weight_vector(setting, np.repeat(np.arange(len(counts)), counts), len(counts))
+    return weights is not None, reason
+
+
+def make_plan(config, steps_per_epoch: int, kind: str, val_targets, train_targets,
+              n_classes: int) -> Plan:
+    """Resolve ``config`` (a ``TrainConfig``) for data of ``kind`` (``signal`` or ``image``)."""
+    if config.epochs == "auto":
+        steps = config.steps or DEFAULT_STEPS[kind]
+        epochs = min(max(math.ceil(steps / steps_per_epoch), config.min_epochs), config.max_epochs)
+        source = f"auto: {steps} steps / {steps_per_epoch} per epoch, in [{config.min_epochs}, {config.max_epochs}]"
+    else:
+        epochs, source = int(config.epochs), "user"
+    max_minutes = config.max_minutes
+    if max_minutes == "auto":
+        max_minutes = DEFAULT_MINUTES[kind] if config.epochs == "auto" else None
+    patience = config.patience
+    if patience == "auto":
+        patience = max(5, math.ceil(0.25 * epochs))
+    tiny = is_tiny(val_targets, n_classes)
+    monitor = "val_loss_ema" if config.monitor == "auto" else config.monitor
+    selection = "last" if config.monitor == "auto" and tiny else "best"
+    weights, reason = class_weight_vector(config.class_weights, train_targets, n_classes)
+    return Plan(epochs, source, int(patience), min(config.min_epochs, epochs), max_minutes, monitor,
+                selection, tiny, weights, reason)
+
+
+def fit_to_budget(plan: Plan, epoch_seconds: list[float], elapsed: float) -> int | None:
+    """A shorter number of epochs when the timed epochs say the plan overruns ``max_minutes``.
+
+    The first epoch (warm-up of the kernels and loaders) is left out of the estimate once there
+    are others. Returns the new number of epochs, or ``None`` to keep the plan.
+    """
+    if plan.max_minutes is None or not epoch_seconds:
+        return None
+    timed = epoch_seconds[1:] or epoch_seconds
+    per_epoch = float(np.median(timed))
+    done = len(epoch_seconds)
+    left = 60.0 * plan.max_minutes - elapsed
+    fits = done + max(0, int(left / max(per_epoch, 1e-6)))
+    if fits >= plan.epochs_planned:
+        return None
+    return max(done, fits)

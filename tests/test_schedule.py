@@ -1,0 +1,116 @@
+"""The training plan: epoch budgets from a number of steps, early stopping that waits for the
+minimum epochs, class weights applied on skewed data only, and the tiny-validation selection rule;
+on real UCR/UEA data (BasicMotions, GunPoint)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import sigclass as sc
+from sigclass.config import RunConfig, TrainConfig
+from sigclass.data.signals import load_signals
+from sigclass.exceptions import ConfigError
+from sigclass.training.schedule import make_plan
+
+BALANCED_VAL = np.repeat([0, 1], 20)  # 40 items, 20 per class: not tiny
+
+
+@pytest.fixture(scope="module")
+def basic_motions():
+    return load_signals("aeon:BasicMotions")
+
+
+def test_auto_epochs_follow_steps_clamped_and_the_user_number_wins():
+    train = np.repeat([0, 1], 50)
+    plan = make_plan(TrainConfig(), 2, "signal", BALANCED_VAL, train, 2)
+    assert (plan.epochs_planned, plan.patience, plan.max_minutes) == (750, 188, 2.0)  # 1500 / 2
+    assert make_plan(TrainConfig(), 50, "signal", BALANCED_VAL, train, 2).epochs_planned == 30
+    assert make_plan(TrainConfig(), 500, "signal", BALANCED_VAL, train, 2).epochs_planned == 20  # min_epochs
+    assert make_plan(TrainConfig(), 1, "signal", BALANCED_VAL, train, 2).epochs_planned == 1000  # max_epochs
+    image = make_plan(TrainConfig(), 4, "image", BALANCED_VAL, train, 2)
+    assert (image.epochs_planned, image.max_minutes) == (100, 5.0)  # 400 steps / 4
+    user = make_plan(TrainConfig(epochs=7), 2, "signal", BALANCED_VAL, train, 2)
+    assert (user.epochs_planned, user.epochs_source, user.max_minutes, user.min_epochs) == (7, "user", None, 7)
+    assert (user.patience, user.selection, user.monitor) == (5, "best", "val_loss_ema")
+
+
+def test_train_options_are_checked_together():
+    with pytest.raises(ConfigError, match=r"'train\.epochs' option must be 'auto' or a whole number.*"
+                                          r"'train\.class_weights' option must be 'auto', true or false"):
+        RunConfig(data="x", train=TrainConfig(epochs=0, class_weights="yes")).validate()
+    assert RunConfig.from_dict({"train": {"epochs": 10, "patience": 5}}).validate().train.epochs == 10
+
+
+def test_auto_epochs_are_planned_saved_and_kept(basic_motions, tmp_path):
+    run = sc.train(basic_motions, mode="scratch", model="simple_cnn1d", out=tmp_path / "r", progress=False,
+                   **{"train.steps": 30, "train.batch_size": 16, "train.min_epochs": 3})
+    info = json.loads((tmp_path / "r" / "run.json").read_text())
+    n_train = json.loads((tmp_path / "r" / "data_report.json").read_text())["split_counts"]["train"]
+    steps = n_train // 16 + (n_train % 16 > 1)  # a last batch of one item is dropped
+    assert info["epochs_source"] == f"auto: 30 steps / {steps} per epoch, in [3, 1000]"
+    assert info["epochs_planned"] == -(-30 // steps) == run.predictor.info["epochs_planned"]
+    assert len(run.history) == info["epochs_run"] <= info["epochs_planned"]
+    assert all("val_loss_ema" in h for h in run.history)
+
+
+def test_early_stopping_waits_for_the_minimum_epochs(basic_motions, tmp_path):
+    # lr 0 on a network without batch norm: the validation loss never changes, so it stops at once
+    # after patience 1 -- but not before epoch 6.
+    run = sc.train(basic_motions, mode="scratch", model="lstm", out=tmp_path / "r", progress=False,
+                   **{"train.epochs": 12, "train.lr": 0.0, "train.weight_decay": 0.0,
+                      "train.patience": 1, "train.min_epochs": 6})
+    info = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert len(run.history) == 6 and info["stopped_early"] is True
+    assert info["best_epoch"] == 1  # stopped early: the best smoothed loss, the first epoch
+
+
+def test_tiny_validation_keeps_the_end_of_the_schedule(basic_motions, tmp_path):
+    run = sc.train(basic_motions, mode="scratch", model="simple_cnn1d", out=tmp_path / "last",
+                   progress=False, **{"train.epochs": 5, "train.patience": 0})
+    info = json.loads((tmp_path / "last" / "run.json").read_text())
+    assert info["tiny_val"] is True and info["selection"] == "last"  # 6 validation cases
+    assert info["best_epoch"] == info["epochs_run"] == len(run.history) == 5
+    named = sc.train(basic_motions, mode="scratch", model="simple_cnn1d", out=tmp_path / "acc",
+                     progress=False, **{"train.epochs": 5, "train.patience": 0,
+                                        "train.monitor": "val_accuracy"})
+    info = json.loads((tmp_path / "acc" / "run.json").read_text())
+    best = max(named.history, key=lambda h: (h["val_accuracy"], -h["val_loss"]))
+    assert info["selection"] == "best" and info["best_epoch"] == best["epoch"]
+    big = make_plan(TrainConfig(), 2, "signal", BALANCED_VAL, BALANCED_VAL, 2)
+    assert (big.tiny_val, big.selection) == (False, "best")
+    few_of_one = make_plan(TrainConfig(), 2, "signal", np.array([0] * 36 + [1] * 4), BALANCED_VAL, 2)
+    assert few_of_one.tiny_val is True
+
+
+@pytest.fixture(scope="module")
+def skewed_gun_point(tmp_path_factory):
+    """GunPoint's training cases, one class cut to a third: 24 against 8 (ratio 3)."""
+    gun = load_signals("aeon:GunPoint")
+    train = [i for i, case in enumerate(gun.ids) if case not in set(gun.fixed_test)]
+    labels = np.asarray(gun.labels)[train]
+    keep = [i for i, y in zip(train, labels, strict=True) if y == labels[0]]
+    keep += [i for i, y in zip(train, labels, strict=True) if y != labels[0]][: len(keep) // 3]
+    path = tmp_path_factory.mktemp("data") / "skewed.npz"
+    np.savez(path, X=gun.X[keep].astype(np.float32), y=np.asarray(gun.labels)[keep].astype(str))
+    return path
+
+
+def test_class_weights_are_applied_on_skewed_data_and_reported(skewed_gun_point, basic_motions, tmp_path):
+    run = sc.train(str(skewed_gun_point), mode="scratch", model="simple_cnn1d", out=tmp_path / "s",
+                   progress=False, **{"train.epochs": 2})
+    info = json.loads((tmp_path / "s" / "run.json").read_text())
+    weights = info["class_weights"]
+    assert weights is not None and max(weights) > 2 * min(weights)
+    assert info["class_weights_reason"].startswith("inverse class frequency (auto: largest/smallest")
+    assert run.predictor.info["class_weights"] == weights
+    sc.train(basic_motions, mode="scratch", model="simple_cnn1d", out=tmp_path / "b", progress=False,
+             **{"train.epochs": 1})
+    info = json.loads((tmp_path / "b" / "run.json").read_text())
+    assert info["class_weights"] is None and info["class_weights_reason"].startswith("not needed")
+    headless = sc.train(str(skewed_gun_point), mode="headless", out=tmp_path / "h", progress=False)
+    params = headless.predictor.head.get_params()  # the head may be wrapped (calibrated ridge)
+    assert {v for k, v in params.items() if k.endswith("class_weight")} == {"balanced"}
+    assert headless.predictor.info["head"]["class_weights"] == "balanced"
