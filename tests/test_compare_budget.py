@@ -38,7 +38,7 @@ def test_headless_entries_run_first_and_networks_get_what_is_left(tmp_path):
     assert order == ["catch22", "cnn"], finished
     minutes = yaml.safe_load((tmp_path / "cmp" / "cnn" / "config.yaml").read_text())["train"]["max_minutes"]
     assert 0 < minutes <= 0.9 * 120 / 60
-    assert yaml.safe_load((tmp_path / "cmp" / "catch22" / "config.yaml").read_text())["train"]["max_minutes"] is None
+    assert yaml.safe_load((tmp_path / "cmp" / "catch22" / "config.yaml").read_text())["train"]["max_minutes"] == "auto"  # the default: headless has no budget
 
 
 def test_entries_without_time_left_are_listed_as_not_run(tmp_path):
