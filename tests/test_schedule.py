@@ -112,5 +112,8 @@ def test_class_weights_are_applied_on_skewed_data_and_reported(skewed_gun_point,
     assert info["class_weights"] is None and info["class_weights_reason"].startswith("not needed")
     headless = sc.train(str(skewed_gun_point), mode="headless", out=tmp_path / "h", progress=False)
     params = headless.predictor.head.get_params()  # the head may be wrapped (calibrated ridge)
-    assert {v for k, v in params.items() if k.endswith("class_weight")} == {"balanced"}
-    assert headless.predictor.info["head"]["class_weights"] == "balanced"
+    # a head under "auto" gets the square root of inverse class frequency: 24 vs 8 cases, ratio sqrt(3)
+    weight = next(v for k, v in params.items() if k.endswith("class_weight") and v is not None)
+    assert max(weight.values()) / min(weight.values()) == pytest.approx(np.sqrt(3), rel=1e-3)
+    assert headless.predictor.info["head"]["class_weights"] == weight
+    assert headless.predictor.info["head"]["class_weights_reason"].startswith("square root")

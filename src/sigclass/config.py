@@ -198,8 +198,9 @@ class RunConfig:
         on_leak: Near-duplicates on both sides of a split: ``warn`` (report and warn),
             ``error`` (stop) or ``ignore`` (report only).
         audit: Add a label-error audit (``label_audit``: the items whose given label is most
-            likely wrong, see :mod:`sigclass.audit`) to the run's ``data_report.json``; it uses
-            the cached frozen features, computed once per dataset and process.
+            likely wrong, see :mod:`sigclass.audit`) to the run's ``data_report.json``; images use
+            the default headless backbone's cached features, signals MiniRocket, computed once per
+            dataset and process.
         val_size: Fraction of items for validation.
         test_size: Fraction of items held out for testing.
         seed: Seed of the split, weight initialisation and data order.

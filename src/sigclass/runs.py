@@ -322,9 +322,10 @@ def _execute(run_dir: Path, cfg: RunConfig, dataset, split: Split, progress: boo
     if cfg.audit:
         from .audit import audit_section
 
-        audit_model = cfg.model if cfg.mode == "headless" and dataset.modality == "image" and cfg.model \
-            else "efficientnet_lite0"
-        report["label_audit"] = audit_section(dataset, audit_model, cfg.cache_dir)
+        # the features of the default headless backbone, cached by a default headless run (a
+        # comparison runs it first), so every entry of a comparison shares one audit
+        report["label_audit"] = audit_section(dataset, DEFAULT_MODELS[("image", "headless")],
+                                              cfg.cache_dir)
     write_json(run_dir / "data_report.json", report)
     write_json(run_dir / "run.json", {"status": "running", "started": time.time()})
     parts = split.indices(dataset)
@@ -415,7 +416,7 @@ def _model_info(cfg: RunConfig, dataset, split: Split, metrics: dict, extra: dic
 def _train_headless(cfg: RunConfig, dataset, parts, progress: bool):
     from .predictor import Predictor
     from .training.headless import Featurizer, fit_head
-    from .training.schedule import wants_class_weights
+    from .training.schedule import head_class_weight
 
     # Cross-validation on the training data picks the head's regularization, so the validation
     # part is not needed for model selection: the head learns from both.
@@ -434,13 +435,12 @@ def _train_headless(cfg: RunConfig, dataset, parts, progress: bool):
                                 cfg.cache_dir, cfg.device, progress).fit()
     features = featurizer.transform(fit_part.model_inputs())
     params = dict(cfg.head_params)
-    balanced, reason = wants_class_weights(cfg.train.class_weights, fit_part.labels)
-    if balanced:  # the same option as for networks: classes weigh equally
-        params.setdefault("class_weight", "balanced")
-    logger.info("Class weights of the head: %s", reason if balanced else f"none, {reason}")
+    class_weight, reason = head_class_weight(cfg.train.class_weights, fit_part.labels)
+    if class_weight is not None:  # the same option as for networks
+        params.setdefault("class_weight", class_weight)
+    logger.info("Class weights of the head: %s", reason if class_weight is not None else f"none, {reason}")
     head, summary = fit_head(cfg.head, features, fit_part.labels, cfg.cv_folds, cfg.seed, params)
-    summary = {**summary, "class_weights": "balanced" if balanced else None,
-               "class_weights_reason": reason}
+    summary = {**summary, "class_weights": class_weight, "class_weights_reason": reason}
     predictor = Predictor(featurizer.network_, dataset.classes, featurizer.data_config_,
                           modality=dataset.modality, mode="headless", head=head,
                           device=cfg.device, backend=cfg.backend, engine=featurizer.engine())

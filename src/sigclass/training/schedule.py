@@ -83,11 +83,23 @@ def class_weight_vector(setting, targets, n_classes: int) -> tuple[list[float] |
     return [round(float(w), 4) for w in weights], f"inverse class frequency ({why})"
 
 
-def wants_class_weights(setting, labels) -> tuple[bool, str]:
-    """Whether a classic head gets ``class_weight="balanced"`` under ``setting``; and why."""
-    _, counts = np.unique(np.asarray(labels), return_counts=True)
+def head_class_weight(setting, labels) -> tuple[str | dict | None, str]:
+    """The ``class_weight`` of a classic head under ``setting``, and why.
+
+    ``true``/``"balanced"`` gives inverse class frequency; ``"auto"`` on skewed classes gives its
+    square root, which on frozen features keeps most of the accuracy that full inverse weights
+    cost (measured in ``bench/bench_headless_heads.py``) while lifting the rare classes.
+    """
+    labels = np.asarray(labels)
+    classes, counts = np.unique(labels, return_counts=True)
     weights, reason = class_weight_vector(setting, np.repeat(np.arange(len(counts)), counts), len(counts))
-    return weights is not None, reason
+    if weights is None:
+        return None, reason
+    if setting == "auto":
+        return ({c.item() if hasattr(c, "item") else c: round(float(np.sqrt(w)), 4)
+                 for c, w in zip(classes, weights, strict=True)},
+                reason.replace("inverse class frequency", "square root of inverse class frequency"))
+    return "balanced", reason
 
 
 def make_plan(config, steps_per_epoch: int, kind: str, val_targets, train_targets,
