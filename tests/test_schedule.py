@@ -98,6 +98,21 @@ def skewed_gun_point(tmp_path_factory):
     return path
 
 
+def test_a_weighted_head_leans_towards_the_weighted_class():
+    from sigclass.training.headless import fit_head
+
+    rng = np.random.default_rng(0)
+    features = np.concatenate([rng.normal(0, 1, (60, 4)), rng.normal(0.6, 1, (20, 4))])
+    labels = np.array(["a"] * 60 + ["b"] * 20, dtype=object)
+    grid = rng.normal(0.3, 1, (400, 4))
+    share = {}
+    for name in ("logreg", "rbf_svm"):
+        plain, _ = fit_head(name, features, labels, params={"C": 1.0})
+        weighted, _ = fit_head(name, features, labels, params={"C": 1.0, "class_weight": {"a": 1.0, "b": 3.0}})
+        share[name] = (np.mean(plain.predict(grid) == "b"), np.mean(weighted.predict(grid) == "b"))
+        assert share[name][1] > share[name][0], share
+
+
 def test_class_weights_are_applied_on_skewed_data_and_reported(skewed_gun_point, basic_motions, tmp_path):
     run = sc.train(str(skewed_gun_point), mode="scratch", model="simple_cnn1d", out=tmp_path / "s",
                    progress=False, **{"train.epochs": 2})
@@ -111,9 +126,15 @@ def test_class_weights_are_applied_on_skewed_data_and_reported(skewed_gun_point,
     info = json.loads((tmp_path / "b" / "run.json").read_text())
     assert info["class_weights"] is None and info["class_weights_reason"].startswith("not needed")
     headless = sc.train(str(skewed_gun_point), mode="headless", out=tmp_path / "h", progress=False)
-    params = headless.predictor.head.get_params()  # the head may be wrapped (calibrated ridge)
-    # a head under "auto" gets the square root of inverse class frequency: 24 vs 8 cases, ratio sqrt(3)
-    weight = next(v for k, v in params.items() if k.endswith("class_weight") and v is not None)
-    assert max(weight.values()) / min(weight.values()) == pytest.approx(np.sqrt(3), rel=1e-3)
+    # a head under "auto" gets the square root of inverse class frequency of the cases it is fitted
+    # on (train + validation), as sample weights (MiniRocket's calibrated ridge head takes them too)
+    weight = headless.predictor.info["head"]["class_weights"]
+    split = json.loads((tmp_path / "h" / "split.json").read_text())
+    data = load_signals(str(skewed_gun_point))
+    fitted = set(split["train"]) | set(split["val"])
+    counts = {c: sum(1 for i, y in zip(data.ids, data.labels, strict=True) if i in fitted and y == c)
+              for c in weight}
+    rare, common = min(counts, key=counts.get), max(counts, key=counts.get)
+    assert weight[rare] / weight[common] == pytest.approx(np.sqrt(counts[common] / counts[rare]), rel=1e-3)
     assert headless.predictor.info["head"]["class_weights"] == weight
     assert headless.predictor.info["head"]["class_weights_reason"].startswith("square root")

@@ -330,7 +330,8 @@ def fit_head(name: str, features: np.ndarray, labels: np.ndarray, cv_folds: int 
     """Fit a head by cross-validated search; returns ``(best_pipeline, search_summary)``.
 
     ``params`` fixes settings of the classifier (see :func:`make_head`); the summary's
-    ``cv_accuracy`` is then the cross-validated accuracy of exactly that head.
+    ``cv_accuracy`` is then the cross-validated accuracy of exactly that head. A ``class_weight``
+    dict (class name → weight) is applied as sample weights, which every head takes.
     """
     name = resolve_head(name, features.shape[1])
     counts = np.unique(labels, return_counts=True)[1]
@@ -342,9 +343,15 @@ def fit_head(name: str, features: np.ndarray, labels: np.ndarray, cv_folds: int 
         )
     # Calibration splits each training fold again: no more folds than its smallest class has items.
     smallest_in_fold = int(counts.min()) - -(-int(counts.min()) // folds)
+    params = dict(params or {})
+    weights = params.pop("class_weight", None) if isinstance(params.get("class_weight"), dict) else None
     search = make_head(name, folds, seed, calibration_folds=max(2, min(5, smallest_in_fold)),
                        params=params)
-    search.fit(features, labels)
+    if weights is not None:  # per-class weights as sample weights: every head, calibrated ones too
+        sample_weight = np.array([weights[label] for label in labels], dtype=np.float64)
+        search.fit(features, labels, clf__sample_weight=sample_weight)
+    else:
+        search.fit(features, labels)
     summary = {
         "head": name, "cv_folds": folds, "best_params": search.best_params_,
         "cv_accuracy": float(search.best_score_),
