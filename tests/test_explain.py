@@ -527,11 +527,11 @@ def test_default_resize_switches_for_images_far_from_square():
     network = sc.create_model("efficientnet_lite0", n_classes=2).eval()
     default = image_data_config_for(network)
     assert default["resize"] == "center_crop" and default["far_resize"] == FAR_RESIZE
-    assert resize_for(default, 100, 110) == "center_crop" and resize_for(default, 100, 130) == FAR_RESIZE
+    assert resize_for(default, 100, 130) == "center_crop" and resize_for(default, 100, 160) == FAR_RESIZE
     assert image_data_config_for(network, resize="center_crop")["far_resize"] is None
     far = dict(default, resize=FAR_RESIZE, far_resize=None)
     near = dict(default, far_resize=None)
-    for shape, expected in (((100, 130, 3), far), ((100, 110, 3), near), ((130, 100, 3), far)):
+    for shape, expected in (((100, 160, 3), far), ((100, 130, 3), near), ((160, 100, 3), far)):
         image = Image.fromarray(_images(1, shape)[0])
         np.testing.assert_array_equal(build_image_transform(default)(image).numpy(),
                                       build_image_transform(expected)(image).numpy())

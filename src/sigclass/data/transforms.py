@@ -21,8 +21,9 @@ ImageLike = Any  # str | Path | bytes | PIL.Image.Image | np.ndarray
 RESIZE_MODES = ("center_crop", "squash", "letterbox")
 # By default, an image further from square than FAR_ASPECT (long side / short side) is not centre
 # cropped (that can cut the evidence off) but resized with FAR_RESIZE, chosen on BCCD patches of
-# aspect 1.25 and whole 4:3 images (bench/bench_cam_localization.py --resize-study).
-FAR_ASPECT = 1.2
+# aspect 1.25 and whole 4:3 images (bench/bench_cam_localization.py --resize-study). 4:3 photos
+# keep the crop: squashing fridgeObjects' cost the label audit precision (README).
+FAR_ASPECT = 1.5
 FAR_RESIZE = "squash"
 
 
