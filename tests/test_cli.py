@@ -33,7 +33,7 @@ def test_config_flows_defaults_then_file_then_flags(tmp_path):
                                       "--epochs", "3", "--set", "train.label_smoothing=0.0"])
     config = resolve_config(args)
     assert (config.mode, config.seed, config.train.epochs, config.train.lr) == ("finetune", 5, 3, 0.01)
-    assert config.train.label_smoothing == 0.0 and config.train.batch_size == 32
+    assert config.train.label_smoothing == 0.0 and config.train.batch_size == "auto"
 
 
 def test_bad_config_key_and_bad_data_exit_with_clear_errors(tmp_path, capsys):
@@ -77,7 +77,8 @@ def test_compare_three_modes_on_one_split(colour_folder, tmp_path):
     out = tmp_path / "cmp"
     done = run_cli("compare", colour_folder, "--out", out, "--image-size", "32", "--epochs", "2",
                    "--backend", "torch", "--entries",
-                   "headless:efficientnet_lite0,finetune:efficientnet_lite0,scratch:simple_cnn_gap", "-q")
+                   "headless:efficientnet_lite0,finetune:efficientnet_lite0,scratch:simple_cnn_gap",
+                   "--no-ensemble", "-q")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "| entry | network | accuracy |" in done.stdout
     board = json.loads((out / "leaderboard.json").read_text())

@@ -13,7 +13,7 @@ import sigclass as sc
 from sigclass.config import RunConfig, TrainConfig
 from sigclass.data.signals import load_signals
 from sigclass.exceptions import ConfigError
-from sigclass.training.schedule import make_plan
+from sigclass.training.schedule import make_plan, resolve_batch_size
 
 BALANCED_VAL = np.repeat([0, 1], 20)  # 40 items, 20 per class: not tiny
 
@@ -54,6 +54,18 @@ def test_auto_epochs_are_planned_saved_and_kept(basic_motions, tmp_path):
     assert info["epochs_planned"] == -(-30 // steps) == run.predictor.info["epochs_planned"]
     assert len(run.history) == info["epochs_run"] <= info["epochs_planned"]
     assert all("val_loss_ema" in h for h in run.history)
+
+
+def test_auto_batch_gives_small_training_parts_four_steps_an_epoch(basic_motions, tmp_path):
+    assert [resolve_batch_size("auto", n) for n in (10, 24, 50, 128, 5000)] == [8, 8, 13, 32, 32]
+    assert resolve_batch_size(64, 10) == 64  # the user's number wins
+    with pytest.raises(ConfigError, match=r"'train\.batch_size' option must be 'auto'"):
+        RunConfig(data="x", train=TrainConfig(batch_size=0)).validate()
+    sc.train(basic_motions, mode="scratch", model="simple_cnn1d", out=tmp_path / "r", progress=False,
+             **{"train.epochs": 2})
+    info = json.loads((tmp_path / "r" / "run.json").read_text())
+    n_train = json.loads((tmp_path / "r" / "data_report.json").read_text())["split_counts"]["train"]
+    assert info["batch_size"] == resolve_batch_size("auto", n_train) < 32  # BasicMotions: ~30 cases
 
 
 def test_early_stopping_waits_for_the_minimum_epochs(basic_motions, tmp_path):

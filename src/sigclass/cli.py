@@ -24,7 +24,7 @@ RUN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--model",), "model", {"help": "network name (see `sigclass networks`); default per mode"}),
     (("--epochs",), "train.epochs", {"type": int, "help": "training epochs (default: auto, from "
                                                  "a number of optimisation steps, capped by --max-minutes)"}),
-    (("--batch-size",), "train.batch_size", {"type": int, "help": "batch size (default: 32)"}),
+    (("--batch-size",), "train.batch_size", {"type": int, "help": "batch size (default: auto, 32 or fewer so an epoch has 4 steps)"}),
     (("--lr",), "train.lr", {"type": float, "help": "peak learning rate of the head (default: 1e-3)"}),
     (("--max-minutes",), "train.max_minutes", {"type": float, "help": "training budget per model in minutes "
                                                      "(default with auto epochs: 2 for signals, 5 for images)"}),

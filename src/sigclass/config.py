@@ -53,7 +53,8 @@ class TrainConfig:
             networks, 400 for image networks.
         min_epochs: Fewest epochs of an ``"auto"`` budget, and no early stop before it.
         max_epochs: Most epochs of an ``"auto"`` budget.
-        batch_size: Items per optimisation step.
+        batch_size: Items per optimisation step, or ``"auto"``: 32, made smaller on small
+            training parts so that an epoch has at least 4 steps (never under 8 items).
         lr: Peak learning rate of the head (and of the whole network in ``scratch`` mode).
         backbone_lr_mult: The backbone's learning rate relative to ``lr`` once it is unfrozen.
         freeze_epochs: ``finetune`` only: first epochs train the new head with the backbone frozen.
@@ -77,7 +78,7 @@ class TrainConfig:
     steps: int | None = None
     min_epochs: int = 20
     max_epochs: int = 1000
-    batch_size: int = 32
+    batch_size: int | str = "auto"
     lr: float = 1e-3
     backbone_lr_mult: float = 0.1
     freeze_epochs: int = 1
@@ -90,6 +91,11 @@ class TrainConfig:
     loss_smoothing: float = 0.3
     max_minutes: float | str | None = "auto"
     num_workers: int | None = None
+
+    @property
+    def forward_batch_size(self) -> int:
+        """Items per forward pass when nothing is trained (feature extraction)."""
+        return 32 if self.batch_size == "auto" else int(self.batch_size)
 
     def problems(self) -> list[str]:
         """What is wrong with the values, one message per option (empty when all are valid)."""
@@ -110,6 +116,8 @@ class TrainConfig:
         check("min_epochs", self.min_epochs, number(self.min_epochs, 1, True), "a whole number of at least 1")
         check("max_epochs", self.max_epochs, number(self.max_epochs, 1, True)
               and self.max_epochs >= self.min_epochs, "a whole number of at least 'train.min_epochs'")
+        check("batch_size", self.batch_size, self.batch_size == "auto" or number(self.batch_size, 1, True),
+              "'auto' or a whole number of at least 1")
         check("patience", self.patience, self.patience == "auto" or number(self.patience, 0, True),
               "'auto' or a whole number of epochs (0: no early stopping)")
         check("max_minutes", self.max_minutes, self.max_minutes in (None, "auto")

@@ -431,7 +431,7 @@ def _train_headless(cfg: RunConfig, dataset, parts, progress: bool):
         featurizer = make_signal_featurizer(cfg, progress).fit(fit_part)
     else:
         featurizer = Featurizer(cfg.model, cfg.pretrained, cfg.weights, cfg.image_size, cfg.resize,
-                                cfg.crop_pct, cfg.tta, cfg.train.batch_size, cfg.backend,
+                                cfg.crop_pct, cfg.tta, cfg.train.forward_batch_size, cfg.backend,
                                 cfg.cache_dir, cfg.device, progress).fit()
     features = featurizer.transform(fit_part.model_inputs())
     params = dict(cfg.head_params)

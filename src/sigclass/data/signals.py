@@ -443,16 +443,15 @@ def default_signal_entries() -> list:
 
     Networks train with the adaptive defaults of :class:`~sigclass.config.TrainConfig` (an
     epoch budget from a number of optimisation steps, capped by minutes; early stopping on the
-    smoothed validation loss) and small batches; options the user sets win (``--epochs``,
+    smoothed validation loss; a batch size that gives an epoch at least 4 steps); options the user sets win (``--epochs``,
     ``--batch-size``, ``--max-minutes``).
     """
     from ..compare import Entry
 
-    small_data = {"train.batch_size": 16}
     networks = [("fcn", "fcn"), ("resnet1d", "resnet1d"), ("inception", "inception"),
                 ("cnn1d", "simple_cnn1d"), ("lstm", "lstm"), ("gru", "gru")]
     return [
-        *[Entry(name, "scratch", model, dict(small_data)) for name, model in networks],
+        *[Entry(name, "scratch", model) for name, model in networks],
         Entry("minirocket", "headless", "minirocket"),
         Entry("multirocket_hydra", "headless", "multirocket_hydra"),
         Entry("catch22_rf", "headless", "catch22", {"head": "random_forest"}),

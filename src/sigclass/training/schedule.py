@@ -13,6 +13,8 @@ The rules (also in the ``TrainConfig`` docstring):
   average) validation loss. A tiny validation part (under 30 items, or under 5 of some class)
   measures too coarsely to pick an epoch: the weights at the end of the schedule are kept, or,
   when early stopping ended training, those of the best smoothed validation loss.
+- ``batch_size="auto"``: 32, smaller on small training parts so that an epoch has at least 4
+  steps (never under 8 items).
 - ``class_weights="auto"``: the loss is weighted by inverse class frequency when the largest
   class of the training part has more than 1.5 times the items of the smallest.
 """
@@ -24,6 +26,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+AUTO_BATCH = 32
+MIN_AUTO_BATCH = 8
+MIN_STEPS_PER_EPOCH = 4
 DEFAULT_STEPS = {"signal": 1500, "image": 400}
 DEFAULT_MINUTES = {"signal": 2.0, "image": 5.0}
 SKEW_RATIO = 1.5
@@ -100,6 +105,19 @@ def head_class_weight(setting, labels) -> tuple[str | dict | None, str]:
                  for c, w in zip(classes, weights, strict=True)},
                 reason.replace("inverse class frequency", "square root of inverse class frequency"))
     return "balanced", reason
+
+
+def resolve_batch_size(setting, n_train: int) -> int:
+    """The batch size of ``setting`` (a number, or ``"auto"``) for ``n_train`` training items.
+
+    ``"auto"`` is 32, made smaller so that an epoch has at least 4 optimisation steps, but never
+    under 8 items: a training part of 30 items at batch 32 gives one step an epoch, and a
+    2-minute budget then buys a few hundred steps (measured on ArrowHead in
+    ``bench/bench_defaults.py``).
+    """
+    if setting != "auto":
+        return int(setting)
+    return max(MIN_AUTO_BATCH, min(AUTO_BATCH, math.ceil(n_train / MIN_STEPS_PER_EPOCH)))
 
 
 def make_plan(config, steps_per_epoch: int, kind: str, val_targets, train_targets,

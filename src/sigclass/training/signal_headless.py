@@ -60,7 +60,7 @@ def make_signal_featurizer(cfg, progress: bool = False) -> SignalFeaturizer:
     if cfg.model in SEEDED:
         model_args.setdefault("seed", cfg.seed)
     return SignalFeaturizer(cfg.model, cfg.pretrained, cfg.weights, model_args,
-                            cfg.train.batch_size, cfg.backend, cfg.device, progress)
+                            cfg.train.forward_batch_size, cfg.backend, cfg.device, progress)
 
 
 class SignalFeaturizer(TransformerMixin, BaseEstimator):

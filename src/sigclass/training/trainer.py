@@ -32,7 +32,7 @@ from ..config import TrainConfig
 from ..exceptions import ArtifactError
 from ..scale import distributed
 from .callbacks import Callback, Checkpoint, EarlyStopping, ProgressBar, TimeBudget
-from .schedule import Plan, fit_to_budget, make_plan
+from .schedule import Plan, fit_to_budget, make_plan, resolve_batch_size
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +117,8 @@ class Trainer:
             {"params": head_params, "lr": cfg.lr, "name": "head"},
         ]
         self.optimizer_ = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
-        self.batch_size_ = max(1, -(-cfg.batch_size // self.world_size_))  # per process
+        self.global_batch_size_ = resolve_batch_size(cfg.batch_size, len(train_set))
+        self.batch_size_ = max(1, -(-self.global_batch_size_ // self.world_size_))  # per process
         shard = -(-len(train_set) // self.world_size_)  # DistributedSampler pads to equal shards
         self.steps_per_epoch = max(1, shard // self.batch_size_ + (shard % self.batch_size_ > 1))
         kind = "image" if self.channels_last_ else "signal"
@@ -220,13 +221,14 @@ class Trainer:
         budget = f", at most {plan.max_minutes:g} min" if plan.max_minutes else ""
         pick = ("the last epoch (tiny validation part; the best smoothed val loss if stopped early)"
                 if plan.selection == "last" else f"the best {plan.monitor}")
-        return (f"{plan.epochs_planned} epochs ({plan.epochs_source}){budget}; early stopping on "
+        return (f"{plan.epochs_planned} epochs ({plan.epochs_source}){budget}, batch "
+                f"{self.global_batch_size_}; early stopping on "
                 f"{plan.monitor} after {plan.patience} epochs without improvement, not before epoch "
                 f"{plan.min_epochs}; keeps {pick}; class weights: {plan.class_weights_reason}")
 
     def summary(self) -> dict[str, Any]:
         """The plan and what happened, for the run summary (``run.json``)."""
-        return {**self.plan_.to_dict(), "epochs_run": len(self.history_), "best_epoch": self.best_epoch_,
+        return {**self.plan_.to_dict(), "batch_size": self.global_batch_size_, "epochs_run": len(self.history_), "best_epoch": self.best_epoch_,
                 "stopped_early": self.stopped_early_}
 
     def _fit_budget(self) -> None:
