@@ -101,11 +101,6 @@ def test_an_interrupted_distributed_run_resumes(runs):
     assert not (out / "model").exists()
     done = subprocess.run(_torchrun("train", "--resume", "--out", str(out), "-q"),
                           env=_env(tmp, tracking=False), capture_output=True, text=True, timeout=600)
-    if done.returncode != 0 and "terminate called without an active exception" in done.stderr:
-        # a worker seldom aborts in gloo's teardown (seen about once in five CPU runs); the run
-        # is then interrupted work, and resuming it again must finish it
-        done = subprocess.run(_torchrun("train", "--resume", "--out", str(out), "-q"),
-                              env=_env(tmp, tracking=False), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((out / "run.json").read_text())["status"] == "finished"
     history = json.loads((out / "history.json").read_text())

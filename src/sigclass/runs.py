@@ -161,12 +161,12 @@ def train(
     else:
         cfg = cfg.updated({"data": str(data)})
     cfg.validate()
-    distributed.init_from_env(cfg.device)  # under torchrun: join the other processes
-    dataset = data if not isinstance(data, str | Path) else _load_for(cfg)
-    cfg = _resolve_defaults(cfg, dataset)
-    run_dir = _new_run_dir(out, cfg)
-    split = _resolve_split(split, cfg, dataset)
-    return _tracked(run_dir, cfg, dataset, split, progress, callbacks, resume_from=None)
+    with distributed.process_group(cfg.device):  # under torchrun: join the other processes
+        dataset = data if not isinstance(data, str | Path) else _load_for(cfg)
+        cfg = _resolve_defaults(cfg, dataset)
+        run_dir = _new_run_dir(out, cfg)
+        split = _resolve_split(split, cfg, dataset)
+        return _tracked(run_dir, cfg, dataset, split, progress, callbacks, resume_from=None)
 
 
 def _load_for(cfg: RunConfig):
@@ -269,16 +269,16 @@ def _resume(out, data, progress: bool, callbacks: tuple) -> RunResult:
     if not (run_dir / "config.yaml").is_file():
         raise ArtifactError(f"Cannot resume '{run_dir}': it has no config.yaml; it is not a run folder.")
     cfg = RunConfig.from_dict(load_config(run_dir / "config.yaml")).validate()
-    distributed.init_from_env(cfg.device)
-    status = _read_status(run_dir)
-    if status.get("status") == "finished":
-        logger.info("Run '%s' already finished; loading it", run_dir)
-    dataset = data if not isinstance(data, str | Path | None) else _load_for(cfg)
-    split = Split.load(run_dir / "split.json")
-    split.indices(dataset)
-    checkpoint = run_dir / "checkpoints" / "last.pt"
-    return _tracked(run_dir, cfg, dataset, split, progress, callbacks,
-                    resume_from=checkpoint if checkpoint.is_file() else None)
+    with distributed.process_group(cfg.device):
+        status = _read_status(run_dir)
+        if status.get("status") == "finished":
+            logger.info("Run '%s' already finished; loading it", run_dir)
+        dataset = data if not isinstance(data, str | Path | None) else _load_for(cfg)
+        split = Split.load(run_dir / "split.json")
+        split.indices(dataset)
+        checkpoint = run_dir / "checkpoints" / "last.pt"
+        return _tracked(run_dir, cfg, dataset, split, progress, callbacks,
+                        resume_from=checkpoint if checkpoint.is_file() else None)
 
 
 def _read_status(run_dir: Path) -> dict[str, Any]:

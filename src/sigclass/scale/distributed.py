@@ -17,6 +17,8 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -110,13 +112,38 @@ def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
-def shutdown() -> None:
-    """Leave and destroy the process group."""
+def shutdown(wait: bool = True) -> None:
+    """Leave and destroy the process group; with ``wait``, once every process has got here."""
+    import gc
+
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+        if wait:
+            dist.barrier()
+        gc.collect()  # DDP reducers still referring to the group go first
         dist.destroy_process_group()
+
+
+@contextmanager
+def process_group(device: str | None = "auto") -> Iterator[bool]:
+    """Join ``torchrun``'s group for the duration of one run (a no-op for a single process).
+
+    On the way out every process waits for the others before the group is destroyed: a process
+    that finished its part early (a follower while rank 0 evaluates and saves) must not tear
+    down its gloo connections under a peer that still uses them, which aborts the process
+    ("terminate called without an active exception"). After an error the group is destroyed
+    without waiting, since the other processes may never arrive.
+    """
+    created = init_from_env(device)
+    try:
+        yield created
+    except BaseException:
+        if created:
+            shutdown(wait=False)
+        raise
+    if created:
+        shutdown(wait=True)
 
 
 def _destroy() -> None:

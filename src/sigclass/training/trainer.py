@@ -208,6 +208,7 @@ class Trainer:
             self._fit_budget()
             epoch += 1
         self._call("on_train_end")
+        self.forward_module_ = self.network  # drop the DDP wrapper (and its hold on the group)
         if self.plan_.selection == "last" and not self.stopped_early_:
             self.best_epoch_ = len(self.history_)  # the end of the schedule: keep the final weights
         elif self.best_state_ is not None:
