@@ -150,3 +150,35 @@ def test_class_weights_are_applied_on_skewed_data_and_reported(skewed_gun_point,
     assert weight[rare] / weight[common] == pytest.approx(np.sqrt(counts[common] / counts[rare]), rel=1e-3)
     assert headless.predictor.info["head"]["class_weights"] == weight
     assert headless.predictor.info["head"]["class_weights_reason"].startswith("square root")
+
+
+def test_budget_image_size_shrinks_only_when_the_minimum_epochs_do_not_fit():
+    from sigclass.training.schedule import budget_image_size
+
+    # 4 s a step at 224 px, 56 steps an epoch: 1 epoch ~ 5 minutes; 20 epochs cannot fit in 5
+    size, reason = budget_image_size(224, 4.0, 56, 5.0, 20)
+    assert size == 128 and "128 px instead of the network's 224" in reason
+    # fast steps: 20 epochs fit at the network's own size
+    assert budget_image_size(224, 0.01, 4, 5.0, 20)[0] == 224
+    # a little short: the size shrinks by the square root of the missing time, in steps of 32
+    size, _ = budget_image_size(224, 0.1, 100, 5.0, 20)  # 13 s an epoch: 23 fit
+    assert size == 224
+    size, _ = budget_image_size(224, 0.3, 100, 5.0, 20)  # 39 s an epoch: 7.7 fit
+    assert size == 128  # 224 * sqrt(7.7 / 20) = 139 -> 128
+    size, _ = budget_image_size(320, 0.2, 100, 5.0, 20)  # 11.5 fit: 320 * 0.76 = 242 -> 224
+    assert size == 224
+
+
+def test_a_short_budget_fine_tunes_at_a_smaller_size_and_says_so(colour_folder, tmp_path):
+    run = sc.train(colour_folder, mode="finetune", model="efficientnet_lite0", out=tmp_path / "run",
+                   progress=False, **{"train.max_minutes": 0.02, "cam_examples": 0})
+    summary = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert summary["image_size"] == 128, summary
+    assert "128 px instead of the network's 224" in summary["image_size_reason"]
+    assert run.predictor.data_config["input_size"] == [3, 128, 128]
+    # a size given by the user is kept whatever the budget
+    kept = sc.train(colour_folder, mode="finetune", model="efficientnet_lite0", image_size=64,
+                    out=tmp_path / "kept", progress=False,
+                    **{"train.max_minutes": 0.02, "cam_examples": 0})
+    assert kept.predictor.data_config["input_size"] == [3, 64, 64]
+    assert "image_size_reason" not in json.loads((tmp_path / "kept" / "run.json").read_text())

@@ -14,6 +14,7 @@ from typing import Any
 
 from . import __version__
 from .config import HEADS, MODES, RunConfig, load_config
+from .data.views import TTA_CHOICES
 from .exceptions import ConfigError, SigclassError
 
 logger = logging.getLogger("sigclass")
@@ -38,7 +39,11 @@ RUN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--resize",), "resize", {"choices": ("center_crop", "squash", "letterbox"),
                                "help": "center_crop as in pretraining, squash the whole image, or "
                                        "letterbox (pad to a square, then resize)"}),
-    (("--tta",), "tta", {"action": "store_true", "help": "average predictions over the image and its mirror"}),
+    (("--tta",), "tta", {"nargs": "?", "const": "hflip", "choices": TTA_CHOICES,
+                         "help": "test-time views averaged: none, hflip (the mirror; plain --tta), "
+                                 "flips (four flips), dihedral (flips and quarter turns) or auto "
+                                 "(default: headless picks none/hflip/flips by cross-validation, "
+                                 "networks none)"}),
     (("--head",), "head", {"choices": HEADS, "help": "classic ML head of headless mode (default: auto, logreg; ridge above 5,000 features)"}),
     (("--weights",), "weights", {"help": "local .safetensors/.pth weights for the network"}),
     (("--masks",), "masks", {"help": "images: folder of mask files mirroring the data "

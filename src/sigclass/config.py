@@ -14,6 +14,7 @@ from typing import Any
 
 from .data.signal_augment import SignalAugmentConfig
 from .data.transforms import RESIZE_MODES, AugmentConfig
+from .data.views import resolve_tta
 from .exceptions import ConfigError
 
 MODES = ("headless", "finetune", "scratch")
@@ -220,7 +221,11 @@ class RunConfig:
         resize: ``center_crop`` (as in pretraining), ``squash`` (whole image, nothing cut off) or
             ``letterbox`` (whole image padded to a square, aspect kept); ``None`` follows the network's pretrained config.
         crop_pct: Centre-crop fraction for ``center_crop``; ``None`` takes the network's own.
-        tta: Test-time augmentation: average over the image and its horizontal mirror.
+        tta: Test-time augmentation of images: the views whose outputs are averaged, ``none``,
+            ``hflip`` (the mirror), ``flips`` (the four flips) or ``dihedral`` (flips and quarter
+            turns); ``auto``: in ``headless`` mode the featurizer picks ``none``, ``hflip`` or
+            ``flips`` by cross-validated accuracy on a sample of the training items (ELPV: 75.0
+            to 78.7 %), networks use ``none``. ``true`` is ``hflip``.
         head: Classic ML head of ``headless`` mode; ``auto`` is logistic regression, or ridge
             for features wider than 5,000 (MiniRocket), where logistic regression is slow.
         head_params: Fixed settings of the head instead of its cross-validated search, e.g.
@@ -264,7 +269,7 @@ class RunConfig:
     image_size: int | None = None
     resize: str | None = None
     crop_pct: float | None = None
-    tta: bool = False
+    tta: str | bool = "auto"
     head: str = "auto"
     head_params: dict[str, Any] = field(default_factory=dict)
     cv_folds: int = 5
@@ -287,6 +292,7 @@ class RunConfig:
         _choice("on_bad_file", self.on_bad_file, ("error", "skip"))
         _choice("modality", self.modality, ("auto", "image", "signal"))
         _choice("backend", self.backend, ("auto", "torch", "onnx"))
+        resolve_tta(self.tta)
         _choice("near_duplicates", self.near_duplicates, ("phash", "dhash", "off"))
         _choice("on_leak", self.on_leak, ("error", "warn", "ignore"))
         if self.resize is not None:

@@ -71,12 +71,23 @@ class OnnxEngine:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(array, dtype=np.float32)})[0]
 
 
-def infer(engine, batch, tta_hflip: bool = False) -> np.ndarray:
-    """Outputs of ``engine`` on ``batch``; with ``tta_hflip`` averaged with the mirrored batch."""
-    out = engine(batch)
-    if tta_hflip:
-        out = (out + engine(batch.flip(-1))) / 2.0
-    return out
+def infer(engine, batch, views: tuple[str, ...] | bool = ("id",)) -> np.ndarray:
+    """Outputs of ``engine`` on ``batch``, averaged over the test-time ``views`` (see
+    :mod:`sigclass.data.views`; ``True`` is the image and its mirror)."""
+    from .data.views import TTA_GROUPS, apply_view, resolve_tta
+
+    if isinstance(views, bool):
+        views = TTA_GROUPS[resolve_tta(views)]
+    views = tuple(views) or ("id",)
+    out = None
+    for view in views:
+        result = engine(batch if view == "id" else _contiguous(apply_view(batch, view)))
+        out = result if out is None else out + result
+    return out / float(len(views)) if len(views) > 1 else out
+
+
+def _contiguous(batch):
+    return batch.contiguous() if hasattr(batch, "contiguous") else np.ascontiguousarray(batch)
 
 
 def export_onnx(network, input_shape: tuple[int, ...], path: str | Path) -> Path:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .data.views import views_of
 from .exceptions import ConfigError
 from .inference import infer
 
@@ -112,7 +113,7 @@ class Predictor:
             batches = tqdm(batches, desc="predict", unit="batch", leave=False)
         for begin in batches:
             batch = self.preprocessor(items[begin:begin + batch_size])
-            outputs.append(infer(self.engine, batch, self.data_config.get("tta_hflip", False)))
+            outputs.append(infer(self.engine, batch, views_of(self.data_config)))
         elapsed = time.perf_counter() - start
         self.last_items_per_second = len(items) / elapsed if elapsed > 0 and items else None
         if not outputs:

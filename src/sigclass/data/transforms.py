@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..exceptions import DataError, Problem
+from .views import resolve_tta
 
 ImageLike = Any  # str | Path | bytes | PIL.Image.Image | np.ndarray
 
@@ -53,7 +54,7 @@ class AugmentConfig:
 
 def image_data_config(
     model, image_size: int | None = None, resize: str | None = None,
-    crop_pct: float | None = None, tta: bool = False,
+    crop_pct: float | None = None, tta: str | bool = "none",
 ) -> dict[str, Any]:
     """The preprocessing a network expects, with optional overrides.
 
@@ -67,11 +68,14 @@ def image_data_config(
             cut off, the aspect kept). ``None``: ``center_crop`` when the network's config has a
             ``crop_pct`` below 1, else ``squash``.
         crop_pct: Centre-crop fraction; ``None`` takes the network's own.
-        tta: Average the outputs of the image and its horizontal mirror (test-time augmentation).
+        tta: Test-time augmentation: the group of views whose outputs are averaged
+            (``"none"``, ``"hflip"``, ``"flips"``, ``"dihedral"``; see
+            :mod:`sigclass.data.views`). ``"auto"`` is stored until a headless featurizer's
+            ``fit`` chooses the group from the data.
 
     Returns:
         ``{"input_size": [C, H, W], "mean", "std", "interpolation", "resize", "crop_pct",
-        "tta_hflip", "far_resize", "far_aspect"}``. With the default ``resize`` (``None``) a centre
+        "tta", "far_resize", "far_aspect"}``. With the default ``resize`` (``None``) a centre
         crop applies to near-square images only: those whose long side exceeds ``far_aspect``
         (:data:`FAR_ASPECT`) times the short one get ``far_resize`` (:data:`FAR_RESIZE`); a
         ``resize`` given explicitly applies to every image (``far_resize`` is ``None``).
@@ -99,7 +103,7 @@ def image_data_config(
         "interpolation": cfg.get("interpolation", "bilinear"),
         "resize": resize,
         "crop_pct": crop_pct,
-        "tta_hflip": bool(tta),
+        "tta": resolve_tta(tta),
         "far_resize": far_resize,
         "far_aspect": FAR_ASPECT,
     }

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.views import apply_view, invert_view, views_of
 from ..exceptions import DataError, ExplainError, Problem
 from .cam import Explanation, normalize_map
 from .heads import linear_head_weights
@@ -120,26 +121,25 @@ class CamEngine:
                 raw=item_raw.astype(np.float32), name=names[i]))
         return results
 
-    def _tta(self) -> bool:
-        return bool(self.predictor.data_config.get("tta_hflip", False))
+    def _views(self) -> tuple[str, ...]:
+        """The test-time views of the model: each gets its map, mapped back and averaged."""
+        return views_of(self.predictor.data_config) if self.predictor.modality == "image" else ("id",)
 
     def _cam(self, x, targets):
         import torch
 
+        views = self._views()
         with torch.inference_mode(), self._autocast():
-            feats = self.network.forward_features(x).float()
-            outputs = self.network.forward_head(feats).float()
-            self._verify(feats, outputs)
-            if self._tta():
-                feats_f = self.network.forward_features(x.flip(-1)).float()
-                outputs = (outputs + self.network.forward_head(feats_f).float()) / 2
+            feats = [self.network.forward_features(_view(x, v)).float() for v in views]
+            outputs = [self.network.forward_head(f).float() for f in feats]
+            self._verify(feats[0], outputs[0])
+            outputs = sum(outputs) / len(views)
         outputs_np = outputs.cpu().numpy()
         targets = self._fill_targets(outputs_np, targets)
         index = torch.as_tensor(targets, device=self.device)
         with torch.inference_mode():
-            raw = _weighted_sum(self.weights[index], feats)
-            if self._tta():
-                raw = (raw + _weighted_sum(self.weights[index], feats_f).flip(-1)) / 2
+            raw = sum(invert_view(_weighted_sum(self.weights[index], f), v)
+                      for f, v in zip(feats, views, strict=True)) / len(views)
         return outputs_np, raw.float().cpu().numpy(), targets
 
     def _verify(self, feats, outputs) -> None:
@@ -173,22 +173,16 @@ class CamEngine:
     def _gradcam(self, x, targets):
         import torch
 
+        views = self._views()
         with torch.no_grad(), self._autocast():
-            feats = self.network.forward_features(x).float()
-            feats_f = self.network.forward_features(x.flip(-1)).float() if self._tta() else None
-        logits, grads = self._head_grads(feats, None)
-        outputs = logits
-        if feats_f is not None:
-            logits_f, _ = self._head_grads(feats_f, None)
-            outputs = (logits + logits_f) / 2
+            feats = [self.network.forward_features(_view(x, v)).float() for v in views]
+        outputs = sum(self._head_grads(f, None)[0] for f in feats) / len(views)
         targets = self._fill_targets(outputs, targets)
-        _, grads = self._head_grads(feats, targets)
-        raw = _weighted_sum(grads.mean(dim=tuple(range(2, grads.ndim))), feats)
-        if feats_f is not None:
-            _, grads_f = self._head_grads(feats_f, targets)
-            raw_f = _weighted_sum(grads_f.mean(dim=tuple(range(2, grads_f.ndim))), feats_f)
-            raw = (raw + raw_f.flip(-1)) / 2
-        return outputs, raw.detach().cpu().numpy(), targets
+        raw = 0
+        for f, view in zip(feats, views, strict=True):
+            _, grads = self._head_grads(f, targets)
+            raw = raw + invert_view(_weighted_sum(grads.mean(dim=tuple(range(2, grads.ndim))), f), view)
+        return outputs, (raw / len(views)).detach().cpu().numpy(), targets
 
     def _layercam(self, x, targets):
         from .layercam import layer_cam
@@ -198,14 +192,15 @@ class CamEngine:
                 return outputs
             return feats.float().mean(dim=tuple(range(2, feats.ndim))) @ self.weights.T
 
+        views = self._views()
         outputs, raw, targets = layer_cam(self.network, x, self.layers, scores,
                                           self._fill_targets, targets)
-        if self._tta():
-            outputs_f, raw_f, _ = layer_cam(self.network, x.flip(-1), self.layers, scores,
+        for view in views[1:]:
+            outputs_v, raw_v, _ = layer_cam(self.network, _view(x, view), self.layers, scores,
                                             self._fill_targets, targets)
-            outputs = (outputs + outputs_f) / 2
-            raw = (raw + raw_f[..., ::-1]) / 2
-        return outputs, raw, targets
+            outputs = outputs + outputs_v
+            raw = raw + invert_view(raw_v, view)
+        return outputs / len(views), raw / len(views), targets
 
     def _head_grads(self, feats, targets):
         """Logits of the head on ``feats`` and, for ``targets``, d logit[target] / d feats."""
@@ -237,7 +232,7 @@ class CamEngine:
         eye = torch.eye(c, dtype=torch.bool, device=x.device)
         occluded = occluded.masked_fill(eye[None, :, :, None], 0.0).reshape(n * c, c, -1)
         with torch.inference_mode(), self._autocast():
-            outputs = infer(lambda b: self.network(b).float().cpu().numpy(), occluded, self._tta())
+            outputs = infer(lambda b: self.network(b).float().cpu().numpy(), occluded, self._views())
         drop_proba = self.predictor.probabilities_from_outputs(outputs).reshape(n, c, -1)
         rows = np.arange(n)
         base = proba[rows, targets]
@@ -259,6 +254,10 @@ def explain_batch(engine: CamEngine, items, targets, channel_importance: bool = 
         return engine.explain_batch(items, targets, channel_importance)
     except _SwitchToGradCam:
         return engine.explain_batch(items, targets, channel_importance)
+
+
+def _view(x, view: str):
+    return x if view == "id" else apply_view(x, view).contiguous()
 
 
 def _weighted_sum(weights, feats):

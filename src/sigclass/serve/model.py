@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .._utils import resolve_device, sha256_json
+from ..data.views import views_of
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -164,8 +165,7 @@ class ServedModel:
         """Class probabilities of a preprocessed batch (called in the model thread)."""
         from ..inference import infer
 
-        tta = self.predictor.data_config.get("tta_hflip", False)
-        outputs = infer(self.predictor.engine, _tensor(batch), tta)
+        outputs = infer(self.predictor.engine, _tensor(batch), views_of(self.predictor.data_config))
         return self.predictor.probabilities_from_outputs(outputs)
 
     def explain(self, item, target: str | None) -> dict[str, Any]:
