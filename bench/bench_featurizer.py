@@ -1,20 +1,18 @@
-"""The frozen featurizer's options on ELPV and fridgeObjects: test-time views, and pooled stages.
+"""The frozen featurizer's options on ELPV and fridgeObjects: pooled stages and test-time views.
 
 For each dataset, on the demo's split (75/25, 10 % of the training part for validation, seed 0;
 the headless head learns from train + validation), the default headless backbone's features
-(EfficientNet-Lite2, cached per view) are averaged over each TTA group (``none``, ``hflip``,
+(EfficientNet-Lite2, cached per view), pooled from the final map (``final``) or from the last
+stages too (``stages``, the default), are averaged over each TTA group (``none``, ``hflip``,
 ``flips``, ``dihedral``) and given the default head (logistic regression, cross-validated C,
 square-root class weights on skewed classes). ``auto`` is what ``sigclass train DATA --mode
 headless`` does: the group chosen by :func:`sigclass.training.headless.choose_tta`. Small sets
 (fridgeObjects) are also scored by 5-fold cross-validation over all items, which is less noisy
 than their 33 test photos.
 
-``--stages`` adds a probe that is not a sigclass option: the mean and max of the last three
-stages' maps and of the final map (timm ``forward_intermediates``), concatenated.
-
 Writes bench/results/featurizer.json.
 
-    python bench/bench_featurizer.py [--datasets elpv fridge] [--stages]
+    python bench/bench_featurizer.py [--datasets elpv fridge]
 """
 
 from __future__ import annotations
@@ -59,29 +57,6 @@ def score(features, labels, fit, test, cv_all: bool) -> dict:
     return row
 
 
-def stage_features(model: str, files: list[str], views: tuple[str, ...]) -> np.ndarray:
-    """Mean and max of the final map and of the last three stages, averaged over ``views``."""
-    import torch
-
-    from sigclass.data.views import apply_view
-    from sigclass.training.headless import Featurizer
-
-    featurizer = Featurizer(model, cache_dir=False).fit()
-    network = featurizer.network_.eval()
-    rows = []
-    with torch.inference_mode():
-        for begin in range(0, len(files), 32):
-            batch = featurizer.preprocessor_(files[begin:begin + 32])
-            total = 0
-            for view in views:
-                final, stages = network.forward_intermediates(apply_view(batch, view).contiguous(),
-                                                              indices=3)
-                maps = [*stages, final]
-                total = total + torch.cat([t for m in maps for t in (m.mean((2, 3)), m.amax((2, 3)))], 1)
-            rows.append((total / len(views)).numpy())
-    return np.concatenate(rows)
-
-
 def main() -> None:
     from sigclass.config import RunConfig
     from sigclass.data.views import TTA_GROUPS
@@ -90,7 +65,6 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=list(SOURCES), choices=list(SOURCES))
-    parser.add_argument("--stages", action="store_true", help="add the pooled-stages probe")
     args = parser.parse_args()
     model = DEFAULT_MODELS[("image", "headless")]
     results = json.loads(OUT.read_text()) if OUT.is_file() else {"backbone": model, "rows": []}
@@ -102,35 +76,27 @@ def main() -> None:
         fit, test = np.concatenate([parts["train"], parts["val"]]), parts["test"]
         files, labels = [str(p) for p in data.model_inputs()], np.asarray(data.labels)
         small = len(files) < 1000
-        featurizer = Featurizer(model).fit()
-        views = TTA_GROUPS["dihedral"]
-        per_view, view_seconds = [], []
-        for view in views:  # one view at a time, timed (a second run reads the cache)
-            started = time.perf_counter()
-            per_view.append(featurizer.view_features(files, (view,))[0])
-            view_seconds.append(time.perf_counter() - started)
-        per_view = np.stack(per_view)
-        started = time.perf_counter()
-        auto = Featurizer(model, tta="auto").fit([files[i] for i in fit], labels[fit])
-        choose_seconds = time.perf_counter() - started
-        for group, group_views in TTA_GROUPS.items():
-            features = per_view[[views.index(v) for v in group_views]].mean(axis=0)
-            row = {"data": name, "features": "final map, mean", "tta": group,
-                   "featurize_seconds_per_view": float(np.median(view_seconds)),
-                   "n_views": len(group_views), **score(features, labels, fit, test, small)}
-            if group == auto.tta_:
-                row.update(auto_choice=True, auto_scores=auto.tta_scores_,
-                           auto_choose_seconds=choose_seconds)
-            results["rows"].append(row)
-            print(row, flush=True)
-            OUT.write_text(json.dumps(results, indent=2))
-        if args.stages:
-            for group in ("none", "flips"):
+        for pooling in ("final", "stages"):
+            featurizer = Featurizer(model, pooling=pooling).fit()
+            views = TTA_GROUPS["dihedral"]
+            per_view, view_seconds = [], []
+            for view in views:  # one view at a time, timed (a second run reads the cache)
                 started = time.perf_counter()
-                features = stage_features(model, files, TTA_GROUPS[group])
-                row = {"data": name, "features": "last 3 stages + final map, mean and max (probe)",
-                       "tta": group, "seconds": time.perf_counter() - started,
-                       **score(features, labels, fit, test, small)}
+                per_view.append(featurizer.view_features(files, (view,))[0])
+                view_seconds.append(time.perf_counter() - started)
+            per_view = np.stack(per_view)
+            started = time.perf_counter()
+            auto = Featurizer(model, tta="auto", pooling=pooling).fit([files[i] for i in fit], labels[fit])
+            choose_seconds = time.perf_counter() - started
+            for group, group_views in TTA_GROUPS.items():
+                features = per_view[[views.index(v) for v in group_views]].mean(axis=0)
+                row = {"data": name, "pooling": pooling, "tta": group,
+                       "n_features": int(features.shape[1]),
+                       "featurize_seconds_per_view": float(np.median(view_seconds)),
+                       "n_views": len(group_views), **score(features, labels, fit, test, small)}
+                if group == auto.tta_:
+                    row.update(auto_choice=True, auto_scores=auto.tta_scores_,
+                               auto_choose_seconds=choose_seconds)
                 results["rows"].append(row)
                 print(row, flush=True)
                 OUT.write_text(json.dumps(results, indent=2))

@@ -39,7 +39,7 @@ def test_auto_epochs_follow_steps_clamped_and_the_user_number_wins():
 
 def test_train_options_are_checked_together():
     with pytest.raises(ConfigError, match=r"'train\.epochs' option must be 'auto' or a whole number.*"
-                                          r"'train\.class_weights' option must be 'auto', true or false"):
+                                          r"'train\.class_weights' option must be 'auto', true, 'sqrt' or false"):
         RunConfig(data="x", train=TrainConfig(epochs=0, class_weights="yes")).validate()
     assert RunConfig.from_dict({"train": {"epochs": 10, "patience": 5}}).validate().train.epochs == 10
 

@@ -44,6 +44,10 @@ RUN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
                                  "flips (four flips), dihedral (flips and quarter turns) or auto "
                                  "(default: headless picks none/hflip/flips by cross-validation, "
                                  "networks none)"}),
+    (("--pooling",), "pooling", {"choices": ("auto", "final", "stages"),
+                                 "help": "headless features: final (mean of the last map), stages "
+                                         "(mean and max of the last stages too) or auto (default: "
+                                         "stages where the backbone has them)"}),
     (("--head",), "head", {"choices": HEADS, "help": "classic ML head of headless mode (default: auto, logreg; ridge above 5,000 features)"}),
     (("--weights",), "weights", {"help": "local .safetensors/.pth weights for the network"}),
     (("--masks",), "masks", {"help": "images: folder of mask files mirroring the data "

@@ -62,9 +62,10 @@ class TrainConfig:
         warmup_epochs: Linear warm-up length before the cosine decay.
         weight_decay: AdamW weight decay.
         label_smoothing: Cross-entropy label smoothing.
-        class_weights: ``"auto"`` (when classes are skewed), ``true`` (always) or ``false``:
-            weight the loss by inverse class frequency; in ``headless`` mode the head's
-            ``class_weight="balanced"``.
+        class_weights: ``"auto"`` (when classes are skewed), ``true`` (always), ``"sqrt"``
+            (always, the square root of inverse class frequency) or ``false``: weight the loss
+            by inverse class frequency; in ``headless`` mode the head's
+            ``class_weight="balanced"`` (``"auto"`` gives the head the square root).
         patience: Early stopping: epochs without improvement of ``monitor`` before stopping
             (0: off), or ``"auto"``.
         monitor: ``auto`` (smoothed validation loss, see above), ``val_loss``, ``val_accuracy``
@@ -123,8 +124,8 @@ class TrainConfig:
               "'auto' or a whole number of epochs (0: no early stopping)")
         check("max_minutes", self.max_minutes, self.max_minutes in (None, "auto")
               or (number(self.max_minutes, 0) and self.max_minutes > 0), "'auto', null or a positive number")
-        check("class_weights", self.class_weights, self.class_weights in ("auto", "balanced")
-              or isinstance(self.class_weights, bool), "'auto', true or false")
+        check("class_weights", self.class_weights, self.class_weights in ("auto", "balanced", "sqrt")
+              or isinstance(self.class_weights, bool), "'auto', true, 'sqrt' or false")
         check("loss_smoothing", self.loss_smoothing, number(self.loss_smoothing, 0)
               and 0 < self.loss_smoothing <= 1, "a number in (0, 1]")
         return out
@@ -226,6 +227,9 @@ class RunConfig:
             turns); ``auto``: in ``headless`` mode the featurizer picks ``none``, ``hflip`` or
             ``flips`` by cross-validated accuracy on a sample of the training items (ELPV: 75.0
             to 78.7 %), networks use ``none``. ``true`` is ``hflip``.
+        pooling: The pooled features of ``headless`` mode: ``final`` (the mean of the last
+            feature map), ``stages`` (mean and max of the last three stage maps and of the final
+            map) or ``auto`` (``stages`` where the backbone has stage maps; ELPV: 75.0 to 78.4 %).
         head: Classic ML head of ``headless`` mode; ``auto`` is logistic regression, or ridge
             for features wider than 5,000 (MiniRocket), where logistic regression is slow.
         head_params: Fixed settings of the head instead of its cross-validated search, e.g.
@@ -270,6 +274,7 @@ class RunConfig:
     resize: str | None = None
     crop_pct: float | None = None
     tta: str | bool = "auto"
+    pooling: str = "auto"
     head: str = "auto"
     head_params: dict[str, Any] = field(default_factory=dict)
     cv_folds: int = 5
@@ -293,6 +298,7 @@ class RunConfig:
         _choice("modality", self.modality, ("auto", "image", "signal"))
         _choice("backend", self.backend, ("auto", "torch", "onnx"))
         resolve_tta(self.tta)
+        _choice("pooling", self.pooling, ("auto", "final", "stages"))
         _choice("near_duplicates", self.near_duplicates, ("phash", "dhash", "off"))
         _choice("on_leak", self.on_leak, ("error", "warn", "ignore"))
         if self.resize is not None:

@@ -433,7 +433,7 @@ def _train_headless(cfg: RunConfig, dataset, parts, progress: bool):
     else:
         featurizer = Featurizer(cfg.model, cfg.pretrained, cfg.weights, cfg.image_size, cfg.resize,
                                 cfg.crop_pct, cfg.tta, cfg.train.forward_batch_size, cfg.backend,
-                                cfg.cache_dir, cfg.device, progress)
+                                cfg.cache_dir, cfg.device, progress, cfg.pooling)
         featurizer.fit(fit_part.model_inputs(), fit_part.labels)  # tta "auto" looks at the data
     features = featurizer.transform(fit_part.model_inputs())
     params = dict(cfg.head_params)
@@ -444,7 +444,8 @@ def _train_headless(cfg: RunConfig, dataset, parts, progress: bool):
     head, summary = fit_head(cfg.head, features, fit_part.labels, cfg.cv_folds, cfg.seed, params)
     summary = {**summary, "class_weights": class_weight, "class_weights_reason": reason}
     if dataset.modality == "image":
-        summary.update(tta=featurizer.tta_, tta_scores=featurizer.tta_scores_)
+        summary.update(tta=featurizer.tta_, tta_scores=featurizer.tta_scores_,
+                       pooling=featurizer.network_.model_spec["kwargs"].get("feature_pool", "final"))
     predictor = Predictor(featurizer.network_, dataset.classes, featurizer.data_config_,
                           modality=dataset.modality, mode="headless", head=head,
                           device=cfg.device, backend=cfg.backend, engine=featurizer.engine())

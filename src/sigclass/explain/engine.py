@@ -71,7 +71,9 @@ class CamEngine:
             weights = linear_head_weights(predictor.head, predictor.classes, name)
             if method == "layercam":
                 return cls(predictor, "layercam", weights, layers=layers)
-            return cls(predictor, "head_cam", weights)
+            # a stage-pooling featurizer: the weights of the final map's mean map onto that map
+            start, stop = getattr(network, "final_mean_slice", (0, weights.shape[1]))
+            return cls(predictor, "head_cam", weights[:, start:stop])
         if method == "layercam":
             return cls(predictor, "layercam", layers=layers)
         classifier = network.get_classifier() if callable(getattr(network, "get_classifier", None)) else None
@@ -148,6 +150,8 @@ class CamEngine:
             return
         pooled = feats.mean(dim=tuple(range(2, feats.ndim)))
         if self.kind == "head_cam":
+            start, stop = getattr(self.network, "final_mean_slice", (0, outputs.shape[1]))
+            outputs = outputs[:, start:stop]
             ok = outputs.shape == pooled.shape and bool(
                 (outputs - pooled).abs().max() <= _ATOL + _RTOL * pooled.abs().max())
             if not ok:
@@ -187,10 +191,8 @@ class CamEngine:
     def _layercam(self, x, targets):
         from .layercam import layer_cam
 
-        def scores(feats, outputs):
-            if self.weights is None:
-                return outputs
-            return feats.float().mean(dim=tuple(range(2, feats.ndim))) @ self.weights.T
+        def scores(feats, outputs):  # a headless head scores the whole pooled vector
+            return outputs if self.weights is None else outputs.float() @ self.weights.T
 
         views = self._views()
         outputs, raw, targets = layer_cam(self.network, x, self.layers, scores,

@@ -39,7 +39,8 @@ def stage_names(network) -> list[str]:
     info = getattr(network, "feature_info", None)
     if info is not None:
         dicts = info.get_dicts() if callable(getattr(info, "get_dicts", None)) else info
-        names = [str(d["module"]) for d in dicts if isinstance(d, dict) and "module" in d]
+        prefix = getattr(network, "stage_prefix", "")
+        names = [prefix + str(d["module"]) for d in dicts if isinstance(d, dict) and "module" in d]
     elif isinstance(getattr(network, "features", None), nn.Sequential):
         # Stage outputs: blocks (modules of their own) and activations, not the single
         # convolutions, norms, poolings or dropouts between them; the last child is FINAL.

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..exceptions import ArtifactError, ModelNotFoundError, WeightsNotFoundError
+from ..exceptions import ArtifactError, ConfigError, ModelNotFoundError, WeightsNotFoundError
 
 __all__ = ["ModelEntry", "register_model", "list_models", "create_model", "model_entry", "is_model"]
 
@@ -141,11 +141,14 @@ def create_model(
         weights: A ``.safetensors`` or ``.pth`` state dict to load into the network. A classifier
             whose shape does not match ``n_classes`` is left freshly initialised.
         **kwargs: Architecture options (e.g. ``input_size`` for flatten heads, ``n_timepoints``).
+            ``feature_pool="stages"`` with ``n_classes=0`` gives a featurizer pooling several
+            stages (:class:`~sigclass.models.stage_pool.StagePooled`).
 
     Returns:
         A ``torch.nn.Module`` following the backbone/head contract, with a ``model_spec`` dict
         holding everything needed to build it again.
     """
+    pool = kwargs.pop("feature_pool", "final")
     entry = model_entry(name)
     if entry is not None:
         model = entry.fn(
@@ -164,6 +167,9 @@ def create_model(
         modality = "image"
     if weights is not None:
         load_weights(model, weights)
+    if pool != "final":
+        model = _pool_stages(model, name, n_classes, pool)
+        kwargs["feature_pool"] = pool
     model.model_spec = {
         "name": name,
         "n_classes": int(n_classes),
@@ -172,6 +178,19 @@ def create_model(
         "kwargs": dict(kwargs),
     }
     return model
+
+
+def _pool_stages(model, name: str, n_classes: int, pool: str):
+    from .stage_pool import FEATURE_POOLS, StagePooled, supports_stages
+
+    if pool not in FEATURE_POOLS:
+        raise ConfigError(f"The 'feature_pool' option must be one of "
+                          f"{', '.join(map(repr, FEATURE_POOLS))}. Got {pool!r}.")
+    if n_classes != 0 or not supports_stages(model):
+        raise ConfigError(f"feature_pool='stages' needs a featurizer (n_classes=0) of a network "
+                          f"with stage maps (timm forward_intermediates); '{name}' with "
+                          f"n_classes={n_classes} is not one. Use feature_pool='final'.")
+    return StagePooled(model)
 
 
 def _unknown_model_message(name: str) -> str:

@@ -102,6 +102,10 @@ class Featurizer(TransformerMixin, BaseEstimator):
         cache_dir: Feature cache folder; ``None`` uses :func:`default_cache_dir`, ``False`` disables it.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         progress: Show a progress bar.
+        pooling: ``"final"``: the mean of the last feature map; ``"stages"``: the mean and max
+            of the last three stage maps and of the final map
+            (:class:`~sigclass.models.stage_pool.StagePooled`); ``"auto"``: ``stages`` where the
+            backbone has stage maps (timm networks), else ``final``.
 
     Attributes:
         network_: The frozen backbone (classifier removed).
@@ -127,6 +131,7 @@ class Featurizer(TransformerMixin, BaseEstimator):
         cache_dir: str | Path | bool | None = None,
         device: str | None = "auto",
         progress: bool = False,
+        pooling: str = "final",
     ):
         self.model = model
         self.pretrained = pretrained
@@ -140,6 +145,7 @@ class Featurizer(TransformerMixin, BaseEstimator):
         self.cache_dir = cache_dir
         self.device = device
         self.progress = progress
+        self.pooling = pooling
 
     def fit(self, X=None, y=None) -> Featurizer:
         """Build the frozen network; under ``tta="auto"`` choose the views from ``X`` and ``y``.
@@ -153,8 +159,7 @@ class Featurizer(TransformerMixin, BaseEstimator):
             raise ConfigError("tta='auto' chooses the test-time views from labeled data: call "
                               "fit(X, y) with the training images and labels, or set tta to "
                               "'none', 'hflip', 'flips' or 'dihedral'.")
-        self.network_ = create_model(self.model, n_classes=0, pretrained=self.pretrained,
-                                     weights=self.weights).eval()
+        self.network_ = _featurizer_network(self.model, self.pretrained, self.weights, self.pooling)
         base = image_data_config(self.network_, self.image_size, self.resize, self.crop_pct, "none")
         self.preprocessor_ = ImagePreprocessor(base)
         self.n_features_out_ = int(self.network_.num_features)
@@ -313,6 +318,25 @@ def pick_tta_group(scores: dict[str, float]) -> str:
         if scores[group] > scores[best] + TTA_MARGIN:
             best = group
     return best
+
+
+def _featurizer_network(model: str, pretrained: bool, weights, pooling: str):
+    """The frozen network of a featurizer, pooled as ``pooling`` says."""
+    from ..models.stage_pool import FEATURE_POOLS, StagePooled, supports_stages
+
+    if pooling not in (*FEATURE_POOLS, "auto"):
+        raise ConfigError(f"The 'pooling' option must be one of 'final', 'stages', 'auto'. "
+                          f"Got {pooling!r}.")
+    network = create_model(model, n_classes=0, pretrained=pretrained, weights=weights)
+    if pooling == "final" or (pooling == "auto" and not supports_stages(network)):
+        return network.eval()
+    if not supports_stages(network):
+        raise ConfigError(f"pooling='stages' needs a backbone with stage maps (a timm network); "
+                          f"'{model}' has none. Use pooling 'final' or 'auto'.")
+    spec = network.model_spec
+    pooled = StagePooled(network)
+    pooled.model_spec = {**spec, "kwargs": {**spec["kwargs"], "feature_pool": "stages"}}
+    return pooled.eval()
 
 
 def _view_key(content_key: str, view: str) -> str:

@@ -85,6 +85,9 @@ def class_weight_vector(setting, targets, n_classes: int) -> tuple[list[float] |
         return None, f"not needed: largest/smallest class {ratio:.2f} <= {SKEW_RATIO}"
     weights = counts.sum() / (n_classes * np.maximum(counts, 1.0))
     why = "requested" if setting != "auto" else f"auto: largest/smallest class {ratio:.2f} > {SKEW_RATIO}"
+    if setting == "sqrt":
+        return ([round(float(w), 4) for w in np.sqrt(weights)],
+                f"square root of inverse class frequency ({why})")
     return [round(float(w), 4) for w in weights], f"inverse class frequency ({why})"
 
 
@@ -100,6 +103,9 @@ def head_class_weight(setting, labels) -> tuple[str | dict | None, str]:
     weights, reason = class_weight_vector(setting, np.repeat(np.arange(len(counts)), counts), len(counts))
     if weights is None:
         return None, reason
+    if setting == "sqrt":
+        return {c.item() if hasattr(c, "item") else c: w
+                for c, w in zip(classes, weights, strict=True)}, reason
     if setting == "auto":
         return ({c.item() if hasattr(c, "item") else c: round(float(np.sqrt(w)), 4)
                  for c, w in zip(classes, weights, strict=True)},
