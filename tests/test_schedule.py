@@ -5,6 +5,7 @@ on real UCR/UEA data (BasicMotions, GunPoint)."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -130,8 +131,11 @@ def test_class_weights_are_applied_on_skewed_data_and_reported(skewed_gun_point,
                    progress=False, **{"train.epochs": 2})
     info = json.loads((tmp_path / "s" / "run.json").read_text())
     weights = info["class_weights"]
-    assert weights is not None and max(weights) > 2 * min(weights)
-    assert info["class_weights_reason"].startswith("inverse class frequency (auto: largest/smallest")
+    reason = info["class_weights_reason"]
+    assert reason.startswith("square root of inverse class frequency (auto: largest/smallest class ")
+    skew = float(re.search(r"largest/smallest class ([0-9.]+)", reason).group(1))
+    assert skew > 2  # 24 against 8 before the split
+    assert weights is not None and max(weights) == pytest.approx(np.sqrt(skew) * min(weights), rel=0.01)
     assert run.predictor.info["class_weights"] == weights
     sc.train(basic_motions, mode="scratch", model="simple_cnn1d", out=tmp_path / "b", progress=False,
              **{"train.epochs": 1})

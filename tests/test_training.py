@@ -21,7 +21,7 @@ from sigclass.training.image_featurizer import Featurizer
 
 @pytest.mark.slow
 def test_headless_reaches_95_percent_on_fridge_objects(fridge, tmp_path):
-    run = sc.train(fridge, mode="headless", model="efficientnet_lite2", tta=True, seed=0,
+    run = sc.train(fridge, mode="headless", model="efficientnet_lite2", seed=0,
                    out=tmp_path / "run", progress=False)
     assert run.metrics["accuracy"] >= 0.95, run.metrics["confusion_matrix"]
     assert run.metrics["n"] == 26

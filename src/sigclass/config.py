@@ -60,10 +60,9 @@ class TrainConfig:
       item flips its accuracy and its loss barely ranks neighbouring epochs, so the weights at
       the end of the schedule are kept; if early stopping ended training, the epoch of the best
       smoothed validation loss is restored. A named ``monitor`` restores its best epoch.
-    - Class weights: ``class_weights="auto"`` weights the loss by inverse class frequency when
-      the largest training class has more than 1.5 times the items of the smallest (in
-      ``headless`` mode the head gets ``class_weight="balanced"``); what was applied is in the
-      run summary.
+    - Class weights: ``class_weights="auto"`` weights the loss (in ``headless`` mode the head's
+      samples) by the square root of inverse class frequency when the largest training class
+      has more than 1.5 times the items of the smallest; what was applied is in the run summary.
 
     Attributes:
         epochs: Epochs to train: a number, or ``"auto"`` (from ``steps``).
@@ -79,10 +78,9 @@ class TrainConfig:
         warmup_epochs: Linear warm-up length before the cosine decay.
         weight_decay: AdamW weight decay.
         label_smoothing: Cross-entropy label smoothing.
-        class_weights: ``"auto"`` (when classes are skewed), ``true`` (always), ``"sqrt"``
-            (always, the square root of inverse class frequency) or ``false``: weight the loss
-            by inverse class frequency; in ``headless`` mode the head's
-            ``class_weight="balanced"`` (``"auto"`` gives the head the square root).
+        class_weights: ``"auto"`` (the square root of inverse class frequency when classes are
+            skewed), ``"sqrt"`` (that, always), ``true`` (inverse class frequency, always; in
+            ``headless`` mode the head's ``class_weight="balanced"``) or ``false``.
         patience: Early stopping: epochs without improvement of ``monitor`` before stopping
             (0: off), or ``"auto"``.
         monitor: ``auto`` (smoothed validation loss, see above), ``val_loss``, ``val_accuracy``

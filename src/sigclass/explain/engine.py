@@ -128,8 +128,12 @@ class CamEngine:
 
         views = self._views()
         with torch.inference_mode(), self._autocast():
-            feats = [self.network.forward_features(_view(x, v)).float() for v in views]
-            outputs = [self.network.forward_head(f).float() for f in feats]
+            # each head call follows its own features: a stage-pooling featurizer pools the
+            # stage maps of the forward_features call just before it
+            feats, outputs = [], []
+            for view in views:
+                feats.append(self.network.forward_features(_view(x, view)).float())
+                outputs.append(self.network.forward_head(feats[-1]).float())
             self._verify(feats[0], outputs[0])
             outputs = sum(outputs) / len(views)
         outputs_np = outputs.cpu().numpy()
