@@ -58,7 +58,7 @@ PUBLISHED_IMAGES = {
 def signal_table(datasets: tuple[str, ...], out: Path) -> dict:
     import sigclass as sc
     from sigclass.data.signals import load_signals
-    from sigclass.training.headless import resolve_head
+    from sigclass.training.heads import resolve_head
 
     table: dict = {}
     for name in datasets:
@@ -96,8 +96,8 @@ def elpv_subset(n_images: int):
 
 
 def image_table(elpv_images: int, out: Path) -> dict:
-    from sigclass.compare import Entry, compare
     from sigclass.config import RunConfig
+    from sigclass.workflows.compare import Entry, compare
 
     entries = [Entry("headless_lite0", "headless", "efficientnet_lite0"),
                Entry("hog_lbp_svm", "headless", "hog_lbp", {"head": "rbf_svm"})]

@@ -45,7 +45,7 @@ def photos(n: int) -> list[str]:
 
 def build(name: str, image_size: int | None):
     import sigclass as sc
-    from sigclass.data.transforms import image_data_config
+    from sigclass.data.image_preprocess import image_data_config
     from sigclass.predictor import Predictor
 
     pretrained = name.startswith("efficientnet")

@@ -281,7 +281,7 @@ def road(predictor, items: list[dict], maps: dict[str, list[np.ndarray]], n: int
     from pytorch_grad_cam.metrics.road import ROADCombined
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    from sigclass.data.transforms import load_image
+    from sigclass.data.image_preprocess import load_image
 
     class Probabilities(torch.nn.Module):
         def __init__(self):

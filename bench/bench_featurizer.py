@@ -6,7 +6,7 @@ the headless head learns from train + validation), the default headless backbone
 stages too (``stages``, the default), are averaged over each TTA group (``none``, ``hflip``,
 ``flips``, ``dihedral``) and given the default head (logistic regression, cross-validated C,
 square-root class weights on skewed classes). ``auto`` is what ``sigclass train DATA --mode
-headless`` does: the group chosen by :func:`sigclass.training.headless.choose_tta`. Small sets
+headless`` does: the group chosen by :func:`sigclass.training.tta.choose_tta`. Small sets
 (fridgeObjects) are also scored by 5-fold cross-validation over all items, which is less noisy
 than their 33 test photos.
 
@@ -36,7 +36,7 @@ def score(features, labels, fit, test, cv_all: bool) -> dict:
     from sklearn.metrics import balanced_accuracy_score
     from sklearn.model_selection import StratifiedKFold
 
-    from sigclass.training.headless import fit_head
+    from sigclass.training.heads import fit_head
     from sigclass.training.schedule import head_class_weight
 
     def fitted(index):
@@ -60,19 +60,20 @@ def score(features, labels, fit, test, cv_all: bool) -> dict:
 def main() -> None:
     from sigclass.config import RunConfig
     from sigclass.data.views import TTA_GROUPS
-    from sigclass.runs import DEFAULT_MODELS, _resolve_split, load_dataset
-    from sigclass.training.headless import Featurizer
+    from sigclass.modalities import modality_of
+    from sigclass.training.image_featurizer import Featurizer
+    from sigclass.workflows.prepare import load_dataset, resolve_split
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=list(SOURCES), choices=list(SOURCES))
     args = parser.parse_args()
-    model = DEFAULT_MODELS[("image", "headless")]
+    model = modality_of("image").default_model("headless")
     results = json.loads(OUT.read_text()) if OUT.is_file() else {"backbone": model, "rows": []}
     results["rows"] = [r for r in results["rows"] if r["data"] not in args.datasets]
     for name in args.datasets:
         data = load_dataset(SOURCES[name])
         cfg = RunConfig(data=SOURCES[name], val_size=0.1, test_size=0.25, seed=0).validate()
-        parts = _resolve_split(None, cfg, data).indices(data)
+        parts = resolve_split(None, cfg, data).indices(data)
         fit, test = np.concatenate([parts["train"], parts["val"]]), parts["test"]
         files, labels = [str(p) for p in data.model_inputs()], np.asarray(data.labels)
         small = len(files) < 1000

@@ -38,8 +38,10 @@ def main() -> None:
     from sklearn.metrics import balanced_accuracy_score
 
     from sigclass.config import RunConfig
-    from sigclass.runs import DEFAULT_MODELS, _resolve_split, load_dataset
-    from sigclass.training.headless import Featurizer, fit_head
+    from sigclass.modalities import modality_of
+    from sigclass.training.heads import fit_head
+    from sigclass.training.image_featurizer import Featurizer
+    from sigclass.workflows.prepare import load_dataset, resolve_split
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=list(SOURCES), choices=list(SOURCES))
@@ -51,9 +53,9 @@ def main() -> None:
     for name in args.datasets:
         data = load_dataset(SOURCES[name])
         cfg = RunConfig(data=SOURCES[name], val_size=0.1, test_size=0.25, seed=0).validate()
-        parts = _resolve_split(None, cfg, data).indices(data)
+        parts = resolve_split(None, cfg, data).indices(data)
         fit = np.concatenate([parts["train"], parts["val"]])
-        featurizer = Featurizer(DEFAULT_MODELS[("image", "headless")]).fit()
+        featurizer = Featurizer(modality_of("image").default_model("headless")).fit()
         features = featurizer.transform(data.model_inputs())
         y = data.labels
         for head in args.heads:
@@ -70,7 +72,7 @@ def main() -> None:
                              "cv_accuracy": summary["cv_accuracy"],
                              "seconds": time.perf_counter() - started})
                 print(rows[-1], flush=True)
-                out.write_text(json.dumps({"backbone": DEFAULT_MODELS[("image", "headless")],
+                out.write_text(json.dumps({"backbone": modality_of("image").default_model("headless"),
                                            "rows": rows}, indent=2))
     print(f"wrote {out}")
 

@@ -11,7 +11,7 @@ Speed protocol:
 
 * Featurization: the same decoded, preprocessed batches of real photos go through (a) a plain timm
   eager loop (``model.eval()``, ``torch.no_grad()``, NCHW float32) and (b) sigclass's
-  :class:`~sigclass.training.headless.Featurizer` with each backend, end to end from the files
+  :class:`~sigclass.training.image_featurizer.Featurizer` with each backend, end to end from the files
   (decode and preprocessing included in both). Batch 1 and 32. Each variant runs in its own process,
   so its peak resident memory is its own.
   Figures are the best of 5 repeats (the machine may be shared); ``images_per_s`` is end to end,
@@ -54,7 +54,7 @@ VARIANTS = ("timm_eager", "sigclass_torch", "sigclass_onnx")
 
 def sample_images(n: int) -> list[str]:
     """``n`` real photos: ELPV cells when installed, else fridgeObjects (repeated as needed)."""
-    from sigclass.runs import load_dataset
+    from sigclass.workflows.prepare import load_dataset
 
     try:
         paths = [str(p) for p in load_dataset("elpv").paths]
@@ -70,7 +70,7 @@ def featurize_variant(variant: str, model: str, batch_size: int, n_images: int, 
     """Images/s of one variant (run in a child process; peak memory is the child's own)."""
     import torch
 
-    from sigclass.training.headless import Featurizer
+    from sigclass.training.image_featurizer import Featurizer
 
     paths = sample_images(n_images)
     featurizer = Featurizer(model, cache_dir=False, batch_size=batch_size,
@@ -173,7 +173,7 @@ def finetune_speed(model: str, image_size: int, n_images: int, epochs: int, roun
 
     import sigclass as sc
     from sigclass.config import TrainConfig
-    from sigclass.training.headless import Featurizer
+    from sigclass.training.image_featurizer import Featurizer
     from sigclass.training.trainer import Trainer
 
     preprocess = Featurizer(model, image_size=image_size, cache_dir=False).fit().preprocessor_
@@ -220,8 +220,8 @@ def demo_module():
 
 def accuracy(names: list[str], out: Path, full: bool) -> tuple[dict, dict]:
     """Leaderboard figures per dataset, and the setting (``full`` or ``CPU-sized``) each ran."""
-    from sigclass.compare import compare
     from sigclass.config import RunConfig
+    from sigclass.workflows.compare import compare
 
     demo = demo_module()
     table, settings = {}, {}

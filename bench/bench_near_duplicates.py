@@ -65,7 +65,7 @@ def score(groups: list[list[int]], items) -> dict:
 
 def run(name: str, originals: list[Path]) -> list[dict]:
     from sigclass.data.leakage import image_hashes, link_groups
-    from sigclass.training.headless import Featurizer
+    from sigclass.training.image_featurizer import Featurizer
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

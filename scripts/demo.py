@@ -38,8 +38,8 @@ IMAGE_MINUTES, SIGNAL_MINUTES = 9, 4  # the CPU demo's time limits
 
 
 def run_images(out: Path, full: bool) -> None:
-    from sigclass.compare import compare
     from sigclass.config import RunConfig
+    from sigclass.workflows.compare import compare
 
     config = RunConfig(val_size=0.1, test_size=0.25, seed=0)
     board = compare("elpv", out / "elpv", config=config, references=ELPV_REFERENCES,
@@ -49,8 +49,8 @@ def run_images(out: Path, full: bool) -> None:
 
 
 def run_signals(out: Path, full: bool) -> None:
-    from sigclass.compare import compare
     from sigclass.config import RunConfig
+    from sigclass.workflows.compare import compare
 
     config = RunConfig(val_size=0.2, seed=0)
     board = compare("aeon:BasicMotions", out / "basicmotions", config=config,

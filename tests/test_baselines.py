@@ -12,10 +12,10 @@ import torch
 
 import sigclass as sc
 from servers import small_fridge
-from sigclass.compare import default_entries
 from sigclass.data.signals import load_signals
 from sigclass.exceptions import ConfigError
 from sigclass.models import create_model
+from sigclass.workflows.compare import default_entries
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ import sys
 import pytest
 import yaml
 
-from sigclass.compare import Entry, compare, parse_time_limit
 from sigclass.data.signals import load_signals
 from sigclass.exceptions import ConfigError
+from sigclass.workflows.compare import Entry, compare, parse_time_limit
 
 
 def test_time_limits_are_parsed_with_units():

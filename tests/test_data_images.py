@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import write_image
+from sigclass.data.image_preprocess import load_image
 from sigclass.data.images import ImageDataset
-from sigclass.data.transforms import load_image
 from sigclass.exceptions import ConfigError, DataError
 
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import sigclass as sc
-from sigclass.compare import compare, parse_entries
 from sigclass.ensemble import EnsemblePredictor, selection_score
 from sigclass.exceptions import ArtifactError, ExplainError
+from sigclass.workflows.compare import compare, parse_entries
 
 
 @pytest.fixture(scope="module")

@@ -194,7 +194,7 @@ def test_signal_blanking_top_cam_window_hurts_more_than_random(signal_run):
 # ------------------------------------------------------------------------------- contract
 
 def _image_predictor(name: str, n_classes: int = 3, **config):
-    from sigclass.data.transforms import image_data_config
+    from sigclass.data.image_preprocess import image_data_config
 
     kwargs = {"input_size": 32} if name.startswith("simple") else {}
     network = sc.create_model(name, n_classes=n_classes, **kwargs).eval()
@@ -287,7 +287,7 @@ def test_headless_linear_head_folds_the_scaler_into_the_weights():
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from sigclass.data.transforms import image_data_config
+    from sigclass.data.image_preprocess import image_data_config
 
     network = sc.create_model("simple_cnn_gap", n_classes=0, input_size=32).eval()
     config = image_data_config(network)
@@ -478,7 +478,7 @@ def test_headless_layercam_uses_the_linear_head():
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from sigclass.data.transforms import image_data_config
+    from sigclass.data.image_preprocess import image_data_config
 
     network = sc.create_model("simple_cnn_gap", n_classes=0, input_size=32).eval()
     config = image_data_config(network)
@@ -498,7 +498,7 @@ def test_headless_layercam_uses_the_linear_head():
 def test_letterbox_keeps_the_whole_image_and_its_map_fits_it():
     from PIL import Image
 
-    from sigclass.data.transforms import build_image_transform, letterbox_padding
+    from sigclass.data.image_preprocess import build_image_transform, letterbox_padding
 
     assert letterbox_padding(40, 80) == (0, 20, 0, 20)
     assert letterbox_padding(81, 40) == (20, 0, 21, 0)
@@ -513,8 +513,8 @@ def test_letterbox_keeps_the_whole_image_and_its_map_fits_it():
     (ex,) = explain(predictor, [white])
     assert ex.map.shape == (20, 40)
     # The map over the padded square (40 x 40), with the padding rows cut off: nothing else cut.
+    from sigclass.data.image_preprocess import resize_map as _resize
     from sigclass.explain import normalize_map
-    from sigclass.explain.engine import _resize
 
     np.testing.assert_allclose(ex.map, normalize_map(_resize(ex.raw, (40, 40))[10:30]), atol=1e-6)
 
@@ -522,7 +522,7 @@ def test_letterbox_keeps_the_whole_image_and_its_map_fits_it():
 def test_default_resize_switches_for_images_far_from_square():
     from PIL import Image
 
-    from sigclass.data.transforms import FAR_RESIZE, build_image_transform, resize_for
+    from sigclass.data.image_preprocess import FAR_RESIZE, build_image_transform, resize_for
 
     network = sc.create_model("efficientnet_lite0", n_classes=2).eval()
     default = image_data_config_for(network)
@@ -542,6 +542,6 @@ def test_default_resize_switches_for_images_far_from_square():
 
 
 def image_data_config_for(network, **kwargs):
-    from sigclass.data.transforms import image_data_config
+    from sigclass.data.image_preprocess import image_data_config
 
     return image_data_config(network, image_size=64, **kwargs)

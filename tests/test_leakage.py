@@ -13,7 +13,7 @@ from sigclass.config import RunConfig
 from sigclass.data.images import ImageDataset
 from sigclass.data.leakage import LeakageWarning, check_leakage, near_duplicate_groups
 from sigclass.exceptions import DataError
-from sigclass.runs import _resolve_split
+from sigclass.workflows.prepare import resolve_split as _resolve_split
 
 
 def _with_copies(fridge, root):

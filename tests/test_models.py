@@ -89,7 +89,7 @@ def test_any_timm_name_with_local_weights_file(tmp_path):
 def test_pretrained_efficientnet_lite_recognises_photos(variant):
     from skimage import data
 
-    from sigclass.data.transforms import ImagePreprocessor, image_data_config
+    from sigclass.data.image_preprocess import ImagePreprocessor, image_data_config
 
     model = sc.create_model(f"efficientnet_lite{variant}", n_classes=1000, pretrained=True).eval()
     config = image_data_config(model, resize="squash")

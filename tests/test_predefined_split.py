@@ -117,7 +117,7 @@ def test_manifest_split_column(tmp_path):
 
 
 def test_test_dir_is_held_out(tmp_path):
-    from sigclass.runs import load_parts
+    from sigclass.workflows.prepare import load_parts
 
     pool = _generated(tmp_path / "pool", ("x",), n=6) / "x"
     held = _generated(tmp_path / "held", ("x",), n=2) / "x"

@@ -112,7 +112,7 @@ def skewed_gun_point(tmp_path_factory):
 
 
 def test_a_weighted_head_leans_towards_the_weighted_class():
-    from sigclass.training.headless import fit_head
+    from sigclass.training.heads import fit_head
 
     rng = np.random.default_rng(0)
     features = np.concatenate([rng.normal(0, 1, (60, 4)), rng.normal(0.6, 1, (20, 4))])

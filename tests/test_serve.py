@@ -396,7 +396,8 @@ def _rows(path: Path) -> int:
 def test_batch_scoring_resumes_after_a_kill(models, tmp_path, suffix):
     import pandas as pd
 
-    from sigclass.batch import expand_image_inputs, journal_path
+    from sigclass.data.image_files import expand_image_inputs
+    from sigclass.workflows.predict_files import journal_path
 
     photos = models[0].parent / "data"  # the 32 photos the model was trained on
     output = tmp_path / f"scores{suffix}"

@@ -13,13 +13,13 @@ import pytest
 import sigclass as sc
 from sigclass.config import ConfigError, RunConfig
 from sigclass.data.signal_augment import SignalAugmentConfig, augment_signal
-from sigclass.data.signals import (
+from sigclass.data.signal_preprocess import (
     SignalPreprocessor,
     as_case,
-    load_signals,
     signal_data_config,
     standardize,
 )
+from sigclass.data.signals import load_signals
 from sigclass.exceptions import DataError
 
 

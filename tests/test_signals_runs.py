@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 import sigclass as sc
-from sigclass.compare import _not_set_by_user
-from sigclass.data.signals import default_signal_entries, load_signals
+from sigclass.data.signals import load_signals
 from sigclass.exceptions import ConfigError
+from sigclass.modalities.signal import default_entries as default_signal_entries
+from sigclass.workflows.compare import _not_set_by_user
 
 
 def run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -8,7 +8,7 @@ import pytest
 import sigclass as sc
 from sigclass.exceptions import ConfigError
 from sigclass.explain import explain
-from sigclass.training.headless import Featurizer
+from sigclass.training.image_featurizer import Featurizer
 
 
 def test_stage_features_hold_the_final_mean_and_agree_across_backends(colour_folder, tmp_path):

@@ -263,7 +263,7 @@ def test_crashed_run_is_failed_with_its_logs_kept_and_resumes(colour_folder, tmp
 
 
 def test_compare_is_a_parent_run_with_a_child_per_entry(colour_folder, tmp_path, tracking_on, recorded):
-    from sigclass.compare import Entry, compare
+    from sigclass.workflows.compare import Entry, compare
 
     uri = recorded[1]  # the module's store: one more run in it
     entries = [Entry("slow", "scratch", "simple_cnn_gap", {"train.lr": 1e-4}),

@@ -16,7 +16,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
 import sigclass as sc
-from sigclass.training.headless import Featurizer
+from sigclass.training.image_featurizer import Featurizer
 
 
 @pytest.mark.slow
@@ -50,9 +50,9 @@ def test_featurizer_is_a_transformer_with_a_content_keyed_cache(colour_folder, t
 def test_onnx_and_torch_featurizers_agree(colour_folder, tmp_path):
     files = sorted(str(p) for p in colour_folder.glob("*/*_0.png"))
     torch_features = Featurizer("efficientnet_lite0", image_size=64, backend="torch", cache_dir=False,
-                                device="cpu").transform(files)  # float32: CUDA would run bf16
+                                device="cpu").fit().transform(files)  # float32: CUDA would run bf16
     onnx_features = Featurizer("efficientnet_lite0", image_size=64, backend="onnx",
-                               cache_dir=tmp_path).transform(files)
+                               cache_dir=tmp_path).fit().transform(files)
     np.testing.assert_allclose(onnx_features, torch_features, atol=2e-4)
 
 

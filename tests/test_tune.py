@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 import sigclass as sc
 from sigclass.config import RunConfig, load_config
 from sigclass.exceptions import ConfigError
-from sigclass.scale.tune import PruningCallback, tune
+from sigclass.workflows.tune import PruningCallback, tune
 
 HEADLESS = ["--mode", "headless", "--model", "efficientnet_lite0", "--image-size", "32",
             "--backend", "torch", "-q"]

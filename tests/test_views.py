@@ -8,13 +8,14 @@ import pytest
 import torch
 
 import sigclass as sc
-from sigclass.data.transforms import image_data_config
+from sigclass.data.image_preprocess import image_data_config
 from sigclass.data.views import TTA_GROUPS, apply_view, invert_view, resolve_tta, views_of
 from sigclass.exceptions import ConfigError
 from sigclass.explain import explain
 from sigclass.inference import infer
 from sigclass.predictor import Predictor
-from sigclass.training.headless import AUTO_TTA_GROUPS, Featurizer, pick_tta_group
+from sigclass.training.image_featurizer import Featurizer
+from sigclass.training.tta import AUTO_TTA_GROUPS, pick_tta_group
 
 
 @pytest.mark.parametrize("view", TTA_GROUPS["dihedral"])

@@ -1,15 +1,25 @@
-"""Small helpers shared across the package: hashing, atomic writes, seeds, devices."""
+"""Small helpers shared across the package: hashing, atomic writes, seeds, devices, the cache."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import platform
 import random
 import tempfile
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+
+def default_cache_dir() -> Path:
+    """``$SIGCLASS_CACHE_DIR``, else ``~/.cache/sigclass``: features, ONNX graphs, downloads."""
+    env = os.environ.get("SIGCLASS_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "sigclass"
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -63,8 +73,6 @@ def write_text(path: str | Path, text: str) -> Path:
 
 
 def _json_default(obj: Any) -> Any:
-    import numpy as np
-
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):
@@ -76,7 +84,6 @@ def _json_default(obj: Any) -> Any:
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and PyTorch (all devices)."""
-    import numpy as np
     import torch
 
     random.seed(seed)
@@ -95,9 +102,6 @@ def resolve_device(device: str | None = None):
 
 def environment_info(device: str | None = None) -> dict[str, Any]:
     """Versions of Python and the packages a model depends on, and the device, for run records."""
-    import platform
-    from importlib import metadata
-
     versions = {"python": platform.python_version()}
     for name in ("sigclass", "torch", "torchvision", "timm", "scikit-learn", "numpy",
                  "onnxruntime", "aeon"):

@@ -21,8 +21,10 @@ from typing import Any
 from . import __version__
 from ._utils import atomic_write, sha256_file, write_json
 from .exceptions import ArtifactError
+from .models import create_model
 
 FORMAT = "sigclass-model"
+ENSEMBLE = "ensemble"  # the "kind" of an ensemble's model.json (see sigclass.ensemble)
 FORMAT_VERSION = 1
 MODEL_JSON = "model.json"
 WEIGHTS = "weights.safetensors"
@@ -110,7 +112,7 @@ def read_model_json(folder: Path) -> dict[str, Any]:
             f"'{folder}' was saved by a newer sigclass (format {document['format_version']}); "
             "upgrade sigclass to load it."
         )
-    if document.get("kind") == "ensemble":
+    if document.get("kind") == ENSEMBLE:
         return _check_ensemble(folder, document)
     missing = [k for k in ("modality", "mode", "classes", "data_config", "network", "files") if k not in document]
     if missing:
@@ -148,19 +150,11 @@ def verify_files(folder: Path, files: dict[str, str]) -> None:
             )
 
 
-def load_predictor(path: str | Path, device: str | None = "auto", backend: str = "torch"):
-    """Load a model folder (or a run folder's model) into a :class:`~sigclass.Predictor`."""
+def read_network_and_head(folder: Path, document: dict[str, Any]):
+    """The network (weights loaded) and the scikit-learn head (or ``None``) of a model folder,
+    every file checked against its checksum first."""
     from safetensors.torch import load_file
 
-    from .models import create_model
-    from .predictor import Predictor
-
-    folder = find_model_dir(path)
-    document = read_model_json(folder)
-    if document.get("kind") == "ensemble":
-        from .ensemble import EnsemblePredictor
-
-        return EnsemblePredictor.load(folder, document, device=device, backend=backend)
     verify_files(folder, document["files"])
     spec = document["network"]
     try:
@@ -174,12 +168,17 @@ def load_predictor(path: str | Path, device: str | None = "auto", backend: str =
     except Exception as exc:  # noqa: BLE001 - any mismatch means a broken artifact
         raise ArtifactError(f"Cannot rebuild the network of '{folder}': {exc}") from exc
     head = _load_head(folder / HEAD) if document.get("head") else None
-    info = dict(document.get("info", {}))
-    info.setdefault("path", str(folder))
-    return Predictor(
-        network, document["classes"], document["data_config"], modality=document["modality"],
-        mode=document["mode"], head=head, info=info, device=device, backend=backend,
-    )
+    return network, head
+
+
+def model_files(folder: str | Path | None) -> dict[str, str]:
+    """The recorded checksums of a saved model's files (empty when there is no model there)."""
+    if not folder:
+        return {}
+    try:
+        return json.loads((Path(folder) / MODEL_JSON).read_text()).get("files", {})
+    except (OSError, ValueError):
+        return {}
 
 
 def _load_head(path: Path):

@@ -12,13 +12,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._utils import write_text
+from .choices import (
+    BACKENDS,
+    BAD_FILE_POLICIES,
+    HEADS,
+    LEAK_POLICIES,
+    MODALITIES,
+    MODES,
+    MONITORS,
+    NEAR_DUPLICATES,
+    POOLINGS,
+    RESIZE_MODES,
+    TTA_CHOICES,
+    choice_problem,
+    raise_problems,
+)
+from .data.image_augment import AugmentConfig
 from .data.signal_augment import SignalAugmentConfig
-from .data.transforms import RESIZE_MODES, AugmentConfig
-from .data.views import resolve_tta
+from .data.signal_options import SignalConfig
+from .data.split import size_problems
 from .exceptions import ConfigError
 
-MODES = ("headless", "finetune", "scratch")
-HEADS = ("auto", "logreg", "linear_svm", "rbf_svm", "random_forest", "hist_gb", "ridge")
+__all__ = ["Entry", "RunConfig", "SignalConfig", "TrackingConfig", "TrainConfig", "load_config",
+           "save_config"]
 
 
 @dataclass
@@ -127,47 +144,6 @@ class TrainConfig:
         check("loss_smoothing", self.loss_smoothing, number(self.loss_smoothing, 0)
               and 0 < self.loss_smoothing <= 1, "a number in (0, 1]")
         return out
-
-
-@dataclass
-class SignalConfig:
-    """How signal files are read: windowing of long recordings, unequal lengths, column names.
-
-    Attributes:
-        window: Cut every recording into windows of this many timepoints (``None``: each case
-            as it is). Windows of one recording share a group, so a split never puts one
-            recording in two parts.
-        stride: Step between window starts (default: ``window``, no overlap).
-        label_rule: Label of a window whose timepoints carry labels: ``majority``, ``last``
-            or ``center``.
-        length_policy: Cases of unequal length: ``error``, ``pad`` (zeros at the end, up to
-            ``length`` or the longest case) or ``truncate`` (cut to ``length`` or the shortest).
-        length: Target length of ``pad``/``truncate``; ``None`` takes the longest/shortest case.
-        case_column: Case (recording) id column of CSV/Parquet tables.
-        time_column: Time column of long tables; a table with it is read as long form.
-        label_column: Label column.
-        group_column: Optional group (recording, subject) column.
-        channels: Channel columns of long tables; ``None`` takes every other column.
-        resample: Long tables: put every recording on one regular grid, a rate (``50Hz``) or a
-            period (``20ms``); channels are interpolated from their own samples. Time columns
-            hold seconds or date-times.
-        max_gap: With ``resample``: gaps up to this duration (``2s``) are filled; a longer gap
-            splits the recording into pieces ``<id>~<k>``. ``None``: ten sampling intervals of
-            the slowest channel.
-    """
-
-    window: int | None = None
-    stride: int | None = None
-    label_rule: str = "majority"
-    length_policy: str = "error"
-    length: int | None = None
-    case_column: str = "case_id"
-    time_column: str = "time"
-    label_column: str = "label"
-    group_column: str = "group"
-    channels: list[str] | None = None
-    resample: str | None = None
-    max_gap: str | float | None = None
 
 
 @dataclass
@@ -289,31 +265,32 @@ class RunConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def validate(self) -> RunConfig:
-        """Check the values that have a fixed set of choices; returns ``self``."""
-        _choice("mode", self.mode, MODES)
-        _choice("head", self.head, HEADS)
-        _choice("on_bad_file", self.on_bad_file, ("error", "skip"))
-        _choice("modality", self.modality, ("auto", "image", "signal"))
-        _choice("backend", self.backend, ("auto", "torch", "onnx"))
-        resolve_tta(self.tta)
-        _choice("pooling", self.pooling, ("auto", "final", "stages"))
-        _choice("near_duplicates", self.near_duplicates, ("phash", "dhash", "off"))
-        _choice("on_leak", self.on_leak, ("error", "warn", "ignore"))
-        if self.resize is not None:
-            _choice("resize", self.resize, RESIZE_MODES)
-        _choice("train.monitor", self.train.monitor, ("auto", "val_loss", "val_accuracy", "val_f1"))
-        _choice("signal.label_rule", self.signal.label_rule, ("majority", "last", "center"))
-        _choice("signal.length_policy", self.signal.length_policy, ("error", "pad", "truncate"))
-        problems = self.train.problems()
-        if problems:
-            raise ConfigError(" ".join(problems))
+        """Check every value with a fixed set of choices or a range; returns ``self``.
+
+        Raises:
+            ConfigError: Naming every invalid option at once.
+        """
+        choices = [("mode", self.mode, MODES), ("head", self.head, HEADS),
+                   ("on_bad_file", self.on_bad_file, BAD_FILE_POLICIES),
+                   ("modality", self.modality, ("auto", *MODALITIES)),
+                   ("backend", self.backend, BACKENDS),
+                   ("pooling", self.pooling, POOLINGS),
+                   ("near_duplicates", self.near_duplicates, NEAR_DUPLICATES),
+                   ("on_leak", self.on_leak, LEAK_POLICIES),
+                   ("resize", self.resize, (*RESIZE_MODES, None)),
+                   ("train.monitor", self.train.monitor, MONITORS)]
+        problems = [choice_problem(name, value, options) for name, value, options in choices]
+        if not isinstance(self.tta, bool) and self.tta is not None:  # true: hflip, false: none
+            problems.append(choice_problem("tta", self.tta, TTA_CHOICES))
+        problems += self.train.problems() + self.signal.problems() + size_problems(self.val_size, self.test_size)
         if self.masks and self.mode == "headless":
-            raise ConfigError("The 'masks' option blanks areas while a network trains; headless "
-                              "mode trains none. Use --mode finetune or scratch with --masks.")
+            problems.append("The 'masks' option blanks areas while a network trains; headless "
+                            "mode trains none. Use --mode finetune or scratch with --masks.")
         if self.cam_examples < 0:
-            raise ConfigError(f"The 'cam_examples' option must be 0 (off) or more. Got {self.cam_examples}.")
+            problems.append(f"The 'cam_examples' option must be 0 (off) or more. Got {self.cam_examples}.")
         if self.cv_folds < 2:
-            raise ConfigError(f"The 'cv_folds' option must be at least 2. Got {self.cv_folds}.")
+            problems.append(f"The 'cv_folds' option must be at least 2. Got {self.cv_folds}.")
+        raise_problems(problems)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -332,10 +309,19 @@ class RunConfig:
         return RunConfig.from_dict(values)
 
 
-def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        options = ", ".join(f"'{c}'" for c in choices)
-        raise ConfigError(f"The '{name}' option must be one of {options}. Got {value!r}.")
+@dataclass
+class Entry:
+    """One contestant of ``sigclass compare``: a name, a mode, a model and config overrides of its
+    own.
+
+    The overrides are the entry's defaults: an option the user set (a value other than
+    :class:`RunConfig`'s default) wins over them, so ``--epochs`` reaches every entry.
+    """
+
+    name: str
+    mode: str
+    model: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
 
 
 def _build(cls, values: dict[str, Any], prefix: str):
@@ -392,7 +378,5 @@ def load_config(path: str | Path) -> dict[str, Any]:
 def save_config(config: RunConfig, path: str | Path) -> Path:
     """Write the resolved config as YAML (atomically)."""
     import yaml
-
-    from ._utils import write_text
 
     return write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -13,15 +13,19 @@ are computed per member (``explain`` names the members' folders).
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ._utils import write_json
+from .artifacts import ENSEMBLE, FORMAT, MODEL_JSON
 from .exceptions import ConfigError
+from .predictor import Predictor
 
-KIND = "ensemble"
+KIND = ENSEMBLE
 
 
 class EnsemblePredictor:
@@ -72,8 +76,6 @@ class EnsemblePredictor:
 
     def predict_proba(self, inputs, batch_size: int = 64, progress: bool = False) -> np.ndarray:
         """The weighted mean of the members' probabilities, columns in :attr:`classes` order."""
-        import time
-
         started = time.perf_counter()
         items = self.preprocessor.as_list(inputs)
         proba = sum(w * m.predict_proba(items, batch_size, progress)
@@ -88,16 +90,12 @@ class EnsemblePredictor:
 
     def use_backend(self, backend: str, onnx_path=None) -> EnsemblePredictor:
         """Switch every member's inference backend (each keeps its own ONNX graph)."""
-        from .batch import use_fast_backend
-
         for member in self.members:
-            use_fast_backend(member, backend)
+            member.use_backend(backend)
         return self
 
     def save(self, path: str | Path) -> Path:
         """A folder with one model folder per member and ``model.json`` listing them."""
-        from .artifacts import FORMAT, MODEL_JSON
-
         folder = Path(path)
         for name, member in zip(self.names, self.members, strict=True):
             member.save(folder / "members" / name)
@@ -112,10 +110,9 @@ class EnsemblePredictor:
     @classmethod
     def load(cls, folder: str | Path, document: dict[str, Any], device: str | None = "auto",
              backend: str = "torch") -> EnsemblePredictor:
-        from .artifacts import load_predictor
-
+        """The ensemble of the folder whose checked ``model.json`` is ``document``."""
         folder = Path(folder)
-        members = [load_predictor(folder / m["folder"], device=device, backend=backend)
+        members = [Predictor.load(folder / m["folder"], device=device, backend=backend)
                    for m in document["members"]]
         info = dict(document.get("info", {}))
         info.setdefault("path", str(folder))
@@ -130,8 +127,6 @@ class EnsemblePredictor:
 def selection_score(run_dir: Path) -> float | None:
     """The held-out score an entry was selected by: a network's validation accuracy, a headless
     head's cross-validated accuracy; ``None`` when the run has neither."""
-    import json
-
     try:
         return float(json.loads((run_dir / "val" / "metrics.json").read_text())["accuracy"])
     except (OSError, ValueError, KeyError):
@@ -152,8 +147,6 @@ def build_ensemble(run_dirs: dict[str, Path], top: int = 3) -> EnsemblePredictor
     :data:`CLOSE_TO_BEST` of the best (a much weaker model only adds noise to the vote); their
     weights are proportional to how far their score is above chance (one over the classes).
     """
-    from .artifacts import load_predictor
-
     scored = [(score, name) for name, d in run_dirs.items()
               if (score := selection_score(d)) is not None and (d / "model").is_dir()]
     scored.sort(key=lambda item: -item[0])
@@ -162,7 +155,7 @@ def build_ensemble(run_dirs: dict[str, Path], top: int = 3) -> EnsemblePredictor
     chosen = [(s, n) for s, n in scored if s >= scored[0][0] - CLOSE_TO_BEST][:top]
     if len(chosen) < 2:
         return None
-    members = [load_predictor(run_dirs[name] / "model") for _, name in chosen]
+    members = [Predictor.load(run_dirs[name] / "model") for _, name in chosen]
     chance = 1.0 / members[0].n_classes
     weights = [max(score - chance, 1e-3) for score, _ in chosen]
     return EnsemblePredictor(members, weights, [name for _, name in chosen],

@@ -1,7 +1,8 @@
 """Inference engines: run a network on batches with PyTorch or ONNX Runtime.
 
-The engine is picked once (``backend="auto"``: PyTorch on CUDA, ONNX Runtime on a CPU where it is
-installed) and used by the featurizer, the predictor and the scoring service alike.
+The backend is decided in one place, :func:`resolve_backend` (``"auto"``: PyTorch on CUDA, ONNX
+Runtime on a CPU where it is installed and the network can be exported), and the engine it
+gives is used by the featurizers, the predictor, batch scoring and the service alike.
 """
 
 from __future__ import annotations
@@ -10,15 +11,17 @@ import contextlib
 import io
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ._utils import atomic_write, resolve_device
+from .choices import BACKENDS, check_choice
+from .data.views import TTA_GROUPS, apply_view, resolve_tta
+from .exceptions import ConfigError
 
 logger = logging.getLogger(__name__)
-
-BACKENDS = ("auto", "torch", "onnx")
 
 
 class TorchEngine:
@@ -74,8 +77,6 @@ class OnnxEngine:
 def infer(engine, batch, views: tuple[str, ...] | bool = ("id",)) -> np.ndarray:
     """Outputs of ``engine`` on ``batch``, averaged over the test-time ``views`` (see
     :mod:`sigclass.data.views`; ``True`` is the image and its mirror)."""
-    from .data.views import TTA_GROUPS, apply_view, resolve_tta
-
     if isinstance(views, bool):
         views = TTA_GROUPS[resolve_tta(views)]
     views = tuple(views) or ("id",)
@@ -126,39 +127,32 @@ def onnx_available() -> bool:
     return True
 
 
-def choose_backend(backend: str, device=None) -> str:
-    """Resolve ``"auto"``: ONNX Runtime on a CPU where it is installed, PyTorch otherwise."""
-    if backend not in BACKENDS:
-        from .exceptions import ConfigError
+def resolve_backend(backend: str, device=None, network=None) -> str:
+    """The backend policy: ``"torch"`` or ``"onnx"`` for ``backend`` on ``device``.
 
-        raise ConfigError(f"The 'backend' option must be one of 'auto', 'torch', 'onnx'. Got {backend!r}.")
+    ``"torch"`` and ``"onnx"`` are taken as asked (``"onnx"`` for a network with
+    ``onnx_exportable = False``, such as MiniRocket running aeon's numba code, is an error);
+    ``"auto"`` is PyTorch on CUDA, where ONNX Runtime is not installed or for a network that
+    cannot be exported, and ONNX Runtime otherwise.
+    """
+    check_choice("backend", backend, BACKENDS)
+    exportable = getattr(network, "onnx_exportable", True)
+    if backend == "onnx" and not exportable:
+        name = getattr(network, "model_spec", {}).get("name", type(network).__name__)
+        raise ConfigError(f"'{name}' cannot be exported to ONNX; use backend 'torch' or 'auto'.")
     if backend != "auto":
         return backend
-    if resolve_device(device).type == "cuda" or not onnx_available():
+    if resolve_device(device).type == "cuda" or not onnx_available() or not exportable:
         return "torch"
     return "onnx"
 
 
 def make_engine(network, input_shape, backend: str = "auto", device=None, onnx_path: str | Path | None = None):
-    """An engine for ``network``; the ONNX graph is exported to ``onnx_path`` once and reused.
-
-    A network with ``onnx_exportable = False`` (MiniRocket runs aeon's numba code) runs with
-    PyTorch under ``backend="auto"``; asking for ``"onnx"`` explicitly is an error.
-    """
-    requested = backend
-    backend = choose_backend(backend, device)
-    if backend == "onnx" and not getattr(network, "onnx_exportable", True):
-        if requested == "onnx":
-            from .exceptions import ConfigError
-
-            name = getattr(network, "model_spec", {}).get("name", type(network).__name__)
-            raise ConfigError(f"'{name}' cannot be exported to ONNX; use backend 'torch' or 'auto'.")
-        backend = "torch"
-    if backend == "torch":
+    """An engine for ``network`` on the backend :func:`resolve_backend` picks; the ONNX graph is
+    exported to ``onnx_path`` once and reused (a temporary folder when ``None``)."""
+    if resolve_backend(backend, device, network) == "torch":
         return TorchEngine(network, device)
     if onnx_path is None:
-        import tempfile
-
         onnx_path = Path(tempfile.mkdtemp(prefix="sigclass-onnx-")) / "model.onnx"
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():

@@ -13,22 +13,30 @@ from typing import Any
 
 import numpy as np
 
-from .data.views import views_of
-from .exceptions import ConfigError
-from .inference import infer
+from ._utils import default_cache_dir, sha256_json
+from .artifacts import (
+    ENSEMBLE,
+    find_model_dir,
+    model_files,
+    read_model_json,
+    read_network_and_head,
+    save_predictor,
+)
+from .exceptions import ArtifactError
+from .inference import infer, make_engine, resolve_backend
+from .modalities import modality_of
 
 
-def make_preprocessor(modality: str, data_config: dict[str, Any]):
-    """The preprocessor of a modality, built from the data config stored with the model."""
-    if modality == "image":
-        from .data.transforms import ImagePreprocessor
-
-        return ImagePreprocessor(data_config)
-    if modality == "signal":
-        from .data.signals import SignalPreprocessor
-
-        return SignalPreprocessor(data_config)
-    raise ConfigError(f"The 'modality' must be 'image' or 'signal'. Got {modality!r}.")
+def onnx_cache_path(predictor, explicit: str | Path | None = None) -> Path | None:
+    """Where a saved model's ONNX graph is kept: ``explicit``, else the sigclass cache folder
+    keyed by the model's checksums (``None`` for a model that was never saved)."""
+    if explicit:
+        return Path(explicit)
+    files = model_files(predictor.info.get("path"))
+    if not files:
+        return None
+    key = sha256_json({"files": files, "shape": list(predictor.preprocessor.item_shape)})[:20]
+    return default_cache_dir() / "onnx" / f"{key}.onnx"
 
 
 class Predictor:
@@ -70,7 +78,7 @@ class Predictor:
         self.info = dict(info or {})
         self.device = device
         self.backend = backend
-        self.preprocessor = make_preprocessor(modality, data_config)
+        self.preprocessor = modality_of(modality).preprocessor(data_config)
         self._engine = engine
         self.last_items_per_second: float | None = None
 
@@ -86,19 +94,19 @@ class Predictor:
     def engine(self):
         """The inference engine, built on first use."""
         if self._engine is None:
-            from .inference import make_engine
-
             self._engine = make_engine(self.network, self.preprocessor.item_shape, self.backend, self.device)
         return self._engine
 
     def use_backend(self, backend: str, onnx_path: str | Path | None = None) -> Predictor:
-        """Switch the inference backend (``torch`` or ``onnx``); returns ``self``."""
-        from .inference import make_engine
-
+        """Switch the inference backend (``auto``, ``torch`` or ``onnx``, decided by
+        :func:`~sigclass.inference.resolve_backend`); a saved model's ONNX graph is exported
+        once to :func:`onnx_cache_path`. Returns ``self``."""
+        resolved = resolve_backend(backend, self.device, self.network)
+        if resolved == "onnx" and onnx_path is None:
+            onnx_path = onnx_cache_path(self)
         self.backend = backend
-        self._engine = make_engine(
-            self.network, self.preprocessor.item_shape, backend, self.device, onnx_path
-        )
+        self._engine = make_engine(self.network, self.preprocessor.item_shape, resolved, self.device,
+                                   onnx_path)
         return self
 
     def transform(self, inputs, batch_size: int = 64, progress: bool = False) -> np.ndarray:
@@ -113,7 +121,7 @@ class Predictor:
             batches = tqdm(batches, desc="predict", unit="batch", leave=False)
         for begin in batches:
             batch = self.preprocessor(items[begin:begin + batch_size])
-            outputs.append(infer(self.engine, batch, views_of(self.data_config)))
+            outputs.append(infer(self.engine, batch, self.preprocessor.views))
         elapsed = time.perf_counter() - start
         self.last_items_per_second = len(items) / elapsed if elapsed > 0 and items else None
         if not outputs:
@@ -141,16 +149,28 @@ class Predictor:
 
     def save(self, path: str | Path) -> Path:
         """Save as a self-contained model folder (safetensors + JSON; see :mod:`sigclass.artifacts`)."""
-        from .artifacts import save_predictor
-
         return save_predictor(self, path)
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = "auto", backend: str = "torch") -> Predictor:
-        """Load a model folder or run folder without executing code from it."""
-        from .artifacts import load_predictor
+        """Load a model folder or run folder without executing code from it (an ensemble's
+        folder loads with :func:`sigclass.load`)."""
+        folder = find_model_dir(path)
+        document = read_model_json(folder)
+        if document.get("kind") == ENSEMBLE:
+            raise ArtifactError(f"'{folder}' holds an ensemble of models; load it with sigclass.load.")
+        return cls.from_folder(folder, document, device, backend)
 
-        return load_predictor(path, device=device, backend=backend)
+    @classmethod
+    def from_folder(cls, folder: Path, document: dict[str, Any], device: str | None = "auto",
+                    backend: str = "torch") -> Predictor:
+        """The predictor of a model folder whose checked ``model.json`` is ``document``."""
+        network, head = read_network_and_head(folder, document)
+        info = dict(document.get("info", {}))
+        info.setdefault("path", str(folder))
+        return cls(network, document["classes"], document["data_config"],
+                   modality=document["modality"], mode=document["mode"], head=head, info=info,
+                   device=device, backend=backend)
 
     def __repr__(self) -> str:
         return (f"Predictor(model={self.model_name!r}, mode={self.mode!r}, modality={self.modality!r}, "

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ..exceptions import DataError
-from .images import ImageDataset, ImageItem
+from .image_files import ImageItem
+from .images import ImageDataset
 from .predefined import apply_rules, check_same_classes
 
 

@@ -8,47 +8,29 @@ files are found before any training starts. All problems are reported together.
 from __future__ import annotations
 
 import csv
-import io
 import os
 import warnings
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .._utils import sha256_bytes, sha256_json
+from .._utils import sha256_json
+from ..choices import BAD_FILE_POLICIES, check_choice
 from ..exceptions import ConfigError, DataError, Problem
+from .image_augment import ImageTensorDataset
+from .image_files import ImageItem, check_files, find_duplicates
+from .image_masks import mask_fill, mask_paths
+from .image_preprocess import build_image_transform
+from .leakage import DEFAULT_THRESHOLDS, image_hashes
 from .predefined import (
     PredefinedParts,
     apply_rules,
     canonical_split,
     collect_parts,
 )
-
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
-BAD_FILE_POLICIES = ("error", "skip")
-#: Largest image accepted, in pixels (about 16k x 16k); larger files are reported, not decoded.
-MAX_IMAGE_PIXELS = 268_435_456
-
-
-@dataclass(frozen=True)
-class ImageItem:
-    """One labeled image file.
-
-    Attributes:
-        key: Path relative to the dataset root in POSIX form; the image's id in split files.
-        path: Absolute path of the file.
-        label: Class name.
-        sha256: Hash of the file's bytes.
-    """
-
-    key: str
-    path: Path
-    label: str
-    sha256: str
 
 
 @dataclass
@@ -87,7 +69,7 @@ class ImageDataset:
                 ``"skip"`` leaves bad files out and lists them in ``skipped``.
             min_per_class: Fewest images a class needs (the split decides it).
         """
-        _check_policy(on_bad_file)
+        check_choice("on_bad_file", on_bad_file, BAD_FILE_POLICIES)
         root = Path(root).expanduser().resolve()
         if not root.is_dir():
             raise DataError(Problem(str(root), "dataset folder does not exist or is not a folder"))
@@ -170,7 +152,7 @@ class ImageDataset:
             on_bad_file: ``"error"`` or ``"skip"``, as in :meth:`from_folder`.
             min_per_class: Fewest images a class needs.
         """
-        _check_policy(on_bad_file)
+        check_choice("on_bad_file", on_bad_file, BAD_FILE_POLICIES)
         manifest = Path(manifest).expanduser().resolve()
         if not manifest.is_file():
             raise DataError(Problem(str(manifest), "manifest file does not exist"))
@@ -232,14 +214,14 @@ class ImageDataset:
         cls, root: Path, candidates: list[tuple[str, str]], on_bad_file: str, min_per_class: int,
         problems: list[Problem], class_problems: list[Problem], ignored: list[Problem], source: str,
     ) -> ImageDataset:
-        checked = _check_files(root, candidates)
+        checked = check_files(root, candidates)
         items = []
         for (key, label), (digest, reason) in zip(candidates, checked, strict=True):
             if reason:
                 problems.append(Problem(key, reason))
             else:
                 items.append(ImageItem(key, root / key, label, digest))
-        dup_problems, items = _find_duplicates(items)
+        dup_problems, items = find_duplicates(items)
         problems += dup_problems
         counts = defaultdict(int)
         for item in items:
@@ -312,13 +294,9 @@ class ImageDataset:
     def to_torch(self, data_config: dict[str, Any], augment=None, masks=None):
         """A torch dataset of (normalized tensor, class index), augmented when ``augment`` is given;
         ``masks`` (a folder mirroring the dataset) blanks areas that must not drive predictions."""
-        from .transforms import ImageTensorDataset, build_image_transform
-
         transform = build_image_transform(data_config, augment)
         mask_files = fill = None
         if masks is not None:
-            from ..explain.guided import mask_fill, mask_paths
-
             mask_files, fill = mask_paths(self, masks), mask_fill(data_config)
         return ImageTensorDataset(self.paths, self.y, transform, channels=int(data_config["input_size"][0]),
                                   masks=mask_files, fill=fill)
@@ -331,6 +309,23 @@ class ImageDataset:
     def fingerprint(self) -> str:
         """Hash of every (id, label, content hash): equal fingerprints mean equal data."""
         return sha256_json(sorted((i.key, i.label, i.sha256) for i in self.items))
+
+    def similarity_vectors(self, method: str, threshold: float | None, features=None):
+        """What :mod:`~sigclass.data.leakage` compares to find near-duplicates: ``(vectors,
+        metric, radius)``; perceptual hashes of the files within ``threshold`` bits, or
+        ``features`` (rows of pooled CNN features) above a cosine similarity."""
+        limit = DEFAULT_THRESHOLDS[method] if threshold is None else float(threshold)
+        if method == "features":
+            if features is None:
+                raise ConfigError("near_duplicates='features' needs the feature rows of the images.")
+            return np.asarray(features, dtype=np.float64), "cosine", 1.0 - limit
+        bits = image_hashes(self.paths, method)
+        # Hamming in scikit-learn is the fraction of differing bits; half a bit keeps '<= limit' exact.
+        return bits, "hamming", (limit + 0.5) / bits.shape[1]
+
+    def similarity_method(self, method: str) -> str:
+        """How near-duplicates were found, for the report: the ``near_duplicates`` method."""
+        return method
 
     def report(self) -> dict[str, Any]:
         """Counts per class and every skipped or ignored file, for the run report."""
@@ -397,89 +392,5 @@ def _check_not_nested(root: Path, top: list[Path]) -> None:
         "val/ and test/ (a CSV manifest with path,label[,split] columns works too).")
 
 
-def _check_policy(on_bad_file: str) -> None:
-    if on_bad_file not in BAD_FILE_POLICIES:
-        raise ConfigError(
-            f"The 'on_bad_file' option must be one of 'error', 'skip'. Got {on_bad_file!r}."
-        )
-
-
 def _rel(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix()
-
-
-def _check_files(root: Path, candidates: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """(sha256, problem or "") for every candidate, decoding files on a few threads."""
-
-    def check(key: str) -> tuple[str, str]:
-        return check_image_file(root / key)
-
-    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
-        return list(pool.map(check, [key for key, _ in candidates]))
-
-
-def check_image_file(path: Path) -> tuple[str, str]:
-    """Read and fully decode one file. Returns ``(sha256, "")`` or ``("", reason)``."""
-    if path.suffix.lower() not in IMAGE_EXTENSIONS:
-        reason = "not an image file" if path.exists() else "file not found"
-        if path.exists():
-            reason += f" (extension '{path.suffix or '<none>'}'; accepted: jpg, png, bmp, tiff, webp)"
-        return "", reason
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return "", "file not found"
-    except OSError as exc:
-        return "", f"unreadable file: {exc.strerror or exc}"
-    if not data:
-        return "", "empty file (0 bytes)"
-    reason = image_decode_problem(data)
-    return ("", reason) if reason else (sha256_bytes(data), "")
-
-
-def image_decode_problem(data: bytes) -> str:
-    """Why ``data`` cannot be used as an image, or ``""`` when it decodes completely."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-            if width * height > MAX_IMAGE_PIXELS:
-                return (f"image too large ({width}x{height} pixels, limit {MAX_IMAGE_PIXELS:,}); "
-                        "downscale it")
-            image.load()
-    except UnidentifiedImageError:
-        return "not an image: the content cannot be decoded as JPEG, PNG, BMP, TIFF or WebP"
-    except Image.DecompressionBombError as exc:
-        return f"image too large (decompression bomb guard): {exc}"
-    except (OSError, SyntaxError, ValueError) as exc:
-        text = str(exc)
-        if "truncated" in text.lower() or "broken data stream" in text.lower():
-            return f"truncated or corrupted image: {text}"
-        return f"corrupted image: {text}"
-    return ""
-
-
-def _find_duplicates(items: list[ImageItem]) -> tuple[list[Problem], list[ImageItem]]:
-    """Report files with identical bytes; keep the first copy of a same-class group only."""
-    by_hash: dict[str, list[ImageItem]] = defaultdict(list)
-    for item in items:
-        by_hash[item.sha256].append(item)
-    problems, drop = [], set()
-    for group in by_hash.values():
-        if len(group) < 2:
-            continue
-        labels = sorted({item.label for item in group})
-        first = group[0]
-        if len(labels) > 1:
-            for item in group:
-                others = ", ".join(f"{o.key} ('{o.label}')" for o in group if o is not item)
-                problems.append(Problem(item.key, f"exact duplicate across classes: same content as "
-                                        f"{others}; contradicting labels, keep one copy in the right class"))
-                drop.add(item.key)
-        else:
-            for item in group[1:]:
-                problems.append(Problem(item.key, f"exact duplicate of {first.key} in class "
-                                        f"'{item.label}': copies leak across the split; remove one"))
-                drop.add(item.key)
-    return problems, [item for item in items if item.key not in drop]

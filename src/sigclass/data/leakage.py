@@ -29,12 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from ..exceptions import ConfigError, DataError, Problem
+from ..choices import LEAK_POLICIES, NEAR_DUPLICATE_METHODS, check_choice
+from ..exceptions import DataError, Problem
 
 logger = logging.getLogger(__name__)
 
-LEAK_POLICIES = ("error", "warn", "ignore")
-IMAGE_METHODS = ("phash", "dhash", "features", "off")
 #: Default link thresholds: Hamming bits of a 64-bit hash, cosine similarity, normalized RMS.
 # phash at 2 bits: 90 % of JPEG-quality-30 and half-size copies of fridgeObjects and ELPV photos are
 # within 2 bits (all within 4); on ELPV, 4 bits chains 582 look-alike cells into groups of up to 21.
@@ -44,17 +43,6 @@ MAX_PAIRS_SHOWN = 20  # the report lists every pair; messages name the first one
 
 class LeakageWarning(UserWarning):
     """Near-duplicates straddle the parts of a split."""
-
-
-def check_method(method: str) -> None:
-    if method not in IMAGE_METHODS:
-        options = ", ".join(f"'{m}'" for m in IMAGE_METHODS)
-        raise ConfigError(f"The 'near_duplicates' option must be one of {options}. Got {method!r}.")
-
-
-def check_policy(on_leak: str) -> None:
-    if on_leak not in LEAK_POLICIES:
-        raise ConfigError(f"The 'on_leak' option must be one of 'error', 'warn', 'ignore'. Got {on_leak!r}.")
 
 
 # -- the vectors that are compared ---------------------------------------------------------------
@@ -118,7 +106,7 @@ def near_duplicate_groups(dataset, method: str = "phash", threshold: float | Non
         threshold: The link threshold; ``None`` takes :data:`DEFAULT_THRESHOLDS`.
         features: Feature rows of the items, for ``method="features"``.
     """
-    check_method(method)
+    check_choice("near_duplicates", method, NEAR_DUPLICATE_METHODS)
     if method == "off" or len(dataset) < 2:
         return []
     key = (dataset.fingerprint(), tuple(dataset.ids), method, threshold)
@@ -132,17 +120,8 @@ def near_duplicate_groups(dataset, method: str = "phash", threshold: float | Non
 
 def _find_groups(dataset, method: str, threshold: float | None,
                  features: np.ndarray | None) -> list[list[int]]:
-    if dataset.modality == "signal":
-        limit = DEFAULT_THRESHOLDS["signal"] if threshold is None else float(threshold)
-        return link_groups(signal_vectors(dataset.X), "euclidean", limit)
-    limit = DEFAULT_THRESHOLDS[method] if threshold is None else float(threshold)
-    if method == "features":
-        if features is None:
-            raise ConfigError("near_duplicates='features' needs the feature rows of the images.")
-        return link_groups(np.asarray(features, dtype=np.float64), "cosine", 1.0 - limit)
-    bits = image_hashes(dataset.paths, method)
-    # Hamming in scikit-learn is the fraction of differing bits; half a bit keeps '<= limit' exact.
-    return link_groups(bits, "hamming", (limit + 0.5) / bits.shape[1])
+    vectors, metric, radius = dataset.similarity_vectors(method, threshold, features)
+    return link_groups(vectors, metric, radius)
 
 
 # -- a split against the groups ------------------------------------------------------------------
@@ -166,7 +145,7 @@ def leakage_report(split, dataset, groups: list[list[int]], method: str) -> dict
     ids = dataset.ids
     pairs = leaked_pairs(split, dataset, groups)
     return {
-        "method": method if dataset.modality == "image" else "signal",
+        "method": dataset.similarity_method(method),
         "n_groups": len(groups),
         "n_items_in_groups": int(sum(len(g) for g in groups)),
         "groups": [[ids[i] for i in g] for g in groups],
@@ -195,7 +174,7 @@ def check_leakage(split, dataset, on_leak: str = "warn", method: str = "phash",
     Returns:
         The report section (see :func:`leakage_report`).
     """
-    check_policy(on_leak)
+    check_choice("on_leak", on_leak, LEAK_POLICIES)
     if groups is None:
         groups = near_duplicate_groups(dataset, method, threshold, features)
     report = leakage_report(split, dataset, groups, method)

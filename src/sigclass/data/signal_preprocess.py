@@ -1,4 +1,5 @@
-"""Signal preprocessing, identical in training, evaluation and serving.
+"""Signal preprocessing, identical in training, evaluation and serving, and the way back from
+the model input to the original signal (where a class activation map lies on it).
 
 The *data config* of a signal model holds the input shape, the per-channel mean and standard
 deviation (fitted on the training part only), the channel names and the reading options. It is
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..exceptions import DataError, Problem
+from .signal_windows import trim_trailing_nan
 
 MIN_STD = 1e-8  # a constant channel is centred, not divided by ~0
 
@@ -30,6 +32,26 @@ def as_case(values) -> np.ndarray:
     return array
 
 
+def as_cases(X) -> np.ndarray:
+    """Cases as one ``(n_cases, n_channels, n_timepoints)`` array: a signal dataset's, a 3D
+    array, or a 2D array of one-channel cases (aeon's ``(n_cases, n_timepoints)``).
+
+    This is the only place where a collection of univariate cases is promoted (one case is
+    promoted by :func:`as_case`).
+    """
+    array = X.X if hasattr(X, "X") else np.asarray(X)
+    if np.iscomplexobj(array):
+        raise DataError(Problem("input", "cases hold complex numbers; signals are real-valued"))
+    if not hasattr(X, "X"):
+        array = array.astype(np.float32, copy=False)
+    if array.ndim == 2:
+        return array[:, None, :]
+    if array.ndim != 3:
+        raise DataError(Problem("input", f"cases must have shape (n_cases, n_channels, "
+                                f"n_timepoints) or (n_cases, n_timepoints); got {array.shape}"))
+    return array
+
+
 def signal_data_config(dataset, train_indices) -> dict[str, Any]:
     """The preprocessing of a signal model, with statistics of the training cases only.
 
@@ -44,7 +66,7 @@ def signal_data_config(dataset, train_indices) -> dict[str, Any]:
     """
     values = dataset.X if hasattr(dataset, "X") else np.asarray(dataset)
     X = np.asarray(values[np.asarray(train_indices, dtype=np.int64)], dtype=np.float64)
-    if len(X) == 0 or X.ndim != 3:
+    if X.ndim != 3 or X.size == 0:
         raise DataError(Problem(getattr(dataset, "source", "") or "input", "no training cases "
                                 "(n_cases, n_channels, n_timepoints) to fit the standardization on"))
     mean = X.mean(axis=(0, 2))
@@ -88,6 +110,11 @@ class SignalPreprocessor:
     def item_shape(self) -> tuple[int, ...]:
         return int(self.data_config["n_channels"]), int(self.data_config["n_timepoints"])
 
+    @property
+    def views(self) -> tuple[str, ...]:
+        """The test-time views of a signal: the signal itself."""
+        return ("id",)
+
     def as_list(self, inputs) -> list:
         """One case or many, as a list: a 3D array is a batch, a 1D or 2D array is one case, a
         list holds cases."""
@@ -116,7 +143,7 @@ class SignalPreprocessor:
             hint = " (several one-channel cases go in an (N, 1, T) array)" if n_channels == 1 else ""
             return None, [Problem(name, f"has {case.shape[0]} channel(s); the model expects "
                                   f"{n_channels} ({names}){hint}")]
-        case = _trim_trailing_nan(case)
+        case = trim_trailing_nan(case)
         finite = np.isfinite(case)
         if not finite.all():
             channel, t = (int(v[0]) for v in np.nonzero(~finite))
@@ -142,12 +169,12 @@ class SignalPreprocessor:
         return None, [Problem(name, f"has {length} timepoints; the model takes {target} "
                               f"(length policy '{policy}'); cut or pad the input to {target}")]
 
-    def __call__(self, items: list):
+    def __call__(self, items: list, names: list[str] | None = None):
         import torch
 
         cases, problems = [], []
         for index, item in enumerate(items):
-            case, found = self.check(item, f"input {index}")
+            case, found = self.check(item, names[index] if names else f"input {index}")
             problems += found
             cases.append(case)
         if problems:
@@ -156,8 +183,19 @@ class SignalPreprocessor:
             return torch.zeros((0, *self.item_shape), dtype=torch.float32)
         return torch.from_numpy(standardize(np.stack(cases), self.data_config))
 
+    def prepare(self, items: list) -> tuple[Any, list[int]]:
+        """The batch tensor of ``items`` and the length of every original signal."""
+        return self(items), [int(trim_trailing_nan(as_case(item)).shape[1]) for item in items]
 
-def _trim_trailing_nan(case: np.ndarray) -> np.ndarray:
-    from .signal_windows import trim_trailing_nan
+    def to_input(self, raw: np.ndarray, length: int) -> np.ndarray:
+        """A map at the network's feature resolution stretched to the model input, then cut or
+        padded with zeros (the part the model never saw) to the original ``length``."""
+        import torch
+        import torch.nn.functional as F
 
-    return trim_trailing_nan(case)
+        model_length = int(self.data_config["n_timepoints"])
+        stretched = F.interpolate(torch.as_tensor(raw, dtype=torch.float32)[None, None],
+                                  size=model_length, mode="linear", align_corners=False)[0, 0].numpy()
+        if length <= model_length:
+            return stretched[:length]
+        return np.concatenate([stretched, np.zeros(length - model_length, dtype=np.float32)])

@@ -15,6 +15,9 @@ Formats:
   columns named ``<channel>_<index>`` (``acc_x_0 ... acc_x_99``) or ``<index>`` for one channel.
   Empty trailing cells mark shorter cases.
 - **Long table** (one row per timepoint): case-id, time, one column per channel, label.
+
+Both tables follow the signal layout of :mod:`sigclass.data.signal_layout`, shared with the
+service and the MLflow pyfunc model.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..exceptions import DataError, Problem
+from .signal_layout import case_from_columns, split_channels
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 SIGNAL_SUFFIXES = (".npz", ".ts", *TABLE_SUFFIXES)
@@ -310,7 +314,7 @@ def _read_wide(frame, name: str, options, require_labels: bool) -> RawSignals:
     values, bad_cells = _numeric(frame, ordered)
     problems = [(row, _cell_problem(name, ids[row], row, column, text)) for row, column, text in bad_cells]
     n_t = len(first)
-    cases = [values[i].reshape(len(channels), n_t) for i in range(len(frame))]
+    cases = list(split_channels(values, len(channels)))
     groups = ([str(v) for v in frame[options.group_column]] if options.group_column in frame.columns
               else None)
 
@@ -359,7 +363,7 @@ def _read_long(frame, name: str, options, require_labels: bool) -> RawSignals:
             problems.append((k, Problem(f"{name} case '{case}'", f"time {repeated[0]:g} appears more "
                                         f"than once in column '{options.time_column}'; with "
                                         "signal.resample, rows of one time are merged")))
-        cases.append(case_values.T.copy())
+        cases.append(case_from_columns(case_values, None, None))
         case_times.append(t_sorted)
         row_maps.append(members)
         if labels is not None:

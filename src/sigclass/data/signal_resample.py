@@ -29,6 +29,7 @@ import warnings
 
 import numpy as np
 
+from ..choices import raise_problems
 from ..exceptions import ConfigError, Problem
 from .signal_readers import RawSignals
 
@@ -64,15 +65,27 @@ def parse_duration(text, option: str = "signal.max_gap") -> float:
                       f"Got {text!r}.")
 
 
-def check_resample_options(options) -> None:
-    """Validate ``signal.resample`` and ``signal.max_gap`` before any data is read."""
-    if options.resample is not None:
-        parse_period(options.resample)
+def resample_problems(options) -> list[str]:
+    """What is wrong with ``signal.resample`` and ``signal.max_gap``, one message each."""
+    problems = []
+    checks = [(parse_period, options.resample)] if options.resample is not None else []
     if options.max_gap is not None:
         if options.resample is None:
-            raise ConfigError("The 'signal.max_gap' option needs 'signal.resample' too (gaps are "
-                              "filled on the resampled grid); e.g. --resample 50Hz --max-gap 2s.")
-        parse_duration(options.max_gap)
+            problems.append("The 'signal.max_gap' option needs 'signal.resample' too (gaps are "
+                            "filled on the resampled grid); e.g. --resample 50Hz --max-gap 2s.")
+        else:
+            checks.append((parse_duration, options.max_gap))
+    for parse, value in checks:
+        try:
+            parse(value)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def check_resample_options(options) -> None:
+    """Validate ``signal.resample`` and ``signal.max_gap`` before any data is read."""
+    raise_problems(resample_problems(options))
 
 
 def resample_recordings(raw: RawSignals, resample, max_gap=None) -> tuple[RawSignals, dict]:

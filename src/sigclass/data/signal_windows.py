@@ -14,11 +14,9 @@ from collections import Counter
 
 import numpy as np
 
+from ..choices import LABEL_RULES, LENGTH_POLICIES, check_choice, choice_problem, raise_problems
 from ..exceptions import ConfigError, Problem
 from .signal_readers import RawSignals
-
-LABEL_RULES = ("majority", "last", "center")
-LENGTH_POLICIES = ("error", "pad", "truncate")
 
 
 def trim_trailing_nan(case: np.ndarray) -> np.ndarray:
@@ -39,19 +37,24 @@ def window_label(labels: np.ndarray, rule: str) -> str:
     return str(next(label for label in labels if counts[label] == best))
 
 
-def check_window_options(window: int | None, stride: int | None, label_rule: str) -> None:
-    """Validate the windowing options (before any data is read)."""
+def window_problems(window: int | None, stride: int | None, label_rule: str) -> list[str]:
+    """What is wrong with the windowing options, one message each (empty when all are valid)."""
+    problems = [choice_problem("signal.label_rule", label_rule, LABEL_RULES)]
     if window is None:
         if stride is not None:
-            raise ConfigError("The 'signal.stride' option needs 'signal.window' too.")
-        return
+            problems.append("The 'signal.stride' option needs 'signal.window' too.")
+        return [p for p in problems if p]
     if not isinstance(window, int) or window < 2:
-        raise ConfigError(f"The 'signal.window' option must be an integer of at least 2 timepoints. Got {window!r}.")
+        problems.append(f"The 'signal.window' option must be an integer of at least 2 timepoints. "
+                        f"Got {window!r}.")
     if stride is not None and (not isinstance(stride, int) or stride < 1):
-        raise ConfigError(f"The 'signal.stride' option must be a positive integer. Got {stride!r}.")
-    if label_rule not in LABEL_RULES:
-        options = ", ".join(f"'{r}'" for r in LABEL_RULES)
-        raise ConfigError(f"The 'signal.label_rule' option must be one of {options}. Got {label_rule!r}.")
+        problems.append(f"The 'signal.stride' option must be a positive integer. Got {stride!r}.")
+    return [p for p in problems if p]
+
+
+def check_window_options(window: int | None, stride: int | None, label_rule: str) -> None:
+    """Validate the windowing options (before any data is read); every problem in one error."""
+    raise_problems(window_problems(window, stride, label_rule))
 
 
 def window_recordings(raw: RawSignals, window: int, stride: int | None = None,
@@ -110,9 +113,7 @@ def equalize_lengths(cases: list[np.ndarray], policy: str, length: int | None,
         The array (``None`` when lengths differ under ``policy="error"``), the problems, and a
         summary (target length, padded and truncated counts).
     """
-    if policy not in LENGTH_POLICIES:
-        options = ", ".join(f"'{p}'" for p in LENGTH_POLICIES)
-        raise ConfigError(f"The 'signal.length_policy' option must be one of {options}. Got {policy!r}.")
+    check_choice("signal.length_policy", policy, LENGTH_POLICIES)
     lengths = np.array([case.shape[1] for case in cases], dtype=np.int64)
     if len(cases) == 0:
         return None, [], {"length": 0}

@@ -16,16 +16,17 @@ the reading options; :class:`SignalPreprocessor` applies it in evaluation and se
 from __future__ import annotations
 
 import warnings
-from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .._utils import sha256_bytes, sha256_json
-from ..exceptions import ConfigError, DataError, Problem
-from .signal_preprocess import SignalPreprocessor, as_case, signal_data_config, standardize
+from ..choices import BAD_FILE_POLICIES, check_choice
+from ..exceptions import DataError, Problem
+from .signal_dataset import SignalDataset, check_classes
+from .signal_options import reading_options
+from .signal_parts import merge_parts, split_files
 from .signal_readers import RawSignals, read_aeon, read_signal_file
 from .signal_resample import (
     check_resample_options,
@@ -42,133 +43,7 @@ from .signal_windows import (
 
 MAX_PROBLEMS = 50  # more are summarized in one line
 
-__all__ = ["SignalDataset", "SignalPreprocessor", "as_case", "default_signal_entries",
-           "load_signals", "read_signal_inputs", "signal_data_config", "standardize"]
-
-
-@dataclass
-class SignalDataset:
-    """Checked, labeled cases of equal length.
-
-    Attributes:
-        X: Values, ``(n_cases, n_channels, n_timepoints)`` float32.
-        label_values: Class name of every case.
-        classes: Sorted class names.
-        case_ids: Stable case ids (split files refer to them).
-        channel_names: One name per channel.
-        group_ids: Recording of every case (``None`` when cases are independent).
-        source: Where the data came from.
-        fixed_test: Ids of a predefined test part (kept by :func:`~sigclass.make_split`).
-        skipped: Cases left out under ``on_bad_file="skip"``, with the reason.
-        options: The reading options (:class:`~sigclass.config.SignalConfig` as a dict).
-        summary: Windowing and length equalization figures for the report.
-    """
-
-    X: np.ndarray
-    label_values: np.ndarray
-    classes: list[str]
-    case_ids: list[str]
-    channel_names: list[str]
-    group_ids: np.ndarray | None = None
-    source: str = ""
-    fixed_test: list[str] | None = None
-    skipped: list[Problem] = field(default_factory=list)
-    options: dict[str, Any] = field(default_factory=dict)
-    summary: dict[str, Any] = field(default_factory=dict)
-    predefined: Any = None  # PredefinedParts of split files (see load_signals)
-
-    modality = "signal"
-
-    def __len__(self) -> int:
-        return len(self.X)
-
-    @property
-    def ids(self) -> list[str]:
-        return list(self.case_ids)
-
-    @property
-    def labels(self) -> np.ndarray:
-        return np.asarray(self.label_values, dtype=object)
-
-    @property
-    def y(self) -> np.ndarray:
-        """Class indices into :attr:`classes`."""
-        index = {name: i for i, name in enumerate(self.classes)}
-        return np.array([index[label] for label in self.label_values], dtype=np.int64)
-
-    @property
-    def groups(self) -> np.ndarray | None:
-        return self.group_ids
-
-    @property
-    def n_channels(self) -> int:
-        return int(self.X.shape[1])
-
-    @property
-    def n_timepoints(self) -> int:
-        return int(self.X.shape[2])
-
-    @property
-    def content_hashes(self) -> list[str]:
-        return [sha256_bytes(np.ascontiguousarray(case).tobytes()) for case in self.X]
-
-    def model_inputs(self) -> np.ndarray:
-        """What a predictor takes for these cases: the ``(n, C, T)`` array."""
-        return self.X
-
-    def to_torch(self, data_config: dict[str, Any], augment=None):
-        """A torch dataset of (standardized ``(C, T)`` tensor, class index) pairs.
-
-        Args:
-            data_config: The model's preprocessing (:func:`signal_data_config`).
-            augment: A :class:`~sigclass.data.signal_augment.SignalAugmentConfig` (training only).
-        """
-        from .signal_augment import SignalAugmentConfig, SignalTensorDataset
-
-        if augment is not None and not isinstance(augment, SignalAugmentConfig):
-            raise ConfigError(f"Signals are augmented with a SignalAugmentConfig (config key "
-                              f"'signal_augment'), not a {type(augment).__name__}.")
-        return SignalTensorDataset(standardize(self.X, data_config), self.y, augment)
-
-    def subset(self, indices) -> SignalDataset:
-        """The cases at ``indices``, keeping the full class list."""
-        index = np.asarray(indices, dtype=np.int64)
-        groups = None if self.group_ids is None else self.group_ids[index]
-        return SignalDataset(self.X[index], self.label_values[index], self.classes,
-                             [self.case_ids[i] for i in index], self.channel_names, groups,
-                             self.source, self.fixed_test, self.skipped, self.options, self.summary)
-
-    def fingerprint(self) -> str:
-        """Hash of every (id, label, content hash): equal fingerprints mean equal data."""
-        return sha256_json(sorted(zip(self.case_ids, map(str, self.label_values),
-                                      self.content_hashes, strict=True)))
-
-    def report(self) -> dict[str, Any]:
-        """Counts per class, shape, windowing and every skipped case, for the run report."""
-        return {
-            "modality": self.modality, "source": self.source, "n_items": len(self),
-            "n_channels": self.n_channels, "n_timepoints": self.n_timepoints,
-            "channel_names": self.channel_names, "classes": self.classes,
-            "class_counts": dict(Counter(map(str, self.label_values))),
-            "n_groups": None if self.group_ids is None else len(set(self.group_ids.tolist())),
-            "fixed_test": self.fixed_test is not None, "fingerprint": self.fingerprint(),
-            **self.summary,
-            "predefined_split": None if self.predefined is None else self.predefined.to_dict(),
-            "skipped": [{"path": p.path, "reason": p.reason} for p in self.skipped],
-            "ignored": [],
-        }
-
-
-def reading_options(options=None):
-    """A :class:`~sigclass.config.SignalConfig` from ``None``, a dict or a config."""
-    from ..config import SignalConfig
-
-    if options is None:
-        return SignalConfig()
-    if isinstance(options, dict):
-        known = {k: v for k, v in options.items() if k in SignalConfig.__dataclass_fields__}
-        return SignalConfig(**known)
-    return options
+__all__ = ["SignalDataset", "load_signals", "read_signal_inputs"]
 
 
 def read_raw(source: str, options, require_labels: bool = True) -> RawSignals:
@@ -193,9 +68,7 @@ def load_signals(source: str, on_bad_file: str = "error", min_per_class: int = 1
         min_per_class: Fewest cases a class needs (the split decides it).
         options: Reading options, a :class:`~sigclass.config.SignalConfig` or dict.
     """
-    from .images import _check_policy
-
-    _check_policy(on_bad_file)
+    check_choice("on_bad_file", on_bad_file, BAD_FILE_POLICIES)
     options = reading_options(options)
     check_window_options(options.window, options.stride, options.label_rule)
     check_resample_options(options)
@@ -203,35 +76,6 @@ def load_signals(source: str, on_bad_file: str = "error", min_per_class: int = 1
         return load_split_files(Path(str(source)).expanduser(), on_bad_file, min_per_class, options)
     raw = read_raw(source, options)
     return build_dataset(raw, options, on_bad_file, min_per_class, str(source))
-
-
-def split_files(folder: Path) -> dict[str, Path]:
-    """The signal file of each split part in ``folder``: ``train.csv``/``test.csv`` (any split
-    name, any signal suffix), the UCR archive's ``NAME_TRAIN.ts``/``NAME_TEST.ts``, or
-    ``train/``, ``test/`` sub-folders holding one signal file each."""
-    from .predefined import canonical_split
-    from .signal_readers import SIGNAL_SUFFIXES
-
-    found: dict[str, list[Path]] = {}
-    for entry in sorted(folder.iterdir()):
-        if entry.name.startswith("."):
-            continue
-        if entry.is_dir():
-            part = canonical_split(entry.name)
-            files = [p for p in sorted(entry.iterdir()) if p.suffix.lower() in SIGNAL_SUFFIXES]
-            if part and files:
-                found.setdefault(part, []).extend(files)
-        elif entry.suffix.lower() in SIGNAL_SUFFIXES:
-            stem = entry.stem
-            part = canonical_split(stem) or canonical_split(stem.rsplit("_", 1)[-1])
-            if part:
-                found.setdefault(part, []).append(entry)
-    problems = [Problem(f"{folder.name}/", f"holds {len(files)} signal files for the {part} part "
-                        f"({', '.join(p.name for p in files)}); keep one per part")
-                for part, files in found.items() if len(files) > 1]
-    if problems:
-        raise DataError(problems)
-    return {part: files[0] for part, files in found.items()}
 
 
 def load_split_files(folder: Path, on_bad_file: str, min_per_class: int, options) -> SignalDataset:
@@ -246,39 +90,6 @@ def load_split_files(folder: Path, on_bad_file: str, min_per_class: int, options
              for part, path in files.items()}
     sources = {part: f"the file {path.relative_to(folder).as_posix()}" for part, path in files.items()}
     return merge_parts(parts, sources, str(folder), min_per_class)
-
-
-def merge_parts(parts: dict[str, SignalDataset], sources: dict[str, str], where: str,
-                min_per_class: int = 1) -> SignalDataset:
-    """One dataset of several parts (ids prefixed by the part), its parts kept as a predefined
-    split; every part needs the same classes and the same shape."""
-    from .predefined import apply_rules, check_same_classes
-
-    shapes = {part: ds.X.shape[1:] for part, ds in parts.items()}
-    if len(set(shapes.values())) > 1:
-        listed = ", ".join(f"{sources[p]} has {s[0]} channel(s) x {s[1]} timepoints"
-                           for p, s in shapes.items())
-        raise DataError(Problem(where, f"parts of different shapes: {listed}; every part must "
-                                "have the same channels and length (see signal.length_policy)"))
-    problems = check_same_classes({p: set(map(str, ds.label_values)) for p, ds in parts.items()}, sources)
-    if problems:
-        raise DataError(problems)
-    order = [p for p in ("train", "val", "test") if p in parts]
-    ids = {p: [f"{p}/{i}" for i in parts[p].case_ids] for p in order}
-    predefined = apply_rules({p: (sources[p], ids[p]) for p in order}, where)
-    X = np.concatenate([parts[p].X for p in order])
-    labels = np.concatenate([parts[p].label_values for p in order])
-    _check_classes(labels, min_per_class, where)
-    groups = None
-    if any(parts[p].group_ids is not None for p in order):  # a recording never spans two parts
-        groups = np.array([f"{p}/{g}" for p in order for g in
-                           (parts[p].group_ids if parts[p].group_ids is not None else parts[p].case_ids)],
-                          dtype=object)
-    first = parts[order[0]]
-    return SignalDataset(X, labels, sorted(set(labels.tolist())), [i for p in order for i in ids[p]],
-                         first.channel_names, groups, where, predefined.fixed_test,
-                         [s for p in order for s in parts[p].skipped], first.options,
-                         first.summary, predefined)
 
 
 def build_dataset(raw: RawSignals, options, on_bad_file: str, min_per_class: int,
@@ -317,7 +128,7 @@ def build_dataset(raw: RawSignals, options, on_bad_file: str, min_per_class: int
     if length_problems:
         raise DataError(_capped([p for _, p in length_problems]))
     labels = np.array([raw.labels[i] for i in keep], dtype=object)
-    _check_classes(labels, min_per_class, source)
+    check_classes(labels, min_per_class, source)
     skipped = [p for _, p in problems]
     if skipped:
         warnings.warn(f"Skipped {len(skipped)} bad case(s) of {source}; see the dataset's 'skipped' "
@@ -393,17 +204,6 @@ def _label_problems(raw: RawSignals, options) -> list[tuple[int | None, Problem]
             for i, label in enumerate(raw.labels) if str(label).strip() in ("", "nan", "None")]
 
 
-def _check_classes(labels: np.ndarray, min_per_class: int, source: str) -> None:
-    counts = Counter(labels.tolist())
-    small = [Problem(f"class '{label}'", f"{n} case(s), at least {min_per_class} needed for the "
-                     "split; add cases, merge or remove the class, or lower --val-size/--test-size")
-             for label, n in sorted(counts.items()) if n < min_per_class]
-    if small:
-        raise DataError(small)
-    if len(counts) < 2:
-        raise DataError(Problem(source, f"need at least 2 classes, found {sorted(counts)}"))
-
-
 def _capped(problems: list[Problem]) -> list[Problem]:
     if len(problems) <= MAX_PROBLEMS:
         return problems
@@ -434,26 +234,3 @@ def read_signal_inputs(inputs, data_config: dict[str, Any]) -> dict[str, np.ndar
         for i, (case_id, case) in enumerate(zip(raw.ids, raw.cases, strict=True)):
             out[f"{source}#{case_id}"] = DataError(bad[i]) if i in bad else case
     return out
-
-
-def default_signal_entries() -> list:
-    """The contestants of ``sigclass compare`` on signals: 1D CNNs (FCN, ResNet, Inception, the
-    lab brief's CNN), recurrent nets (LSTM, GRU), MiniRocket, MultiROCKET-Hydra, catch22 + random
-    forest (the non-deep baseline) and signal-as-image transfer.
-
-    Networks train with the adaptive defaults of :class:`~sigclass.config.TrainConfig` (an
-    epoch budget from a number of optimisation steps, capped by minutes; early stopping on the
-    smoothed validation loss; a batch size that gives an epoch at least 4 steps); options the user sets win (``--epochs``,
-    ``--batch-size``, ``--max-minutes``).
-    """
-    from ..compare import Entry
-
-    networks = [("fcn", "fcn"), ("resnet1d", "resnet1d"), ("inception", "inception"),
-                ("cnn1d", "simple_cnn1d"), ("lstm", "lstm"), ("gru", "gru")]
-    return [
-        *[Entry(name, "scratch", model) for name, model in networks],
-        Entry("minirocket", "headless", "minirocket"),
-        Entry("multirocket_hydra", "headless", "multirocket_hydra"),
-        Entry("catch22_rf", "headless", "catch22", {"head": "random_forest"}),
-        Entry("signal_image", "headless", "signal_image"),
-    ]

@@ -10,7 +10,9 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from .._utils import default_cache_dir
 from ..exceptions import DataError, Problem
+from .images import ImageDataset
 
 ELPV_CLASSES = {0.0: "functional", 1 / 3: "defect_33", 2 / 3: "defect_67", 1.0: "defective"}
 
@@ -30,8 +32,6 @@ def elpv_manifest(variant: str = "", cache_dir: Path | None = None) -> tuple[Pat
         raise DataError(Problem(f"elpv:{variant}", "unknown ELPV variant; use 'elpv' (4 classes) "
                                 "or 'elpv:binary' (functional vs defective)"))
     root = Path(elpv_dataset.__file__).parent / "data"
-    from ..training.headless import default_cache_dir
-
     folder = cache_dir or default_cache_dir() / "datasets"
     manifest = folder / f"elpv{'-' + variant if variant else ''}.csv"
     rows = []
@@ -57,8 +57,6 @@ def elpv_manifest(variant: str = "", cache_dir: Path | None = None) -> tuple[Pat
 
 def load_named(source: str, on_bad_file: str = "error", min_per_class: int = 1):
     """Load a named dataset such as ``elpv`` or ``elpv:binary``."""
-    from .images import ImageDataset
-
     name, _, variant = str(source).partition(":")
     manifest, root = elpv_manifest(variant.lower())
     dataset = ImageDataset.from_manifest(manifest, root=root, on_bad_file=on_bad_file,

@@ -16,9 +16,8 @@ from typing import Any
 import numpy as np
 
 from .._utils import write_json
-from ..exceptions import ConfigError, DataError, Problem
-
-PARTS = ("train", "val", "test")
+from ..choices import PARTS, raise_problems
+from ..exceptions import DataError, Problem
 
 
 @dataclass
@@ -104,14 +103,19 @@ def min_class_size(val_size: float, test_size: float) -> int:
     return 1 + (val_size > 0) + (test_size > 0)
 
 
+def size_problems(val_size: float, test_size: float) -> list[str]:
+    """What is wrong with the fractions of a split, one message each."""
+    problems = [f"The '{name}' option must be a fraction in [0, 1). Got {value!r}."
+                for name, value in (("val_size", val_size), ("test_size", test_size))
+                if not (isinstance(value, int | float) and 0 <= value < 1)]
+    if not problems and val_size + test_size >= 1:
+        problems.append(f"val_size + test_size must leave room for training data; got {val_size} "
+                        f"+ {test_size}.")
+    return problems
+
+
 def _check_sizes(val_size: float, test_size: float) -> None:
-    for name, value in (("val_size", val_size), ("test_size", test_size)):
-        if not 0 <= value < 1:
-            raise ConfigError(f"The '{name}' option must be a fraction in [0, 1). Got {value!r}.")
-    if val_size + test_size >= 1:
-        raise ConfigError(
-            f"val_size + test_size must leave room for training data; got {val_size} + {test_size}."
-        )
+    raise_problems(size_problems(val_size, test_size))
 
 
 def make_split(

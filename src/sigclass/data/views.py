@@ -19,13 +19,14 @@ from typing import Any
 
 import numpy as np
 
+from ..choices import TTA_CHOICES, check_choice
+
 TTA_GROUPS: dict[str, tuple[str, ...]] = {
     "none": ("id",),
     "hflip": ("id", "h"),
     "flips": ("id", "h", "v", "hv"),
     "dihedral": ("id", "h", "v", "hv", "t", "th", "tv", "thv"),
 }
-TTA_CHOICES = (*TTA_GROUPS, "auto")
 
 
 def resolve_tta(value: Any) -> str:
@@ -34,11 +35,7 @@ def resolve_tta(value: Any) -> str:
         return "hflip"
     if value is False or value is None:
         return "none"
-    if value not in TTA_CHOICES:
-        from ..exceptions import ConfigError
-
-        raise ConfigError(f"The 'tta' option must be one of {', '.join(map(repr, TTA_CHOICES))}. "
-                          f"Got {value!r}.")
+    check_choice("tta", value, TTA_CHOICES)
     return str(value)
 
 

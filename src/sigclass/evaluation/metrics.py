@@ -8,7 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from .._utils import write_json
+from .._utils import atomic_write, write_json
+from ..exceptions import DataError, Problem
+from .plots import plot_confusion_matrix
 
 
 def classification_metrics(
@@ -87,8 +89,6 @@ def evaluate(
     subset = dataset if indices is None else dataset.subset(indices)
     unknown = sorted(set(subset.labels) - set(predictor.classes))
     if unknown:
-        from ..exceptions import DataError, Problem
-
         raise DataError(Problem("labels", f"classes {unknown} are not among the model's classes "
                                 f"{predictor.classes}; evaluate on data with the same classes"))
     started = time.perf_counter()
@@ -98,8 +98,6 @@ def evaluate(
     metrics = classification_metrics(subset.labels, y_pred, predictor.classes, proba)
     metrics["items_per_second"] = len(subset) / elapsed if elapsed > 0 else None
     if out is not None:
-        from .plots import plot_confusion_matrix
-
         out = Path(out)
         write_json(out / "metrics.json", metrics)
         write_json(out / "confusion_matrix.json", metrics["confusion_matrix"])
@@ -111,8 +109,6 @@ def evaluate(
 def write_predictions(path: Path, ids, y_true, y_pred, proba: np.ndarray, classes: list[str]) -> None:
     """One row per item: id, true and predicted class, probability of each class."""
     import pandas as pd
-
-    from .._utils import atomic_write
 
     frame = pd.DataFrame({"id": list(ids), "label": list(y_true), "predicted": list(y_pred)})
     for i, name in enumerate(classes):

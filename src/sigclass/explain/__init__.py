@@ -9,7 +9,8 @@ package attribute ``sigclass.explain`` is this module once any part of it has be
 import sys
 import types
 
-from .cam import Explanation, explain, normalize_map
+from .cam import Explanation, normalize_map
+from .engine import explain
 from .render import render_overlay
 
 __all__ = ["Explanation", "explain", "normalize_map", "render_overlay"]

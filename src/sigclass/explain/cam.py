@@ -1,6 +1,8 @@
-"""Class activation maps for image and signal predictors, computed with the prediction.
+"""Class activation maps for image and signal predictors, computed with the prediction: what an
+explanation holds (:class:`Explanation`) and how its map is normalized.
 
-Three methods, picked per model by :func:`explain` (``method="auto"``):
+The methods, picked per model by :func:`sigclass.explain.explain` (``method="auto"``; the passes
+are in :mod:`sigclass.explain.engine`):
 
 - ``cam``: a network whose head is global average pooling + a linear layer (every GAP network in
   the registry, EfficientNet-Lite and other timm CNNs with that head). The map of class ``k`` is
@@ -29,10 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from ..exceptions import ExplainError
-
-METHODS = ("auto", "cam", "gradcam", "layercam")
 
 
 @dataclass
@@ -91,76 +89,6 @@ class Explanation:
         if self.channel_importance is not None:
             out["channel_importance"] = [float(v) for v in self.channel_importance]
         return out
-
-
-def explain(predictor, inputs, target=None, method: str = "auto", batch_size: int = 32,
-            channel_importance: bool = True, layers=None) -> list[Explanation]:
-    """Class activation maps of ``inputs`` for the predicted class or a chosen one.
-
-    Args:
-        predictor: A :class:`~sigclass.Predictor` (any mode).
-        inputs: What :meth:`Predictor.predict` accepts: image paths, bytes, PIL images or arrays;
-            signal cases ``(C, T)``, ``(T,)``, ``(N, C, T)`` or a list of cases.
-        target: ``None`` (each input's predicted class), a class index or name for all inputs,
-            or a list of them, one per input.
-        method: ``"auto"`` (CAM where the head allows it, else Grad-CAM), ``"cam"``,
-            ``"gradcam"`` or ``"layercam"`` (several stages combined, finer maps). Headless
-            predictors use their linear head (``head_cam``, or its weights in ``layercam``).
-        batch_size: Inputs per forward pass.
-        channel_importance: Signals: compute the per-channel importance by occlusion: each
-            channel in turn is set to its training mean (0 after standardization) and the drop of
-            the explained class's probability is that channel's importance (negative: the class
-            got more likely without it). Costs one extra pass per channel, batched.
-        layers: ``method="layercam"`` only: how many of the last stages to combine (``None``:
-            :data:`~sigclass.explain.layercam.DEFAULT_STAGES`) or a list of module names.
-
-    Returns:
-        One :class:`Explanation` per input, in order.
-
-    Raises:
-        ExplainError: The model has no feature map to explain (MiniRocket, signal-as-image) or
-            a headless model has a non-linear head (random forest, RBF SVM, boosting).
-    """
-    from .engine import CamEngine, explain_batch
-
-    if method not in METHODS:
-        raise ExplainError(f"The 'method' option must be one of {', '.join(METHODS)}. Got {method!r}.")
-    if layers is not None and method != "layercam":
-        raise ExplainError("The 'layers' option belongs to method='layercam'; drop it or set "
-                           f"method='layercam' (got method={method!r}).")
-    engine = CamEngine.for_predictor(predictor, method, layers)
-    items = predictor.preprocessor.as_list(inputs)
-    targets = _resolve_targets(predictor, target, len(items))
-    results: list[Explanation] = []
-    for begin in range(0, len(items), batch_size):
-        chunk = items[begin:begin + batch_size]
-        results += explain_batch(engine, chunk, targets[begin:begin + batch_size],
-                                 channel_importance=channel_importance)
-    return results
-
-
-def _resolve_targets(predictor, target, n_items: int) -> list[int | None]:
-    if target is None:
-        return [None] * n_items
-    if isinstance(target, list | tuple | np.ndarray):
-        if len(target) != n_items:
-            raise ExplainError(f"'target' has {len(target)} entries for {n_items} inputs; give one "
-                               "class per input, or a single class for all.")
-        return [None if t is None else _class_index(predictor, t) for t in target]
-    return [_class_index(predictor, target)] * n_items
-
-
-def _class_index(predictor, value) -> int:
-    classes = predictor.classes
-    if isinstance(value, int | np.integer) and not isinstance(value, bool):
-        if 0 <= int(value) < len(classes):
-            return int(value)
-        raise ExplainError(f"Target class index {value} is out of range; the model has "
-                           f"{len(classes)} classes (0-{len(classes) - 1}).")
-    if str(value) in classes:
-        return classes.index(str(value))
-    raise ExplainError(f"Unknown target class {value!r}. The model's classes are: "
-                       f"{', '.join(classes)}.")
 
 
 def normalize_map(raw: np.ndarray) -> np.ndarray:

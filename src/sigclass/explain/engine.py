@@ -1,4 +1,9 @@
-"""The forward passes behind :func:`sigclass.explain`: CAM, Grad-CAM, headless CAM and Layer-CAM."""
+"""The forward passes behind :func:`sigclass.explain`: CAM, Grad-CAM, headless CAM and Layer-CAM.
+
+What differs between inputs is asked of the predictor's preprocessor (the batch, the original
+sizes, the views, the map placed back on the input) and of its modality (whether channels are
+rated), so the passes are the same for images and signals.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.views import apply_view, invert_view, views_of
-from ..exceptions import DataError, ExplainError, Problem
+from .._utils import resolve_device
+from ..choices import CAM_METHODS, choice_problem
+from ..data.views import apply_view, invert_view
+from ..exceptions import ExplainError
+from ..inference import infer
+from ..modalities import modality_of
 from .cam import Explanation, normalize_map
 from .heads import linear_head_weights
+from .layercam import layer_cam, resolve_stages
 
 # Logits recomputed from the pooled map may differ from the network's own head by rounding only.
 _ATOL, _RTOL = 1e-3, 1e-3
@@ -33,8 +43,6 @@ class CamEngine:
     def __init__(self, predictor, kind: str, weights=None, strict: bool = False, layers=None):
         import torch
 
-        from .._utils import resolve_device
-
         self.predictor = predictor
         self.kind = kind
         self.strict = strict
@@ -45,8 +53,6 @@ class CamEngine:
         self._verified = kind in ("gradcam", "layercam")
         self.layers = None
         if kind == "layercam":
-            from .layercam import resolve_stages
-
             self.layers = resolve_stages(self.network, layers)
 
     @classmethod
@@ -89,15 +95,9 @@ class CamEngine:
 
     def explain_batch(self, items: list, targets: list[int | None],
                       channel_importance: bool = True) -> list[Explanation]:
-        signal = self.predictor.modality == "signal"
+        preprocessor = self.predictor.preprocessor
         names = [str(it) if isinstance(it, str | Path) else None for it in items]
-        if signal:
-            x = self.predictor.preprocessor(items)
-            sizes = [_signal_length(it) for it in items]
-        else:
-            images = _load_images(items, self.predictor.preprocessor.channels)
-            x = self.predictor.preprocessor(images)
-            sizes = [(im.height, im.width) for im in images]
+        x, sizes = preprocessor.prepare(items)
         x = x.to(self.device)
         if self.kind == "gradcam":
             outputs, raw, targets = self._gradcam(x, targets)
@@ -107,25 +107,21 @@ class CamEngine:
             outputs, raw, targets = self._cam(x, targets)
         proba = self.predictor.probabilities_from_outputs(outputs)
         importance = None
-        if signal and channel_importance:
+        if channel_importance and modality_of(self.predictor).explains_channels:
             importance = self._channel_importance(x, proba, targets)
         results = []
         for i, item_raw in enumerate(raw):
-            if signal:
-                full = _to_signal_length(item_raw, x.shape[-1], sizes[i])
-            else:
-                full = _to_image_size(item_raw, sizes[i], self.predictor.data_config)
             target = int(targets[i])
             results.append(Explanation(
-                map=normalize_map(full), target=target, label=self.predictor.classes[target],
-                probabilities=proba[i].astype(np.float64), method=self.kind,
-                channel_importance=None if importance is None else importance[i],
+                map=normalize_map(preprocessor.to_input(item_raw, sizes[i])), target=target,
+                label=self.predictor.classes[target], probabilities=proba[i].astype(np.float64),
+                method=self.kind, channel_importance=None if importance is None else importance[i],
                 raw=item_raw.astype(np.float32), name=names[i]))
         return results
 
     def _views(self) -> tuple[str, ...]:
         """The test-time views of the model: each gets its map, mapped back and averaged."""
-        return views_of(self.predictor.data_config) if self.predictor.modality == "image" else ("id",)
+        return self.predictor.preprocessor.views
 
     def _cam(self, x, targets):
         import torch
@@ -193,8 +189,6 @@ class CamEngine:
         return outputs, (raw / len(views)).detach().cpu().numpy(), targets
 
     def _layercam(self, x, targets):
-        from .layercam import layer_cam
-
         def scores(feats, outputs):  # a headless head scores the whole pooled vector
             return outputs if self.weights is None else outputs.float() @ self.weights.T
 
@@ -230,8 +224,6 @@ class CamEngine:
     def _channel_importance(self, x, proba: np.ndarray, targets: list[int]) -> np.ndarray:
         """Drop of the target probability when each channel is set to its training mean (0)."""
         import torch
-
-        from ..inference import infer
 
         n, c = x.shape[0], x.shape[1]
         occluded = x.unsqueeze(1).repeat(1, c, 1, 1)  # (n, c, C, T): copy j has channel j blanked
@@ -272,80 +264,70 @@ def _weighted_sum(weights, feats):
     return (weights.reshape(shape).to(feats.dtype) * feats).sum(dim=1)
 
 
-def _load_images(items: list, channels: int) -> list:
-    from ..data.transforms import load_image
+def explain(predictor, inputs, target=None, method: str = "auto", batch_size: int = 32,
+            channel_importance: bool = True, layers=None) -> list[Explanation]:
+    """Class activation maps of ``inputs`` for the predicted class or a chosen one.
 
-    images, problems = [], []
-    for index, item in enumerate(items):
-        try:
-            images.append(load_image(item, channels))
-        except DataError as exc:
-            problems += exc.problems
-        except Exception as exc:  # noqa: BLE001 - any decoding failure names the input
-            name = str(item) if isinstance(item, str | Path) else f"input {index}"
-            problems.append(Problem(name, f"cannot be read as an image: {exc}"))
-    if problems:
-        raise DataError(problems)
-    return images
+    Args:
+        predictor: A :class:`~sigclass.Predictor` (any mode).
+        inputs: What :meth:`Predictor.predict` accepts: image paths, bytes, PIL images or arrays;
+            signal cases ``(C, T)``, ``(T,)``, ``(N, C, T)`` or a list of cases.
+        target: ``None`` (each input's predicted class), a class index or name for all inputs,
+            or a list of them, one per input.
+        method: ``"auto"`` (CAM where the head allows it, else Grad-CAM), ``"cam"``,
+            ``"gradcam"`` or ``"layercam"`` (several stages combined, finer maps). Headless
+            predictors use their linear head (``head_cam``, or its weights in ``layercam``).
+        batch_size: Inputs per forward pass.
+        channel_importance: Signals: compute the per-channel importance by occlusion: each
+            channel in turn is set to its training mean (0 after standardization) and the drop of
+            the explained class's probability is that channel's importance (negative: the class
+            got more likely without it). Costs one extra pass per channel, batched.
+        layers: ``method="layercam"`` only: how many of the last stages to combine (``None``:
+            :data:`~sigclass.explain.layercam.DEFAULT_STAGES`) or a list of module names.
+
+    Returns:
+        One :class:`Explanation` per input, in order.
+
+    Raises:
+        ExplainError: The model has no feature map to explain (MiniRocket, signal-as-image) or
+            a headless model has a non-linear head (random forest, RBF SVM, boosting).
+    """
+    problem = choice_problem("method", method, CAM_METHODS)
+    if problem:
+        raise ExplainError(problem)
+    if layers is not None and method != "layercam":
+        raise ExplainError("The 'layers' option belongs to method='layercam'; drop it or set "
+                           f"method='layercam' (got method={method!r}).")
+    engine = CamEngine.for_predictor(predictor, method, layers)
+    items = predictor.preprocessor.as_list(inputs)
+    targets = _resolve_targets(predictor, target, len(items))
+    results: list[Explanation] = []
+    for begin in range(0, len(items), batch_size):
+        chunk = items[begin:begin + batch_size]
+        results += explain_batch(engine, chunk, targets[begin:begin + batch_size],
+                                 channel_importance=channel_importance)
+    return results
 
 
-def _signal_length(item) -> int:
-    from ..data.signal_preprocess import _trim_trailing_nan, as_case
-
-    return int(_trim_trailing_nan(as_case(item)).shape[1])
-
-
-def _to_signal_length(raw: np.ndarray, model_length: int, length: int) -> np.ndarray:
-    """The feature-resolution map stretched to the model input, then cut or padded with zeros
-    (the part the model never saw) to the original length."""
-    import torch
-    import torch.nn.functional as F
-
-    stretched = F.interpolate(torch.as_tensor(raw, dtype=torch.float32)[None, None], size=model_length,
-                              mode="linear", align_corners=False)[0, 0].numpy()
-    if length <= model_length:
-        return stretched[:length]
-    return np.concatenate([stretched, np.zeros(length - model_length, dtype=np.float32)])
+def _resolve_targets(predictor, target, n_items: int) -> list[int | None]:
+    if target is None:
+        return [None] * n_items
+    if isinstance(target, list | tuple | np.ndarray):
+        if len(target) != n_items:
+            raise ExplainError(f"'target' has {len(target)} entries for {n_items} inputs; give one "
+                               "class per input, or a single class for all.")
+        return [None if t is None else _class_index(predictor, t) for t in target]
+    return [_class_index(predictor, target)] * n_items
 
 
-def _resize(raw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    import torch
-    import torch.nn.functional as F
-
-    size = (max(1, int(size[0])), max(1, int(size[1])))
-    return F.interpolate(torch.as_tensor(raw, dtype=torch.float32)[None, None], size=size,
-                         mode="bilinear", align_corners=False)[0, 0].numpy()
-
-
-def _to_image_size(raw: np.ndarray, size: tuple[int, int], data_config: dict) -> np.ndarray:
-    """The map placed on the original image: stretched over it (squash), over the square it was
-    padded to with the padding cut off (letterbox), or over the centre crop the model saw (centre
-    crop), zero elsewhere."""
-    from ..data.transforms import letterbox_padding, resize_for
-
-    height, width = size
-    mode = resize_for(data_config, height, width)
-    if mode == "letterbox":
-        left, top, _, _ = letterbox_padding(height, width)
-        side = max(height, width)
-        return np.ascontiguousarray(_resize(raw, (side, side))[top:top + height, left:left + width])
-    if mode != "center_crop":
-        return _resize(raw, (height, width))
-    _, in_h, in_w = data_config["input_size"]
-    short = int(round(min(in_h, in_w) / float(data_config.get("crop_pct", 1.0))))
-    # torchvision's Resize(int): the shorter side becomes `short`, the other keeps the ratio.
-    if height <= width:
-        new_h, new_w = short, int(short * width / height)
-    else:
-        new_h, new_w = int(short * height / width), short
-    top = int(round((new_h - in_h) / 2.0))
-    left = int(round((new_w - in_w) / 2.0))
-    scale_h, scale_w = height / new_h, width / new_w
-    y0, y1 = round(top * scale_h), round((top + in_h) * scale_h)
-    x0, x1 = round(left * scale_w), round((left + in_w) * scale_w)
-    patch = _resize(raw, (y1 - y0, x1 - x0))
-    canvas = np.zeros((height, width), dtype=np.float32)
-    cy0, cx0 = max(0, y0), max(0, x0)
-    cy1, cx1 = min(height, y1), min(width, x1)
-    canvas[cy0:cy1, cx0:cx1] = patch[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
-    return canvas
+def _class_index(predictor, value) -> int:
+    classes = predictor.classes
+    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+        if 0 <= int(value) < len(classes):
+            return int(value)
+        raise ExplainError(f"Target class index {value} is out of range; the model has "
+                           f"{len(classes)} classes (0-{len(classes) - 1}).")
+    if str(value) in classes:
+        return classes.index(str(value))
+    raise ExplainError(f"Unknown target class {value!r}. The model's classes are: "
+                       f"{', '.join(classes)}.")

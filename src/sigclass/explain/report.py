@@ -21,13 +21,14 @@ import numpy as np
 
 from .._utils import atomic_write, write_json, write_text
 from ..exceptions import DataError
-from .cam import explain
+from ..modalities import modality_of
+from .engine import explain
 from .render import render_overlay
 
 logger = logging.getLogger(__name__)
 
 
-def _stem(index: int, name: str | None) -> str:
+def file_stem(index: int, name: str | None) -> str:
     """A file-name stem: the position, then the input's name (``file-case`` for signal cases)."""
     text = str(name or "input")
     if "#" in text:
@@ -53,15 +54,8 @@ def write_explanation(predictor, explanation, item, folder: Path, stem: str) -> 
 
 def _inputs(predictor, files) -> tuple[list[str], list]:
     """Names and model inputs of files: image paths, or the cases of signal files."""
-    if predictor.modality == "signal":
-        from ..data.signals import read_signal_inputs
-
-        cases = read_signal_inputs(files, predictor.data_config)
-        return list(cases), list(cases.values())
-    from ..batch import expand_image_inputs
-
-    paths = expand_image_inputs(files)
-    return paths, list(paths)
+    inputs = modality_of(predictor).read_files(files, predictor.data_config)
+    return list(inputs), list(inputs.values())
 
 
 def explain_files(predictor, files, out: str | Path, target=None, method: str = "auto",
@@ -95,7 +89,7 @@ def explain_files(predictor, files, out: str | Path, target=None, method: str = 
                 continue
             result.name = names[i]
             summaries.append(write_explanation(predictor, result, items[i], folder,
-                                               _stem(i, names[i])))
+                                               file_stem(i, names[i])))
     write_json(folder / "explanations.json", summaries)
     return summaries
 
@@ -141,14 +135,14 @@ def explain_report(predictor, dataset, indices=None, out: str | Path = "explain-
         explained = explain(predictor, [items[i] for i in chosen], method=method) if chosen else []
         for i, ex in zip(chosen, explained, strict=True):
             ex.name = names[i]
-            summary = write_explanation(predictor, ex, items[i], folder, _stem(i, names[i]))
+            summary = write_explanation(predictor, ex, items[i], folder, file_stem(i, names[i]))
             summary["true_label"] = str(truth[i])
             if truth[i] in predictor.classes:  # the true class's map shows what was missed
                 (true_ex,) = explain(predictor, [items[i]], target=str(truth[i]), method=method)
                 if true_ex.target != ex.target:
                     true_ex.name = names[i]
                     extra = write_explanation(predictor, true_ex, items[i], folder,
-                                              _stem(i, names[i]) + "_true")
+                                              file_stem(i, names[i]) + "_true")
                     summary["true_png"] = extra["png"]
                     summary["true_map"] = extra["map"]
             entries.append(summary)

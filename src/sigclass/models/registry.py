@@ -1,4 +1,8 @@
-"""One registry of networks: every model is built through :func:`create_model`.
+"""One registry of networks: the entries architectures register, and building one by name.
+
+:func:`register_model` adds a builder; :func:`build_model` builds a registered network (or any
+timm architecture) with the contract below. The public :func:`sigclass.create_model`
+(:mod:`sigclass.models.catalog`) is this registry with every built-in architecture registered.
 
 Every network created here follows one backbone/head contract (after timm's):
 
@@ -17,15 +21,15 @@ Names registered by sigclass come first; any other timm architecture name works 
 from __future__ import annotations
 
 import difflib
-import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..exceptions import ArtifactError, ConfigError, ModelNotFoundError, WeightsNotFoundError
+from .stage_pool import FEATURE_POOLS, StagePooled, supports_stages
 
-__all__ = ["ModelEntry", "register_model", "list_models", "create_model", "model_entry", "is_model"]
+__all__ = ["ModelEntry", "build_model", "register_model", "registered"]
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,6 @@ class ModelEntry:
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
-_BUILTINS_LOADED = False
 
 
 def register_model(
@@ -69,59 +72,12 @@ def register_model(
     return decorator
 
 
-def _load_builtins() -> None:
-    # Architecture modules register themselves on import; import them lazily so that importing
-    # sigclass stays fast (timm and torch load only when a model is asked for).
-    global _BUILTINS_LOADED
-    if _BUILTINS_LOADED:
-        return
-    from . import efficientnet, image_features, signal, signal_baselines, signal_features, simple  # noqa: F401
-
-    _BUILTINS_LOADED = True
+def registered() -> list[ModelEntry]:
+    """Every registered entry, in registration order."""
+    return list(_REGISTRY.values())
 
 
-def list_models(
-    pattern: str = "*", modality: str | None = None, pretrained: bool | None = None
-) -> list[str]:
-    """Names of the networks sigclass registers.
-
-    Args:
-        pattern: Shell-style wildcard on the name, e.g. ``"efficientnet*"``.
-        modality: Keep only ``"image"`` or ``"signal"`` networks.
-        pretrained: Keep only networks with (``True``) or without (``False``) offline weights.
-
-    Returns:
-        Sorted registry names. Any timm architecture name is accepted by :func:`create_model` too.
-    """
-    _load_builtins()
-    names = []
-    for entry in _REGISTRY.values():
-        if not fnmatch.fnmatch(entry.name, pattern):
-            continue
-        if modality is not None and entry.modality != modality:
-            continue
-        if pretrained is not None and entry.has_pretrained != pretrained:
-            continue
-        names.append(entry.name)
-    return sorted(names)
-
-
-def model_entry(name: str) -> ModelEntry | None:
-    """The registry entry of ``name``, or ``None`` for a plain timm name."""
-    _load_builtins()
-    return _REGISTRY.get(name)
-
-
-def is_model(name: str) -> bool:
-    """Whether :func:`create_model` knows ``name`` (registered or a timm architecture)."""
-    if model_entry(name) is not None:
-        return True
-    import timm
-
-    return timm.is_model(name)
-
-
-def create_model(
+def build_model(
     name: str,
     n_classes: int,
     pretrained: bool = False,
@@ -129,27 +85,13 @@ def create_model(
     weights: str | Path | None = None,
     **kwargs: Any,
 ):
-    """Build a network by name.
+    """Build a registered network, or any timm architecture, by name.
 
-    Args:
-        name: A name from :func:`list_models`, or any timm architecture name.
-        n_classes: Width of the classifier; ``0`` gives a featurizer returning pooled features.
-        pretrained: Load pretrained weights. They must be available offline (shipped with
-            sigclass, given by ``weights``, or present in the local Hugging Face cache); if they
-            cannot be found a :class:`WeightsNotFoundError` says how to supply them.
-        in_chans: Input channels (image channels, or signal channels). ``None`` keeps the default.
-        weights: A ``.safetensors`` or ``.pth`` state dict to load into the network. A classifier
-            whose shape does not match ``n_classes`` is left freshly initialised.
-        **kwargs: Architecture options (e.g. ``input_size`` for flatten heads, ``n_timepoints``).
-            ``feature_pool="stages"`` with ``n_classes=0`` gives a featurizer pooling several
-            stages (:class:`~sigclass.models.stage_pool.StagePooled`).
-
-    Returns:
-        A ``torch.nn.Module`` following the backbone/head contract, with a ``model_spec`` dict
-        holding everything needed to build it again.
+    The arguments and the result are those of :func:`sigclass.models.create_model`, which is
+    this function with every built-in architecture registered.
     """
     pool = kwargs.pop("feature_pool", "final")
-    entry = model_entry(name)
+    entry = _REGISTRY.get(name)
     if entry is not None:
         model = entry.fn(
             n_classes=n_classes,
@@ -181,8 +123,6 @@ def create_model(
 
 
 def _pool_stages(model, name: str, n_classes: int, pool: str):
-    from .stage_pool import FEATURE_POOLS, StagePooled, supports_stages
-
     if pool not in FEATURE_POOLS:
         raise ConfigError(f"The 'feature_pool' option must be one of "
                           f"{', '.join(map(repr, FEATURE_POOLS))}. Got {pool!r}.")
@@ -196,7 +136,7 @@ def _pool_stages(model, name: str, n_classes: int, pool: str):
 def _unknown_model_message(name: str) -> str:
     import timm
 
-    close = difflib.get_close_matches(name, list_models(), n=3, cutoff=0.6)
+    close = difflib.get_close_matches(name, sorted(_REGISTRY), n=3, cutoff=0.6)
     close += [m for m in difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
               if m not in close]
     hint = f" Close matches: {', '.join(close)}." if close else ""

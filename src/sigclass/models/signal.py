@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..exceptions import WeightsNotFoundError
 from .base import ClassifierNet
 from .registry import register_model
 
@@ -290,8 +291,6 @@ class LSTMFCN(ClassifierNet):
 
 def _scratch_only(name: str, pretrained: bool) -> None:
     if pretrained:
-        from ..exceptions import WeightsNotFoundError
-
         raise WeightsNotFoundError(
             f"'{name}' is trained from scratch: there are no pretrained 1D networks. Use --mode "
             "scratch (--no-pretrained), pass your own weights with --weights PATH, or use --mode "

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from ..exceptions import ConfigError
-from .registry import register_model
+from . import efficientnet, image_features, simple  # noqa: F401 - the image networks a backbone may be
+from .registry import build_model, register_model
 
 _MINIROCKET_BUFFERS = ("n_channels_per_combination", "channel_indices", "dilations",
                        "n_features_per_dilation", "biases")
@@ -174,13 +175,11 @@ class SignalImageFeatures(nn.Module):
         super().__init__()
         if render not in ("gaf", "spectrogram"):
             raise ConfigError(f"The 'render' option must be 'gaf' or 'spectrogram'. Got {render!r}.")
-        from .registry import create_model
-
         self.in_chans = in_chans
         self.render = render
         self.image_size = image_size
         self.chunk = chunk
-        self.backbone = create_model(backbone, n_classes=0, pretrained=pretrained).eval()
+        self.backbone = build_model(backbone, n_classes=0, pretrained=pretrained).eval()
         for param in self.backbone.parameters():
             param.requires_grad_(False)
         self.num_features = in_chans * int(self.backbone.num_features)

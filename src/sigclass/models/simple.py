@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..exceptions import WeightsNotFoundError
 from .base import ClassifierNet
 from .registry import register_model
 
@@ -102,8 +103,6 @@ def _chans(in_chans: int | None) -> int:
 
 def _no_pretrained(name: str, pretrained: bool) -> None:
     if pretrained:
-        from ..exceptions import WeightsNotFoundError
-
         raise WeightsNotFoundError(
             f"'{name}' is trained from scratch and has no pretrained weights. Use --no-pretrained "
             "(mode 'scratch'), or pass your own with --weights PATH."

@@ -8,6 +8,7 @@ or ``uvicorn --factory sigclass.serve.app:create_app`` (settings from ``SIGCLASS
 
 from __future__ import annotations
 
+import json
 import secrets
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,9 +22,11 @@ from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
+from ..exceptions import DataError
+from ..modalities import modality_of
 from .batching import MicroBatcher
 from .errors import ServiceError, error_response, install_error_handlers
-from .inputs import Upload, decode_image, media_type, parse_json, signal_from_csv, signal_from_value
+from .inputs import Upload, media_type, parse_json
 from .model import ServedModel
 from .schemas import (
     ERROR_RESPONSES,
@@ -183,25 +186,15 @@ async def read_uploads(request: Request, served: ServedModel, many: bool) -> lis
     kind = media_type(request.headers.get("content-type"))
     body = await request.body()
     field = "files" if many else "file"
-    how = (f"multipart form field '{field}'" if served.modality == "image"
-           else "a JSON array [channel][time] or CSV")
+    modality = modality_of(served)
+    how = modality.upload_hint(field)
     if not body:
         raise ServiceError(400, "empty_body", f"The request body is empty; send the input as {how}.")
     if kind == "multipart/form-data":
         uploads = await _form_uploads(request, field)
-    elif kind == "application/json" and served.modality == "signal":
-        value = parse_json(body)
-        if many:
-            if isinstance(value, dict):
-                value = value.get("inputs")
-            if not isinstance(value, list) or not value:
-                raise ServiceError(422, "invalid_input", "The body must be a non-empty JSON array of "
-                                   "signals [case][channel][time] (or {\"inputs\": [...]}).")
-            uploads = [Upload(f"inputs[{i}]", value=v) for i, v in enumerate(value)]
-        else:
-            uploads = [Upload("body", value=value)]
-    elif not many and ((kind.startswith("image/") and served.modality == "image")
-                       or (kind in ("text/csv", "text/plain") and served.modality == "signal")):
+    elif kind == "application/json" and modality.json_inputs:
+        uploads = _json_uploads(parse_json(body), many)
+    elif not many and modality.accepts_body(kind):
         uploads = [Upload("body", data=body)]
     else:
         got = f"'{kind}'" if kind else "no Content-Type"
@@ -211,6 +204,17 @@ async def read_uploads(request: Request, served: ServedModel, many: bool) -> lis
         raise ServiceError(413, "too_many_inputs", f"{len(uploads)} inputs in one request; the limit "
                            f"is {served.settings.max_batch_inputs}. Split the request.")
     return uploads
+
+
+def _json_uploads(value, many: bool) -> list[Upload]:
+    if not many:
+        return [Upload("body", value=value)]
+    if isinstance(value, dict):
+        value = value.get("inputs")
+    if not isinstance(value, list) or not value:
+        raise ServiceError(422, "invalid_input", "The body must be a non-empty JSON array of "
+                           "signals [case][channel][time] (or {\"inputs\": [...]}).")
+    return [Upload(f"inputs[{i}]", value=v) for i, v in enumerate(value)]
 
 
 async def _form_uploads(request: Request, field: str) -> list[Upload]:
@@ -229,12 +233,12 @@ async def _form_uploads(request: Request, field: str) -> list[Upload]:
 
 def to_inputs(served: ServedModel, uploads: list[Upload]) -> list:
     """Decoded images or signal arrays; all problems of all inputs reported together."""
-    from ..exceptions import DataError
-
+    modality = modality_of(served)
     items, problems = [], []
     for upload in uploads:
         try:
-            items.append(_to_input(served, upload))
+            items.append(modality.decode_upload(upload, served.predictor.data_config,
+                                                served.settings.max_image_pixels))
         except DataError as exc:
             problems += exc.problems
     if problems:
@@ -246,15 +250,6 @@ def _prepare(served: ServedModel, uploads: list[Upload]) -> tuple[list, np.ndarr
     """Decoded inputs and their preprocessed batch (one trip to a worker thread)."""
     items = to_inputs(served, uploads)
     return items, served.preprocess(items, [u.name for u in uploads])
-
-
-def _to_input(served: ServedModel, upload: Upload):
-    if served.modality == "image":
-        return decode_image(upload, served.settings.max_image_pixels)
-    if upload.data is None:
-        return signal_from_value(upload.value, upload.name)
-    return signal_from_csv(upload.data, upload.name,
-                           served.predictor.data_config.get("channel_names"))
 
 
 async def score(request: Request, served: ServedModel, uploads: list[Upload], explain: bool,
@@ -281,6 +276,4 @@ def _prediction(name: str, proba: np.ndarray, classes: list[str], explanation) -
 
 
 def _jsonable(value):
-    import json
-
     return json.loads(json.dumps(value, default=str))

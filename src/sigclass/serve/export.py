@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 
 from ..exceptions import ConfigError
+from ..inference import OnnxEngine, export_onnx
+from ..loading import load
 
 
 def export_model(model: str, output: str | Path, n_check: int = 4, atol: float = 1e-4,
@@ -22,9 +24,6 @@ def export_model(model: str, output: str | Path, n_check: int = 4, atol: float =
             more than ``atol`` (relative to the outputs' scale).
     """
     import torch
-
-    from ..inference import OnnxEngine, export_onnx
-    from ..runs import load
 
     predictor = load(model)
     network = predictor.network.eval().float().cpu()

@@ -7,6 +7,7 @@ never gets slower by switching.
 
 from __future__ import annotations
 
+import base64
 import logging
 import statistics
 import time
@@ -16,8 +17,16 @@ from typing import Any
 import numpy as np
 
 from .._utils import resolve_device, sha256_json
-from ..data.views import views_of
+from ..artifacts import model_files
+from ..exceptions import ConfigError
+from ..explain import explain, render_overlay
+from ..inference import infer, make_engine, resolve_backend
+from ..loading import load
+from ..modalities import modality_of
+from ..predictor import onnx_cache_path
 from .settings import Settings
+
+__all__ = ["ServedModel", "model_identity", "onnx_cache_path", "pick_engine"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,35 +48,9 @@ def model_identity(source: str, predictor) -> dict[str, str]:
         folder = Path(info.get("path") or source)
         name = folder.parent.name if folder.name == "model" else folder.name
     if not version:
-        files = _model_files(predictor)
+        files = model_files(info.get("path"))
         version = "sha256:" + sha256_json(files)[:12] if files else "unversioned"
     return {"name": str(name), "version": str(version), "source": source}
-
-
-def _model_files(predictor) -> dict[str, str]:
-    import json
-
-    path = predictor.info.get("path")
-    if not path:
-        return {}
-    try:
-        return json.loads((Path(path) / "model.json").read_text()).get("files", {})
-    except (OSError, ValueError):
-        return {}
-
-
-def onnx_cache_path(predictor, explicit: str | Path | None = None) -> Path | None:
-    """Where the model's ONNX graph is kept: ``explicit``, else the sigclass cache folder keyed
-    by the model's checksums (``None`` for a model that was never saved)."""
-    if explicit:
-        return Path(explicit)
-    files = _model_files(predictor)
-    if not files:
-        return None
-    from ..training.headless import default_cache_dir
-
-    key = sha256_json({"files": files, "shape": list(predictor.preprocessor.item_shape)})[:20]
-    return default_cache_dir() / "onnx" / f"{key}.onnx"
 
 
 def _median_seconds(engine, batch, runs: int = 7) -> float:
@@ -82,16 +65,10 @@ def _median_seconds(engine, batch, runs: int = 7) -> float:
 
 def pick_engine(predictor, settings: Settings) -> dict[str, Any]:
     """Set ``predictor``'s engine per ``settings.backend``; returns how it was chosen."""
-    from ..inference import choose_backend, make_engine
-
     device = resolve_device(settings.device)
     shape = predictor.preprocessor.item_shape
-    exportable = getattr(predictor.network, "onnx_exportable", True)
-    backend = settings.backend
-    if backend == "auto" and (device.type == "cuda" or not exportable
-                              or choose_backend("auto", settings.device) == "torch"):
-        backend = "torch"
-    if backend in ("torch", "onnx"):
+    backend = resolve_backend(settings.backend, settings.device, predictor.network)
+    if settings.backend != "auto" or backend == "torch":
         predictor.use_backend(backend, onnx_cache_path(predictor, settings.onnx_path) if backend == "onnx" else None)
         return {"backend": predictor.engine.name, "device": str(device), "chosen_by": "setting"}
     # auto on a CPU: measure both engines on one input and keep the faster
@@ -124,14 +101,10 @@ class ServedModel:
     """
 
     def __init__(self, settings: Settings):
-        from ..runs import load
-
         self.settings = settings
         start = time.perf_counter()
         self.predictor = load(settings.model)
         if getattr(self.predictor, "members", None):
-            from ..exceptions import ConfigError
-
             raise ConfigError(f"'{settings.model}' is an ensemble; the service scores one network "
                               "per request batch. Serve its best member (members/<name> in the "
                               "ensemble's folder), or score files with `sigclass predict`, which "
@@ -150,30 +123,17 @@ class ServedModel:
         return self.predictor.classes
 
     def preprocess(self, items: list, names: list[str] | None = None) -> np.ndarray:
-        """Inputs (decoded images or signal arrays) as one float32 ``(n, ...)`` array; signal
-        problems name the inputs by ``names``."""
-        if self.modality == "signal" and names is not None:
-            from ..exceptions import DataError
-
-            problems = [p for item, name in zip(items, names, strict=True)
-                        for p in self.predictor.preprocessor.check(item, name)[1]]
-            if problems:
-                raise DataError(problems)
-        return self.predictor.preprocessor(items).numpy()
+        """Inputs (decoded images or signal arrays) as one float32 ``(n, ...)`` array; every bad
+        input is named by ``names`` in one error."""
+        return self.predictor.preprocessor(items, names).numpy()
 
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
         """Class probabilities of a preprocessed batch (called in the model thread)."""
-        from ..inference import infer
-
-        outputs = infer(self.predictor.engine, _tensor(batch), views_of(self.predictor.data_config))
+        outputs = infer(self.predictor.engine, _tensor(batch), self.predictor.preprocessor.views)
         return self.predictor.probabilities_from_outputs(outputs)
 
     def explain(self, item, target: str | None) -> dict[str, Any]:
         """The class activation map of one input: the raw map and a PNG overlay (base64)."""
-        import base64
-
-        from ..explain import explain, render_overlay
-
         explanation = explain(self.predictor, [item], target=target)[0]
         png = render_overlay(explanation, item)
         return {
@@ -186,18 +146,4 @@ class ServedModel:
         }
 
     def input_spec(self) -> dict[str, Any]:
-        config = self.predictor.data_config
-        if self.modality == "image":
-            channels, height, width = self.predictor.preprocessor.item_shape
-            return {"modality": "image", "channels": channels, "height": height, "width": width,
-                    "resize": config.get("resize"), "mean": config.get("mean"),
-                    "std": config.get("std"),
-                    "content_types": ["multipart/form-data (field 'file')", "image/*"],
-                    "max_image_pixels": self.settings.max_image_pixels}
-        n_channels, n_timepoints = self.predictor.preprocessor.item_shape
-        return {"modality": "signal", "n_channels": n_channels, "n_timepoints": n_timepoints,
-                "channel_names": config.get("channel_names"),
-                "length_policy": config.get("length_policy", "error"),
-                "content_types": ["application/json (array [channel][time])",
-                                  "multipart/form-data (field 'file', CSV: one column per channel)",
-                                  "text/csv"]}
+        return modality_of(self.predictor).input_spec(self.predictor, self.settings.max_image_pixels)

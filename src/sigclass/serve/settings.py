@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, fields
 from functools import lru_cache
 
+from ..choices import BACKENDS, choice_problem, raise_problems
 from ..exceptions import ConfigError
 
 ENV_PREFIX = "SIGCLASS_SERVE_"
@@ -45,16 +46,13 @@ class Settings:
     onnx_path: str | None = None
 
     def __post_init__(self):
-        problems = []
-        if self.backend not in ("auto", "torch", "onnx"):
-            problems.append(f"'backend' must be one of 'auto', 'torch', 'onnx'. Got {self.backend!r}.")
+        problems = [choice_problem("backend", self.backend, BACKENDS)]
         for name in ("max_batch_size", "max_request_bytes", "max_image_pixels", "max_batch_inputs"):
             if getattr(self, name) < 1:
                 problems.append(f"'{name}' must be at least 1. Got {getattr(self, name)!r}.")
         if self.max_wait_ms < 0:
             problems.append(f"'max_wait_ms' must be 0 or more. Got {self.max_wait_ms!r}.")
-        if problems:
-            raise ConfigError(" ".join(problems))
+        raise_problems(problems)
 
     def to_env(self) -> dict[str, str]:
         """The settings as environment variables (``None`` values left out)."""

@@ -94,7 +94,7 @@ class TrackedRun:
 
     def log_model(self, model_dir: str | Path, artifact_path: str = "model") -> None:
         """Log a sigclass model folder as an MLflow pyfunc model (safetensors + JSON inside)."""
-        from .pyfunc import save_pyfunc
+        from .pyfunc import save_pyfunc  # imports mlflow.pyfunc: only when a model is logged
 
         with tempfile.TemporaryDirectory(prefix="sigclass-pyfunc-") as tmp:
             save_pyfunc(model_dir, Path(tmp) / artifact_path)

@@ -8,15 +8,16 @@ Nothing is pickled.
 Input (a pandas DataFrame, e.g. from ``mlflow models predict -i batch.csv``):
 
 - images: a ``path`` column of image files (or an ``image`` column of base64-encoded bytes);
-- signals: one row per case, the numeric columns holding the values channel by channel
-  (``n_channels * n_timepoints`` columns, channel 0 first).
+- signals, in the layout of :mod:`sigclass.data.signal_layout`: one row per case, the numeric
+  columns holding the values channel by channel (``n_channels * n_timepoints`` columns, channel 0
+  first); or one column per channel named as the model's channels, one row per time point (a
+  ``case_id`` column for several cases).
 
 Output: a DataFrame with ``label`` and one ``p_<class>`` probability column per class.
 """
 
 from __future__ import annotations
 
-import base64
 import os
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,10 @@ import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
-from ..exceptions import DataError, Problem
+from .. import __version__
+from .._utils import environment_info
+from ..modalities import modality_of
+from ..predictor import Predictor
 
 ARTIFACT_KEY = "sigclass_model"
 CODE_FILE = Path(__file__).with_name("pyfunc_code.py")
@@ -39,8 +43,6 @@ class SigclassPyfunc(PythonModel):
     """
 
     def load_context(self, context) -> None:
-        from ..predictor import Predictor
-
         self.predictor = Predictor.load(context.artifacts[ARTIFACT_KEY])
 
     def predict(self, context, model_input: pd.DataFrame,
@@ -56,28 +58,12 @@ class SigclassPyfunc(PythonModel):
 
 def frame_to_inputs(frame, predictor) -> Any:
     """The rows of ``frame`` as inputs of ``predictor`` (see the module docstring)."""
-    if predictor.modality == "image":
-        if "path" in frame.columns:
-            return [str(p) for p in frame["path"]]
-        if "image" in frame.columns:
-            return [base64.b64decode(v) for v in frame["image"]]
-        raise DataError(Problem("input", f"an image model takes a 'path' column of image files or "
-                                f"an 'image' column of base64 bytes; got columns {list(frame.columns)}"))
-    n_channels, n_timepoints = predictor.preprocessor.item_shape
-    values = frame.select_dtypes("number").to_numpy(dtype=np.float32)
-    if values.shape[1] % n_channels:
-        raise DataError(Problem("input", f"{values.shape[1]} numeric columns cannot hold "
-                                f"{n_channels} channel(s) of equal length; the model takes "
-                                f"{n_channels} x {n_timepoints} values per row"))
-    return values.reshape(len(values), n_channels, -1)
+    return modality_of(predictor).decode_frame(frame, predictor)
 
 
 def save_pyfunc(model_dir: str | Path, path: str | Path) -> Path:
     """Write the MLflow pyfunc model of the sigclass model folder ``model_dir`` to ``path``."""
     import mlflow.pyfunc
-
-    from .. import __version__
-    from .._utils import environment_info
 
     versions = environment_info("cpu")["versions"]
     requirements = [f"{name}=={versions[name]}" for name in

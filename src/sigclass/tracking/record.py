@@ -16,10 +16,20 @@ import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+from .._utils import environment_info, write_json
+from ..config import RunConfig, load_config
+from ..exceptions import TrackingError
 from .logger import SKIPPED, TRACKING_FILE, DisabledRun, TrackedRun, start_run
-from .store import TrackingSettings, resolve_settings
+from .store import (
+    TrackingSettings,
+    artifact_root_for,
+    experiment_name,
+    resolve_settings,
+    resolve_uri,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -101,8 +111,6 @@ def tracking_run(config, run_dir: str | Path, dataset=None, parent: TrackedRun |
 
 def run_tags(config, run_dir: Path, dataset) -> dict[str, Any]:
     """Tags of a training run: what was trained on what, where, with which versions."""
-    from .._utils import environment_info
-
     env = environment_info(config.device)
     tags = {"sigclass.kind": "train", "sigclass.mode": config.mode, "sigclass.model": config.model,
             "sigclass.modality": config.modality, "sigclass.data": config.data,
@@ -140,8 +148,6 @@ def saved_run_id(folder: Path, settings: TrackingSettings) -> str | None:
 
 def save_run_id(folder: Path, run: TrackedRun) -> None:
     """Remember in ``folder`` which MLflow run records it (for resume and ``register``)."""
-    from .._utils import write_json
-
     write_json(Path(folder) / TRACKING_FILE, {
         "run_id": run.run_id, "experiment_id": run.experiment_id,
         "experiment": run.settings.experiment, "tracking_uri": run.settings.uri,
@@ -171,12 +177,6 @@ def log_run_folder(run_dir: str | Path, uri: str | None = None) -> str:
     Its config becomes the parameters, ``history.json`` the per-epoch metrics, ``metrics.json``
     the test metrics; its files and model are logged as :func:`tracking_run` would have.
     """
-    from types import SimpleNamespace
-
-    from ..config import RunConfig, load_config
-    from ..exceptions import TrackingError
-    from .store import artifact_root_for, experiment_name, resolve_uri
-
     run_dir = Path(run_dir)
     try:
         status = json.loads((run_dir / "run.json").read_text()).get("status")
@@ -203,3 +203,13 @@ def log_run_folder(run_dir: str | Path, uri: str | None = None) -> str:
         save_run_id(run_dir, run)
         RunRecorder(run, run_dir).finish(result)
     return run.run_id
+
+
+def describe_run(folder) -> str | None:
+    """One line naming the MLflow run that records ``folder``, if one does."""
+    try:
+        saved = json.loads((Path(folder) / TRACKING_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return (f"MLflow run: {saved['run_id']} (experiment {saved['experiment']}, "
+            f"{saved['tracking_uri']}); `sigclass ui` shows it")

@@ -9,15 +9,16 @@ A version records the run's test metrics (tags ``test_*`` and the description) a
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from .._utils import default_cache_dir, sha256_bytes
 from ..exceptions import TrackingError
 from .logger import TRACKING_FILE
+from .record import log_run_folder
 from .store import check_store, get_client, resolve_uri
 
 KEY_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc_ovr")
@@ -42,8 +43,6 @@ def resolve_run(run: str | Path, uri: str | None = None) -> tuple[str, str]:
         try:
             saved = json.loads((folder / TRACKING_FILE).read_text())
         except (OSError, ValueError):  # trained with --no-track: record it now
-            from .record import log_run_folder
-
             return log_run_folder(folder, uri), resolve_uri(uri)
         return saved["run_id"], uri or saved["tracking_uri"]
     if re.fullmatch(r"[0-9a-f]{32}", str(run)):
@@ -160,10 +159,7 @@ def download_model(text: str, uri: str | None = None) -> Path:
 
 
 def _cache_dir(uri: str) -> Path:
-    from .._utils import sha256_bytes
-
-    base = Path(os.environ.get("SIGCLASS_CACHE_DIR") or Path.home() / ".cache" / "sigclass")
-    return base.expanduser() / "registry" / sha256_bytes(uri.encode())[:16]
+    return default_cache_dir() / "registry" / sha256_bytes(uri.encode())[:16]
 
 
 def _download(client, uri: str, name: str, version: str, target: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sqlite3
 import tempfile
 import urllib.error
 import urllib.request
@@ -141,8 +142,6 @@ def check_store(uri: str, timeout: float = 5.0) -> None:
 
 
 def _check_sqlite(uri: str, db: Path, fix: str) -> None:
-    import sqlite3
-
     try:
         db.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -30,7 +30,7 @@ import numpy as np
 from .._utils import atomic_write, resolve_device
 from ..config import TrainConfig
 from ..exceptions import ArtifactError
-from ..scale import distributed
+from . import distributed
 from .callbacks import Callback, Checkpoint, EarlyStopping, ProgressBar, TimeBudget
 from .schedule import Plan, fit_to_budget, make_plan, resolve_batch_size
 

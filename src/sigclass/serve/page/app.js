@@ -18,16 +18,9 @@ async function loadMetadata() {
   }
   $("model").textContent = `Model ${body.model.name} (version ${body.model.version}), ` +
     `${body.modality}, classes: ${body.classes.join(", ")}`;
-  const input = body.input;
-  if (body.modality === "image") {
-    $("file").accept = "image/*";
-    $("accepts").textContent = `An image; the model sees it at ${input.width}x${input.height} pixels.`;
-  } else {
-    $("file").accept = ".csv,text/csv";
-    const names = input.channel_names ? ` (${input.channel_names.join(", ")})` : "";
-    $("accepts").textContent = `A CSV file: ${input.n_channels} column(s)${names}, ` +
-      `${input.n_timepoints} rows (one per time point).`;
-  }
+  // The model's modality says what to upload (Modality.input_spec on the server).
+  $("file").accept = body.input.accept;
+  $("accepts").textContent = body.input.description;
 }
 
 function showBars(probabilities, predicted) {

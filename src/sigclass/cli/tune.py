@@ -6,11 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..exceptions import ConfigError
+from .options import add_run_options, resolve_config
+
 
 def add_commands(commands) -> None:
     """Add ``tune`` to the ``sigclass`` sub-command parser."""
-    from ..cli import _add_run_options
-
     tune = commands.add_parser(
         "tune", help="hyperparameter search with Optuna (several workers may share a study)",
         description="Search the settings that matter for the mode with Optuna, one trained run per "
@@ -31,14 +32,12 @@ def add_commands(commands) -> None:
                       help="study folder: split, trials, best.yaml (default: runs/tune)")
     tune.add_argument("--no-prune", action="store_true", help="train every trial to the end")
     tune.add_argument("--sampler-seed", type=int, metavar="SEED", help="seed of the TPE sampler")
-    _add_run_options(tune)
+    add_run_options(tune)
     tune.set_defaults(func=cmd_tune)
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from ..cli import resolve_config
-    from ..exceptions import ConfigError
-    from .tune import tune
+    from ..workflows.tune import tune  # loads PyTorch and Optuna: when the command runs
 
     config = resolve_config(args)
     data = args.data or config.data

@@ -1,4 +1,5 @@
-"""Image decoding and preprocessing, identical in training, evaluation and serving.
+"""Image decoding and preprocessing, identical in training, evaluation and serving, and the way
+back from the model input to the original image (where a class activation map lies on it).
 
 The preprocessing of a model (input size, mean, std, channels) is a small dict, the *data config*,
 resolved from the network's pretrained config and stored with the model. Every place that turns an
@@ -8,48 +9,23 @@ image into a tensor builds its transform from that dict with :func:`build_image_
 from __future__ import annotations
 
 import io
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..choices import RESIZE_MODES, check_choice
 from ..exceptions import DataError, Problem
-from .views import resolve_tta
+from .views import resolve_tta, views_of
 
 ImageLike = Any  # str | Path | bytes | PIL.Image.Image | np.ndarray
 
-RESIZE_MODES = ("center_crop", "squash", "letterbox")
 # By default, an image further from square than FAR_ASPECT (long side / short side) is not centre
 # cropped (that can cut the evidence off) but resized with FAR_RESIZE, chosen on BCCD patches of
 # aspect 1.25 and whole 4:3 images (bench/bench_cam_localization.py --resize-study). 4:3 photos
 # keep the crop: squashing fridgeObjects' cost the label audit precision (README).
 FAR_ASPECT = 1.5
 FAR_RESIZE = "squash"
-
-
-@dataclass
-class AugmentConfig:
-    """Training-only image augmentation (torchvision.transforms.v2).
-
-    Attributes:
-        enabled: Turn augmentation on or off as a whole.
-        hflip: Probability of a horizontal flip.
-        vflip: Probability of a vertical flip (useful for inspection and medical images).
-        rotation: Largest random rotation in degrees.
-        scale_min: Smallest area fraction kept by the random resized crop (1.0 disables it).
-        color_jitter: Strength of brightness, contrast and saturation jitter (0 disables it).
-    """
-
-    enabled: bool = True
-    hflip: float = 0.5
-    vflip: float = 0.0
-    rotation: float = 10.0
-    scale_min: float = 0.75
-    color_jitter: float = 0.2
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def image_data_config(
@@ -91,11 +67,7 @@ def image_data_config(
     if resize is None:
         resize = "center_crop" if crop_pct < 1.0 else "squash"
         far_resize = FAR_RESIZE if resize == "center_crop" else None
-    if resize not in RESIZE_MODES:
-        from ..exceptions import ConfigError
-
-        raise ConfigError(f"The 'resize' option must be one of {', '.join(map(repr, RESIZE_MODES))}. "
-                          f"Got {resize!r}.")
+    check_choice("resize", resize, RESIZE_MODES)
     return {
         "input_size": [int(channels), int(height), int(width)],
         "mean": _per_channel(cfg["mean"], channels),
@@ -123,10 +95,10 @@ def _per_channel(values, channels: int) -> list[float]:
     return values[:channels] if len(values) >= channels else values[:1] * channels
 
 
-def build_image_transform(data_config: dict[str, Any], augment: AugmentConfig | None = None):
+def build_image_transform(data_config: dict[str, Any], augment=None):
     """A transform from a PIL image to a normalized ``(C, H, W)`` float tensor.
 
-    With ``augment`` (training only) it applies a random resized crop, flips, rotation and colour
+    With ``augment`` (an :class:`~sigclass.data.image_augment.AugmentConfig`, training only) it applies a random resized crop, flips, rotation and colour
     jitter; without it, the data config's ``resize``: a centre crop as in pretraining, a plain
     resize of the whole image, or the image padded to a square and resized (both: nothing cut off,
     for defects at the border of inspection images; ``letterbox`` pads before the augmentation too).
@@ -294,38 +266,12 @@ def _array_to_pil(array: np.ndarray):
     return Image.fromarray(np.ascontiguousarray(array))
 
 
-class ImageTensorDataset:
-    """A ``torch.utils.data.Dataset`` of (tensor, class index) pairs decoded from files.
-
-    ``masks`` (one mask file or ``None`` per source) blank areas with ``fill`` before the
-    transform (guided training, see :mod:`sigclass.explain.guided`).
-    """
-
-    def __init__(self, sources: list[ImageLike], targets: np.ndarray | None, transform, channels: int = 3,
-                 masks: list | None = None, fill: tuple[int, ...] | None = None):
-        self.sources = sources
-        self.targets = targets
-        self.transform = transform
-        self.channels = channels
-        self.masks = masks
-        self.fill = fill
-
-    def __len__(self) -> int:
-        return len(self.sources)
-
-    def __getitem__(self, index: int):
-        image = load_image(self.sources[index], self.channels)
-        if self.masks is not None and self.masks[index] is not None:
-            from ..explain.guided import blank_masked
-
-            image = blank_masked(image, self.masks[index], self.fill)
-        tensor = self.transform(image)
-        target = -1 if self.targets is None else int(self.targets[index])
-        return tensor, target
-
-
 class ImagePreprocessor:
-    """Turns images (paths, bytes, PIL images, arrays) into one normalized batch tensor."""
+    """Turns images (paths, bytes, PIL images, arrays) into one normalized batch tensor, and the
+    maps computed on that tensor back onto the images.
+
+    Every input that cannot be read is named in one :class:`DataError`.
+    """
 
     modality = "image"
 
@@ -337,6 +283,11 @@ class ImagePreprocessor:
     @property
     def item_shape(self) -> tuple[int, ...]:
         return tuple(int(v) for v in self.data_config["input_size"])
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        """The test-time views whose outputs are averaged (:func:`~sigclass.data.views.views_of`)."""
+        return views_of(self.data_config)
 
     def as_list(self, inputs) -> list:
         """One input or many, as a list. A 4D array, or a 3D array whose last axis is not 1, 3
@@ -351,16 +302,75 @@ class ImagePreprocessor:
             return [inputs]
         return list(inputs)
 
-    def __call__(self, items: list):
-        import torch
-
-        tensors = []
+    def decode(self, items: list, names: list[str] | None = None) -> list:
+        """The items as PIL images with the model's channels; all unreadable ones in one error."""
+        images, problems = [], []
         for index, item in enumerate(items):
             try:
-                tensors.append(self.transform(load_image(item, self.channels)))
-            except DataError:
-                raise
+                images.append(load_image(item, self.channels))
+            except DataError as exc:
+                problems += exc.problems
             except Exception as exc:  # noqa: BLE001 - any decoding failure names the input
-                name = str(item) if isinstance(item, str | Path) else f"input {index}"
-                raise DataError(Problem(name, f"cannot be read as an image: {exc}")) from None
-        return torch.stack(tensors)
+                name = names[index] if names else str(item) if isinstance(item, str | Path) else f"input {index}"
+                problems.append(Problem(name, f"cannot be read as an image: {exc}"))
+        if problems:
+            raise DataError(problems)
+        return images
+
+    def __call__(self, items: list, names: list[str] | None = None):
+        import torch
+
+        return torch.stack([self.transform(image) for image in self.decode(items, names)])
+
+    def prepare(self, items: list) -> tuple[Any, list[tuple[int, int]]]:
+        """The batch tensor of ``items`` and the ``(height, width)`` of every original image."""
+        import torch
+
+        images = self.decode(items)
+        return torch.stack([self.transform(image) for image in images]), [(im.height, im.width) for im in images]
+
+    def to_input(self, raw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """A map at the model input's resolution placed on the original image of ``size``."""
+        return map_to_image(raw, size, self.data_config)
+
+
+def resize_map(raw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``raw`` (2D) stretched to ``size`` by bilinear interpolation."""
+    import torch
+    import torch.nn.functional as F
+
+    size = (max(1, int(size[0])), max(1, int(size[1])))
+    return F.interpolate(torch.as_tensor(raw, dtype=torch.float32)[None, None], size=size,
+                         mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
+def map_to_image(raw: np.ndarray, size: tuple[int, int], data_config: dict) -> np.ndarray:
+    """The map placed on the original image: stretched over it (squash), over the square it was
+    padded to with the padding cut off (letterbox), or over the centre crop the model saw (centre
+    crop), zero elsewhere."""
+    height, width = size
+    mode = resize_for(data_config, height, width)
+    if mode == "letterbox":
+        left, top, _, _ = letterbox_padding(height, width)
+        side = max(height, width)
+        return np.ascontiguousarray(resize_map(raw, (side, side))[top:top + height, left:left + width])
+    if mode != "center_crop":
+        return resize_map(raw, (height, width))
+    _, in_h, in_w = data_config["input_size"]
+    short = int(round(min(in_h, in_w) / float(data_config.get("crop_pct", 1.0))))
+    # torchvision's Resize(int): the shorter side becomes `short`, the other keeps the ratio.
+    if height <= width:
+        new_h, new_w = short, int(short * width / height)
+    else:
+        new_h, new_w = int(short * height / width), short
+    top = int(round((new_h - in_h) / 2.0))
+    left = int(round((new_w - in_w) / 2.0))
+    scale_h, scale_w = height / new_h, width / new_w
+    y0, y1 = round(top * scale_h), round((top + in_h) * scale_h)
+    x0, x1 = round(left * scale_w), round((left + in_w) * scale_w)
+    patch = resize_map(raw, (y1 - y0, x1 - x0))
+    canvas = np.zeros((height, width), dtype=np.float32)
+    cy0, cx0 = max(0, y0), max(0, x0)
+    cy1, cx1 = min(height, y1), min(width, x1)
+    canvas[cy0:cy1, cx0:cx1] = patch[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
+    return canvas

@@ -11,41 +11,30 @@ import json
 import logging
 import re
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig, save_config
-from .data.split import Split
-from .evaluation.leaderboard import Leaderboard
-from .exceptions import ConfigError
+from .._utils import write_json
+from ..config import Entry, RunConfig, save_config
+from ..data.split import Split
+from ..ensemble import build_ensemble
+from ..evaluation.leaderboard import Leaderboard
+from ..evaluation.metrics import evaluate
+from ..exceptions import ConfigError
+from ..modalities import modality_of
+from ..tracking import tracked_parent
+from .prepare import dataset_for, resolve_split
+from .train import train
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass
-class Entry:
-    """One contestant: a name, a mode, a model and config overrides of its own.
-
-    The overrides are the entry's defaults: an option the user set (a value other than
-    :class:`RunConfig`'s default) wins over them, so ``--epochs`` reaches every entry.
-    """
-
-    name: str
-    mode: str
-    model: str | None = None
-    overrides: dict[str, Any] = field(default_factory=dict)
+__all__ = ["Entry", "compare", "default_entries", "parse_entries", "parse_time_limit"]
 
 
 def default_entries(modality: str) -> list[Entry]:
-    """The contestants of ``sigclass compare`` when none are given; for images the three modes
-    with their default networks and the non-deep baseline (HOG + LBP features, an SVM head)."""
-    if modality == "image":
-        return [Entry("headless", "headless"), Entry("finetune", "finetune"), Entry("scratch", "scratch"),
-                Entry("hog_lbp_svm", "headless", "hog_lbp", {"head": "rbf_svm"})]
-    from .data.signals import default_signal_entries
-
-    return default_signal_entries()
+    """The contestants of ``sigclass compare`` when none are given (see each modality's
+    :meth:`~sigclass.modalities.base.Modality.default_entries`)."""
+    return modality_of(modality).default_entries()
 
 
 def parse_entries(text: str) -> list[Entry]:
@@ -98,20 +87,17 @@ def compare(
     Returns:
         The :class:`Leaderboard` (also saved in ``out``).
     """
-    from .runs import _load_for, _resolve_split, train
-    from .tracking import tracked_parent
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     base = (config or RunConfig()).updated({**overrides})
     if isinstance(data, str | Path):
         base = base.updated({"data": str(data)}).validate()
-        dataset = _load_for(base)
+        dataset = dataset_for(base)
     else:
         dataset = data
         base = base.updated({"data": getattr(data, "source", "")}).validate()
     split_file = out / "split.json"
-    split = _resolve_split(Split.load(split_file) if split_file.is_file() else None, base, dataset)
+    split = resolve_split(Split.load(split_file) if split_file.is_file() else None, base, dataset)
     split.save(split_file)
     save_config(base, out / "config.yaml")
     with tracked_parent(base, out, f"compare-{out.name}", "compare") as parent:
@@ -235,10 +221,6 @@ def _finished(run_dir: Path) -> tuple[dict[str, Any], str]:
 
 def _ensemble_row(out: Path, dataset, split: Split, names: list[str]) -> dict[str, Any] | None:
     """Build, save and score the weighted ensemble of the finished entries; ``None`` under two."""
-    from ._utils import write_json
-    from .ensemble import build_ensemble
-    from .evaluation.metrics import evaluate
-
     finished = {n: out / n for n in names if _status(out / n) == "finished"}
     ensemble = build_ensemble(finished)
     if ensemble is None:

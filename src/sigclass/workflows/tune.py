@@ -32,14 +32,20 @@ import logging
 import os
 import socket
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .._utils import write_json
 from ..config import RunConfig, save_config
+from ..data.split import Split
 from ..exceptions import ConfigError, SigclassError
+from ..modalities import modality_of
+from ..tracking import start_run, tracked_parent
 from ..training.callbacks import Callback
+from .prepare import dataset_for, resolve_defaults, resolve_split
+from .train import train
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +65,6 @@ ARCHITECTURE_SPACES: dict[str, dict[str, list]] = {
     "bilstm": {"width": [32, 64, 128], "depth": [1, 2]},
     "lstm_fcn": {"width": [64, 128], "depth": [2, 3]},
 }
-HEADLESS_HEADS = {"image": ("logreg", "linear_svm", "rbf_svm", "ridge"),
-                  "signal": ("ridge", "logreg", "linear_svm")}
 
 
 @dataclass
@@ -113,8 +117,9 @@ class _Surplus(Exception):
 
 def suggest(trial, cfg: RunConfig, n_train: int) -> dict[str, Any]:
     """Draw a trial's settings for ``cfg.mode`` and modality; returns config overrides."""
+    modality = modality_of(cfg)
     if cfg.mode == "headless":
-        head = trial.suggest_categorical("head", HEADLESS_HEADS[cfg.modality])
+        head = trial.suggest_categorical("head", modality.tune_heads)
         if head == "ridge":
             params = {"alpha": trial.suggest_float("alpha", 1e-3, 1e3, log=True)}
         else:
@@ -133,16 +138,9 @@ def suggest(trial, cfg: RunConfig, n_train: int) -> dict[str, Any]:
         values["train.weight_decay"] = trial.suggest_float("weight_decay", 1e-5, 1e-1, log=True)
         for key, choices in ARCHITECTURE_SPACES.get(cfg.model, {}).items():
             values[f"model_args.{key}"] = trial.suggest_categorical(key, choices)
-    if cfg.modality == "image":
-        values.update(augment_overrides(trial.suggest_float("augment", 0.0, 1.0)))
+    if modality.tunes_augmentation:
+        values.update(modality.augment_overrides(trial.suggest_float("augment", 0.0, 1.0)))
     return values
-
-
-def augment_overrides(strength: float) -> dict[str, Any]:
-    """Image augmentation scaled by one ``strength`` in [0, 1] (0 turns it off)."""
-    return {"augment.enabled": strength > 0.05, "augment.rotation": round(20.0 * strength, 2),
-            "augment.scale_min": round(1.0 - 0.5 * strength, 3),
-            "augment.color_jitter": round(0.4 * strength, 3)}
 
 
 def objective_metric(cfg: RunConfig) -> tuple[str, str]:
@@ -203,8 +201,6 @@ def _sqlite_path(url: str) -> Path | None:
 
 
 def _open_storage(url: str):
-    import warnings
-
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
@@ -256,8 +252,6 @@ def tune(
     """
     import optuna
 
-    from .. import runs
-
     if trials < 1:
         raise ConfigError(f"The 'trials' option must be at least 1. Got {trials}.")
     values = {k: v for k, v in {"mode": mode, "model": model}.items() if v is not None}
@@ -265,11 +259,11 @@ def tune(
     if isinstance(data, str | Path):
         local = Path(data).expanduser()  # absolute, so best.yaml works from any folder
         cfg = cfg.updated({"data": str(local.resolve()) if local.exists() else str(data)}).validate()
-        dataset = runs._load_for(cfg)
+        dataset = dataset_for(cfg)
     else:
         dataset = data
         cfg = cfg.updated({"data": getattr(data, "source", "") or cfg.data}).validate()
-    cfg = runs._resolve_defaults(cfg, dataset)
+    cfg = resolve_defaults(cfg, dataset)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     split, split_path = _study_split(out, cfg, dataset)
@@ -309,9 +303,6 @@ class _Objective:
 
     def __call__(self, trial) -> float:
         import optuna
-
-        from ..runs import train
-        from ..tracking import start_run
 
         self._check_not_surplus(trial)
         cfg = self.cfg.updated(suggest(trial, self.cfg, self.n_train))
@@ -386,13 +377,10 @@ def _out_of_memory_error():
 
 def _study_split(out: Path, cfg: RunConfig, dataset):
     """The split shared by every trial and worker: loaded if present, else drawn and saved."""
-    from ..data.split import Split
-    from ..runs import _resolve_split
-
     path = out / "split.json"
     # workers starting together draw the same split from the same seed; the data's own parts
     # (split folders, --val-dir/--test-dir) and near-duplicate groups are kept as in train
-    split = _resolve_split(None if cfg.split or not path.is_file() else Split.load(path), cfg, dataset)
+    split = resolve_split(None if cfg.split or not path.is_file() else Split.load(path), cfg, dataset)
     if not path.is_file():
         split.save(path)
     return split, path
@@ -416,8 +404,6 @@ def _check_same_search(study, cfg: RunConfig, metric: str) -> None:
 def _tracking_parent(cfg: RunConfig, out: Path, name: str):
     """The study's MLflow parent run, shared by workers that use the same folder."""
     from filelock import FileLock
-
-    from ..tracking import tracked_parent
 
     with contextlib.ExitStack() as stack:
         with FileLock(str(out / ".tracking.lock")):  # one parent even when workers start together

@@ -1,5 +1,5 @@
-"""Batch scoring: many inputs to a CSV or Parquet file, streamed chunk by chunk, resumable after
-a crash.
+"""Batch scoring (``sigclass predict``): many inputs to a CSV or Parquet file, streamed chunk by
+chunk, resumable after a crash.
 
 Rows are appended and flushed after every chunk. A Parquet output is written through a CSV
 journal next to it (``<output>.partial.csv``) that becomes the Parquet file, atomically, once
@@ -19,26 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.images import IMAGE_EXTENSIONS
-from .exceptions import DataError, Problem
+from .._utils import atomic_write
+from ..exceptions import DataError
+from ..modalities import modality_of
 
 logger = logging.getLogger(__name__)
-
-
-def expand_image_inputs(inputs: Iterable[str | Path]) -> list[str]:
-    """Files as given; folders expanded to their image files (recursively, sorted)."""
-    files: list[str] = []
-    for raw in inputs:
-        path = Path(raw)
-        if path.is_dir():
-            files += sorted(str(p) for p in path.rglob("*")
-                            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                            and not any(part.startswith(".") for part in p.relative_to(path).parts))
-        elif path.is_file():
-            files.append(str(path))
-        else:
-            raise DataError(Problem(str(raw), "no such file or folder"))
-    return files
 
 
 def _completed(output: Path) -> set[str]:
@@ -74,12 +59,8 @@ def predict_files(predictor, inputs: Iterable[str | Path], output: str | Path,
     output = Path(output)
     if output.suffix.lower() == ".parquet":
         return _predict_to_parquet(predictor, inputs, output, batch_size, progress)
-    cases = None
-    if predictor.modality == "signal":
-        from .data.signals import read_signal_inputs
-
-        cases = read_signal_inputs(inputs, predictor.data_config)
-    files = list(cases) if cases is not None else expand_image_inputs(inputs)
+    cases = modality_of(predictor).read_files(inputs, predictor.data_config)
+    files = list(cases)
     done = _completed(output)
     todo = [f for f in files if f not in done]
     if done:
@@ -110,9 +91,9 @@ def predict_files(predictor, inputs: Iterable[str | Path], output: str | Path,
     return written
 
 
-def _score_chunk(predictor, chunk: list[str], batch_size: int, cases: dict | None = None) -> list[dict]:
+def _score_chunk(predictor, chunk: list[str], batch_size: int, cases: dict) -> list[dict]:
     def payload(keys: list[str]) -> list:
-        return [cases[k] for k in keys] if cases is not None else keys
+        return [cases[k] for k in keys]
 
     try:
         proba = predictor.predict_proba(payload(chunk), batch_size=batch_size)
@@ -135,22 +116,6 @@ def _row(predictor, item: str, proba: np.ndarray) -> dict:
     }
 
 
-def use_fast_backend(predictor, backend: str = "auto") -> str:
-    """Switch ``predictor`` to ``backend``; ``auto`` is ONNX Runtime on a CPU (the graph exported
-    once and cached) and PyTorch on CUDA or for networks ONNX cannot hold. Returns the backend."""
-    from .inference import choose_backend
-    from .serve.model import onnx_cache_path
-
-    if getattr(predictor, "members", None):  # an ensemble: each member on its own backend
-        predictor.use_backend(backend)
-        return backend
-    resolved = choose_backend(backend, predictor.device)
-    if backend == "auto" and not getattr(predictor.network, "onnx_exportable", True):
-        resolved = "torch"
-    predictor.use_backend(resolved, onnx_cache_path(predictor) if resolved == "onnx" else None)
-    return resolved
-
-
 def journal_path(output: Path) -> Path:
     """The CSV a Parquet output is streamed into until it is complete."""
     return output.with_name(output.name + ".partial.csv")
@@ -158,8 +123,6 @@ def journal_path(output: Path) -> Path:
 
 def _predict_to_parquet(predictor, inputs, output: Path, batch_size: int, progress: bool) -> int:
     import pandas as pd
-
-    from ._utils import atomic_write
 
     journal = journal_path(output)
     if output.is_file() and not journal.is_file():

@@ -6,6 +6,9 @@ import argparse
 import os
 from pathlib import Path
 
+from ..choices import BACKENDS
+from ..serve.settings import Settings
+
 
 def add_commands(commands) -> None:
     """Add ``serve`` and ``export`` to the ``sigclass`` sub-command parser."""
@@ -18,7 +21,7 @@ def add_commands(commands) -> None:
                        help="address to bind (default: 127.0.0.1; 0.0.0.0 in a container)")
     serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     serve.add_argument("--workers", type=int, default=1, help="worker processes, each with the model")
-    serve.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
+    serve.add_argument("--backend", choices=BACKENDS, default="auto",
                        help="auto: PyTorch on CUDA, on a CPU the faster of ONNX Runtime and PyTorch")
     serve.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     serve.add_argument("--max-batch-size", type=int, default=16, metavar="N",
@@ -47,8 +50,6 @@ def add_commands(commands) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .settings import Settings
-
     settings = Settings(
         model=args.model, backend=args.backend, device=args.device,
         max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
@@ -64,7 +65,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_model
+    from ..serve.export import export_model  # loads the model: when the command runs
 
     report = export_model(args.model, args.output)
     print(f"ONNX model written to {report['path']} (max |ORT - PyTorch| = "

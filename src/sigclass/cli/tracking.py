@@ -8,6 +8,9 @@ import subprocess
 import sys
 import time
 
+from ..tracking.registry import list_versions, promote, register_run
+from ..tracking.store import artifact_root_for, check_store, get_client, resolve_uri
+
 URI_HELP = ("MLflow tracking URI (default: MLFLOW_TRACKING_URI, else mlflow.db in "
             "SIGCLASS_TRACKING_DIR or the working folder)")
 
@@ -45,8 +48,6 @@ def add_commands(commands) -> None:
 
 
 def cmd_register(args: argparse.Namespace) -> int:
-    from .registry import promote, register_run
-
     version = register_run(args.run, args.name, args.tracking_uri)
     print(f"registered {args.name} version {version.version} (run {version.run_id})")
     if args.alias:
@@ -57,16 +58,12 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from .registry import promote
-
     promote(args.name, args.version, args.alias, args.tracking_uri)
     print(f"models:/{args.name}@{args.alias} -> version {args.version}")
     return 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .registry import list_versions
-
     rows = list_versions(args.name, args.tracking_uri)
     if not rows:
         print("no registered models; register one with `sigclass register RUN --name NAME`")
@@ -92,8 +89,6 @@ def _number(value) -> str:
 
 def ui_command(uri: str, host: str, port: int) -> list[str]:
     """The ``mlflow server`` command line serving ``uri``'s runs, artifacts and registry."""
-    from .store import artifact_root_for
-
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
                "--registry-store-uri", uri,
                "--host", host, "--port", str(port), "--workers", "1"]
@@ -104,8 +99,6 @@ def ui_command(uri: str, host: str, port: int) -> list[str]:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from .store import check_store, get_client, resolve_uri
-
     uri = resolve_uri(args.tracking_uri)
     if uri.startswith(("http://", "https://")):
         print(f"{uri} is a tracking server: open it in a browser.")
@@ -122,16 +115,3 @@ def cmd_ui(args: argparse.Namespace) -> int:
         process.terminate()
         process.wait(timeout=30)
         return 0
-
-
-def describe_run(folder) -> str | None:
-    """One line naming the MLflow run that records ``folder``, if one does."""
-    import json
-    from pathlib import Path
-
-    try:
-        saved = json.loads((Path(folder) / "tracking.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return (f"MLflow run: {saved['run_id']} (experiment {saved['experiment']}, "
-            f"{saved['tracking_uri']}); `sigclass ui` shows it")

@@ -15,6 +15,7 @@ Nothing here imports ``torch.distributed`` until it is used, and a single proces
 from __future__ import annotations
 
 import atexit
+import gc
 import logging
 import os
 from collections.abc import Iterator
@@ -114,8 +115,6 @@ def local_rank() -> int:
 
 def shutdown(wait: bool = True) -> None:
     """Leave and destroy the process group; with ``wait``, once every process has got here."""
-    import gc
-
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():

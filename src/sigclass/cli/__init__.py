@@ -1,0 +1,51 @@
+"""The ``sigclass`` command line: a thin layer over the Python API.
+
+Configuration flows one way: dataclass defaults, then ``--config FILE`` (YAML), then flags
+(``--set key=value`` reaches any key). ``sigclass COMMAND --help`` documents every option. Each
+module of this package adds its commands: :mod:`.train` (``train``, ``compare``), :mod:`.use`
+(``evaluate``, ``predict``, ``explain``, ``audit``, ``networks``), :mod:`.serve` (``serve``,
+``export``), :mod:`.tracking` (``register``, ``promote``, ``models``, ``ui``) and :mod:`.tune`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .. import __version__
+from ..exceptions import SigclassError
+from . import serve, tracking, train, tune, use
+from .options import RUN_OPTIONS, add_run_options, resolve_config
+
+__all__ = ["RUN_OPTIONS", "add_run_options", "build_parser", "main", "resolve_config"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sigclass",
+        description="Images or IoT sensor signals to an evaluated, explained, deployed classifier.",
+    )
+    parser.add_argument("--version", action="version", version=f"sigclass {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (train, use, serve, tracking, tune):
+        module.add_commands(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("onnx_ir", "onnxscript", "matplotlib", "PIL", "urllib3", "alembic", "mlflow"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return int(args.func(args) or 0)
+    except SigclassError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: `sigclass train --resume --out RUN` continues a training run", file=sys.stderr)
+        return 130

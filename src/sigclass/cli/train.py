@@ -1,0 +1,122 @@
+"""``sigclass train`` and ``sigclass compare``, and how a finished run is printed.
+
+A command imports its workflow when it runs (PyTorch and scikit-learn load then), so that
+``sigclass --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from ..exceptions import ConfigError
+from ..tracking.record import describe_run
+from .options import add_run_options, resolve_config
+
+
+def add_commands(commands) -> None:
+    """Add ``train`` and ``compare`` to the ``sigclass`` sub-command parser."""
+    train = commands.add_parser("train", help="train, evaluate and save one model",
+                                description="Train one model (headless, finetune or scratch), "
+                                "evaluate it on the test part and save it in a run folder.")
+    train.add_argument("data", nargs="?", help="image folder, CSV manifest, signal file or named dataset")
+    train.add_argument("--out", type=Path, help="run folder (default: runs/<mode>-<model>-<time>)")
+    train.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    add_run_options(train)
+    train.set_defaults(func=cmd_train)
+
+    compare = commands.add_parser("compare", help="several modes and models on one split",
+                                  description="Train several modes/models on one split and print "
+                                  "a leaderboard (Markdown and JSON in --out).")
+    compare.add_argument("data", help="image folder, CSV manifest, signal file or named dataset")
+    compare.add_argument("--out", type=Path, default=Path("runs/compare"), help="comparison folder")
+    compare.add_argument("--entries", help="comma-separated MODE[:MODEL], e.g. "
+                         "'headless:efficientnet_lite2,finetune,scratch:vgg_like_2'")
+    compare.add_argument("--no-ensemble", action="store_true",
+                         help="leave out the ensemble row (weighted soft voting of the top 3 entries)")
+    compare.add_argument("--time-limit", help="total time, e.g. '10m', '90s', '1h' (a plain number "
+                         "is minutes): headless entries first, networks share what is left, "
+                         "entries without time left are not run")
+    add_run_options(compare)
+    compare.set_defaults(func=cmd_compare)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..workflows.train import train
+
+    progress = not args.quiet
+    if args.resume:
+        result = train(args.data, out=args.out, resume=True, progress=progress)
+    else:
+        config = resolve_config(args)
+        data = args.data or config.data
+        if not data:
+            raise ConfigError("No data given: pass DATA or set 'data' in --config.")
+        result = train(data, out=args.out, config=config, progress=progress)
+    if result.predictor is None or not result.metrics:  # not rank 0 of a distributed run
+        return 0
+    print_split(result.dir)
+    print_training(result.predictor.info)
+    print_metrics(result.metrics)
+    print(f"run folder: {result.dir}")
+    print_tracking(result.dir)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from ..workflows.compare import compare, parse_entries, parse_time_limit
+
+    entries = parse_entries(args.entries) if args.entries else None
+    time_limit = parse_time_limit(args.time_limit) if args.time_limit else None
+    board = compare(args.data, args.out, entries=entries, config=resolve_config(args),
+                    progress=not args.quiet, time_limit=time_limit, ensemble=not args.no_ensemble)
+    print(board.to_markdown())
+    print_split(args.out)
+    print(f"comparison folder: {args.out}")
+    print_tracking(args.out)
+    return 0
+
+
+def print_split(folder: Path) -> None:
+    """Where each part of the run's split came from (train, val, test)."""
+    for name in ("data_report.json", "split.json"):
+        try:
+            values = json.loads((Path(folder) / name).read_text())
+        except (OSError, ValueError):
+            continue
+        lines = values.get("split_sources") if name == "data_report.json" else [
+            f"{part} = {values['sources'][part]} ({values['counts'][part]} items)"
+            for part in ("train", "val", "test") if part in values.get("sources", {})]
+        for line in lines or []:
+            print(f"split: {line}")
+        if lines:
+            return
+
+
+def print_training(info: dict[str, Any]) -> None:
+    """The training plan and how it went: epochs planned and run, the epoch kept, class weights."""
+    if "epochs_planned" in info:
+        stop = ", stopped early" if info.get("stopped_early") else ""
+        print(f"training: {info['epochs_run']} of {info['epochs_planned']} planned epochs "
+              f"({info['epochs_source']}){stop}; kept epoch {info['best_epoch']} "
+              f"({'end of the schedule' if info['selection'] == 'last' and not stop else 'best ' + info['monitor']})")
+    weights = info.get("class_weights_reason") or (info.get("head") or {}).get("class_weights_reason")
+    if weights:
+        print(f"class weights: {weights}")
+
+
+def print_tracking(folder: Path) -> None:
+    line = describe_run(folder)
+    if line:
+        print(line)
+
+
+def print_metrics(metrics: dict[str, Any]) -> None:
+    keys = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro",
+            "roc_auc_ovr", "items_per_second")
+    for key in keys:
+        value = metrics.get(key)
+        if value is not None:
+            print(f"{key:<18} {value:.4f}")

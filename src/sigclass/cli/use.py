@@ -1,0 +1,177 @@
+"""The commands that use trained models and labeled data: ``evaluate``, ``predict``,
+``explain``, ``audit`` and ``networks``.
+
+A command imports what it runs when it runs, so that ``sigclass --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..choices import BACKENDS, BAD_FILE_POLICIES, CAM_METHODS, MODALITIES, PARTS
+from ..data.split import Split
+from ..exceptions import ConfigError
+from .train import print_metrics
+
+
+def add_commands(commands) -> None:
+    """Add the commands of this module to the ``sigclass`` sub-command parser."""
+    evaluate = commands.add_parser("evaluate", help="score a trained model on labeled data")
+    evaluate.add_argument("run", help="run folder, model folder or models:/NAME@ALIAS")
+    evaluate.add_argument("data", help="labeled data (folder, manifest, signal file, named dataset)")
+    evaluate.add_argument("--split", type=Path, help="a split file; evaluate only its --part")
+    evaluate.add_argument("--part", default="test", choices=PARTS, help="part of --split, or of the data's own split folders (default: test)")
+    evaluate.add_argument("--out", type=Path, help="folder for metrics.json, confusion matrix, predictions.csv")
+    evaluate.add_argument("--root", help="dataset root of a CSV manifest")
+    evaluate.add_argument("--on-bad-file", default="error", choices=BAD_FILE_POLICIES)
+    evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    predict = commands.add_parser("predict", help="predict the class of files")
+    predict.add_argument("run", help="run folder, model folder or models:/NAME@ALIAS")
+    predict.add_argument("inputs", nargs="+", help="image files or folders; signal files (.npz, .csv, "
+                         ".parquet, .ts): one row per case")
+    predict.add_argument("-o", "--output", type=Path, required=True,
+                         help="output .csv or .parquet; an interrupted run resumes where it stopped")
+    predict.add_argument("--batch-size", type=int, default=64)
+    predict.add_argument("--backend", choices=BACKENDS, default="auto",
+                         help="auto: ONNX Runtime on a CPU, PyTorch on CUDA")
+    predict.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    predict.set_defaults(func=cmd_predict)
+
+    explain = commands.add_parser("explain", help="class activation maps of files (PNG + .npy)",
+                                  description="Class activation maps of image files or of the "
+                                  "cases of signal files: an overlay PNG and the map as .npy per "
+                                  "input, and explanations.json.")
+    explain.add_argument("run", help="run folder, model folder or models:/NAME@ALIAS")
+    explain.add_argument("inputs", nargs="*", help="image files or folders; signal files")
+    explain.add_argument("--out", type=Path, required=True, help="output folder")
+    explain.add_argument("--target", help="class to explain (default: each input's predicted class)")
+    explain.add_argument("--method", default="auto", choices=CAM_METHODS,
+                         help="auto: CAM where the head allows it, else Grad-CAM")
+    explain.add_argument("--report", metavar="DATA", help="instead: an HTML report of labeled DATA "
+                         "(best and worst predictions with their maps)")
+    explain.add_argument("--masks", type=Path, metavar="DIR",
+                         help="with --report: instead, flag the images whose map of their true class "
+                         "lies mostly inside their mask's area (guided training's check)")
+    explain.add_argument("--threshold", type=float, default=0.5,
+                         help="with --masks: flag above this fraction of the map inside the area")
+    explain.add_argument("--split", type=Path, help="with --report: a split file; use its --part")
+    explain.add_argument("--part", choices=PARTS,
+                         help="with --split: the part to use (default: test; train with --masks)")
+    explain.add_argument("--n", type=int, default=8, help="with --report: items per section")
+    explain.set_defaults(func=cmd_explain)
+
+    audit = commands.add_parser("audit", help="find items whose label is most likely wrong",
+                                description="Label-error audit: out-of-fold probabilities from frozen "
+                                "features and a cross-validated head, then cleanlab's confident "
+                                "learning; writes label_issues.csv/.json/.html to --out.")
+    audit.add_argument("data", help="labeled data (folder, manifest, signal file, named dataset)")
+    audit.add_argument("--out", type=Path, default=Path("audit"), help="output folder (default: audit)")
+    audit.add_argument("--root", help="dataset root of a CSV manifest")
+    audit.add_argument("--model", default="efficientnet_lite0", help="image backbone of the features")
+    audit.add_argument("--on-bad-file", default="error", choices=BAD_FILE_POLICIES)
+    audit.set_defaults(func=cmd_audit)
+
+    networks = commands.add_parser("networks", help="list the registered networks")
+    networks.add_argument("pattern", nargs="?", default="*", help="wildcard, e.g. 'efficientnet*'")
+    networks.add_argument("--modality", choices=MODALITIES)
+    networks.set_defaults(func=cmd_networks)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ..evaluation import evaluate
+    from ..loading import load
+    from ..workflows.prepare import load_dataset
+
+    predictor = load(args.run)
+    dataset = load_dataset(args.data, predictor.modality, args.root, args.on_bad_file,
+                           signal=predictor.data_config.get("reader"))
+    indices = Split.load(args.split).indices(dataset)[args.part] if args.split else None
+    predefined = getattr(dataset, "predefined", None)
+    if indices is None and predefined is not None:  # split folders: score the held-out part
+        part = args.part if args.part in predefined.parts else "test"
+        position = {item_id: i for i, item_id in enumerate(dataset.ids)}
+        indices = [position[i] for i in predefined.parts[part]]
+        print(f"evaluating {part} = {predefined.sources[part]} ({len(indices)} items)")
+    metrics = evaluate(predictor, dataset, indices, args.out, args.batch_size, progress=True)
+    print_metrics(metrics)
+    if args.out:
+        print(f"results: {args.out}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ..loading import load
+    from ..workflows.predict_files import predict_files
+
+    predictor = load(args.run)
+    predictor.use_backend(args.backend)
+    count = predict_files(predictor, args.inputs, args.output, batch_size=args.batch_size,
+                          progress=not args.quiet)
+    print(f"{count} predictions written to {args.output}")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from ..explain.guided import mask_report
+    from ..explain.report import explain_files, explain_report
+    from ..loading import load
+    from ..workflows.prepare import load_dataset
+
+    predictor = load(args.run)
+    if args.report:
+        dataset = load_dataset(args.report, predictor.modality,
+                               signal=predictor.data_config.get("reader"))
+        part = args.part or ("train" if args.masks else "test")
+        indices = Split.load(args.split).indices(dataset)[part] if args.split else None
+        if args.masks:
+            entries = mask_report(predictor, dataset, args.masks, indices, args.threshold, args.out)
+            flagged = [e for e in entries if e["flagged"]]
+            for entry in flagged:
+                print(f"flagged: {entry['name']}: {entry['mass_inside']:.0%} of the map of "
+                      f"'{entry['explained']}' inside the masked area")
+            print(f"{len(flagged)} of {len(entries)} images with a mask flagged; "
+                  f"report: {args.out / 'mask_report.html'}")
+            return 0
+        page = explain_report(predictor, dataset, indices, args.out, args.n, args.method)
+        print(f"report: {page}")
+        return 0
+    if args.masks:
+        raise ConfigError("The --masks option checks labeled data: give it with --report DATA.")
+    if not args.inputs:
+        raise ConfigError("No inputs given: pass image or signal FILES, or --report DATA.")
+    summaries = explain_files(predictor, args.inputs, args.out, args.target, args.method)
+    failed = [s for s in summaries if "error" in s]
+    for entry in failed:
+        print(f"error: {entry['name']}: {entry['error']}", file=sys.stderr)
+    print(f"{len(summaries) - len(failed)} explanations written to {args.out}")
+    return 1 if failed else 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from ..workflows.audit import audit_labels
+    from ..workflows.prepare import load_dataset
+
+    dataset = load_dataset(args.data, root=args.root, on_bad_file=args.on_bad_file)
+    issues = audit_labels(dataset, args.out, model=args.model)
+    for issue in issues[:20]:
+        print(f"{issue['id']}: given '{issue['given']}', suggested '{issue['suggested']}' "
+              f"(score {issue['score']:.3f})")
+    print(f"{len(issues)} of {len(dataset)} items with a likely wrong label; "
+          f"{args.out / 'label_issues.csv'} (edit it and use it as a manifest with --root /), "
+          f"{args.out / 'label_issues.html'}")
+    return 0
+
+
+def cmd_networks(args: argparse.Namespace) -> int:
+    from ..models import list_models, model_entry
+
+    for name in list_models(args.pattern, modality=args.modality):
+        entry = model_entry(name)
+        weights = "pretrained" if entry.has_pretrained else "scratch"
+        print(f"{name:<24} {entry.modality:<7} {weights:<10} {entry.description}")
+    print("Any timm architecture name works too, with --weights or a local Hugging Face cache.")
+    return 0

@@ -1,0 +1,33 @@
+"""Loading a trained model, whatever it is and wherever it lives: :func:`load`.
+
+A run folder, a model folder (a single model or an ensemble) or a registered model
+(``models:/NAME@ALIAS``, ``models:/NAME/VERSION``) gives a predictor; nothing executes code from
+the files (see :mod:`sigclass.artifacts`). The service, batch scoring and the command line load
+models through this, never through training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .artifacts import ENSEMBLE, find_model_dir, read_model_json
+from .ensemble import EnsemblePredictor
+from .predictor import Predictor
+from .tracking.registry import download_model
+
+
+def load(path: str | Path, device: str | None = "auto", backend: str = "torch"):
+    """Load a trained model from a run folder, a model folder or a ``models:/`` registry URI.
+
+    Returns:
+        A :class:`~sigclass.Predictor`, or an
+        :class:`~sigclass.ensemble.EnsemblePredictor` for an ensemble's folder.
+    """
+    text = str(path)
+    if text.startswith("models:/"):
+        path = download_model(text)
+    folder = find_model_dir(path)
+    document = read_model_json(folder)
+    if document.get("kind") == ENSEMBLE:
+        return EnsemblePredictor.load(folder, document, device=device, backend=backend)
+    return Predictor.from_folder(folder, document, device=device, backend=backend)

@@ -1,0 +1,48 @@
+"""The registry of modalities: :func:`modality_of` answers for a name, a dataset, a predictor, a
+configuration or an explanation, and :func:`detect_modality` for a data source.
+
+See :class:`~sigclass.modalities.base.Modality` for the contract. A new modality is a subclass in
+a file of its own, added to :data:`MODALITIES` here (and its name to
+:data:`sigclass.choices.MODALITIES`, which the options offer).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..choices import MODALITIES as NAMES
+from ..choices import check_choice
+from .base import Modality
+from .image import ImageModality
+from .signal import SignalModality
+
+__all__ = ["MODALITIES", "Modality", "detect_modality", "modality_of", "resolve_modality"]
+
+MODALITIES: dict[str, Modality] = {m.name: m for m in (ImageModality(), SignalModality())}
+#: What a source no modality claims is read as: a folder of class subfolders or a CSV manifest.
+FALLBACK = "image"
+
+
+def modality_of(thing: Any) -> Modality:
+    """The modality of ``thing``: a name (``"image"``), anything with a ``modality`` (a dataset,
+    predictor, run configuration or served model), or an explanation (by its map's dimensions).
+
+    Raises:
+        ConfigError: The name is not a registered modality.
+    """
+    name = thing if isinstance(thing, str) else getattr(thing, "modality", None)
+    if name is None and hasattr(thing, "map"):
+        name = next((m.name for m in MODALITIES.values() if m.map_ndim == thing.map.ndim), None)
+    check_choice("modality", name, NAMES)
+    return MODALITIES[name]
+
+
+def detect_modality(source: str) -> Modality:
+    """The modality that claims a data source, else :data:`FALLBACK`."""
+    text = str(source)
+    return next((m for m in MODALITIES.values() if m.claims(text)), MODALITIES[FALLBACK])
+
+
+def resolve_modality(name: str, source) -> Modality:
+    """The modality ``name`` (an option's value), or for ``"auto"`` the one of ``source``."""
+    return detect_modality(str(source)) if name == "auto" else modality_of(name)

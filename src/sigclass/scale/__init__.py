@@ -1,2 +1,0 @@
-"""Scale out: hyperparameter search with Optuna (:mod:`.tune`) and distributed data-parallel
-training under ``torchrun`` (:mod:`.distributed`). Importing this package loads neither."""

@@ -1,0 +1,72 @@
+"""The two ways a run learns: a featurizer and a classic head (``headless``), or a network
+trained by the :class:`~sigclass.training.trainer.Trainer` (``finetune``, ``scratch``).
+
+Both ask the data's modality for what differs (featurizer, network, training tensors) and
+return ``(predictor, history, summary)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .._utils import write_json
+from ..config import RunConfig
+from ..evaluation.plots import plot_training_curves
+from ..modalities import modality_of
+from ..predictor import Predictor
+from ..training import distributed
+from ..training.heads import fit_head
+from ..training.schedule import head_class_weight
+from ..training.trainer import Trainer
+
+logger = logging.getLogger(__name__)
+
+
+def fit_headless(cfg: RunConfig, dataset, parts, progress: bool):
+    """A featurizer fitted on the training items (frozen for images), then a cross-validated
+    head on its features."""
+    # Cross-validation on the training data picks the head's regularization, so the validation
+    # part is not needed for model selection: the head learns from both.
+    # A validation part the user set aside themselves (a val/ folder, --val-dir) is not trained on.
+    modality = modality_of(dataset)
+    predefined = getattr(dataset, "predefined", None)
+    user_val = predefined is not None and "val" in predefined.parts
+    fit_part = dataset.subset(parts["train"] if user_val else np.concatenate([parts["train"], parts["val"]]))
+    featurizer = modality.fit_featurizer(modality.featurizer(cfg, progress), fit_part)
+    features = featurizer.transform(fit_part.model_inputs())
+    params = dict(cfg.head_params)
+    class_weight, reason = head_class_weight(cfg.train.class_weights, fit_part.labels)
+    if class_weight is not None:  # the same option as for networks
+        params.setdefault("class_weight", class_weight)
+    logger.info("Class weights of the head: %s", reason if class_weight is not None else f"none, {reason}")
+    head, summary = fit_head(cfg.head, features, fit_part.labels, cfg.cv_folds, cfg.seed, params)
+    summary = {**summary, "class_weights": class_weight, "class_weights_reason": reason,
+               **modality.featurizer_summary(featurizer)}
+    predictor = Predictor(featurizer.network_, dataset.classes, featurizer.data_config_,
+                          modality=dataset.modality, mode="headless", head=head,
+                          device=cfg.device, backend=cfg.backend, engine=featurizer.engine())
+    return predictor, [], {"head": summary}
+
+
+def fit_network(cfg: RunConfig, dataset, parts, run_dir: Path, progress: bool, callbacks,
+                resume_from):
+    """The run's network trained on the training part, selected on the validation part."""
+    modality = modality_of(dataset)
+    network, data_config = modality.network(cfg, dataset, parts["train"])
+    data_config, sized = modality.fit_to_budget(cfg, network, data_config, len(parts["train"]))
+    train_set = modality.training_set(dataset.subset(parts["train"]), data_config, cfg)
+    val_set = dataset.subset(parts["val"] if len(parts["val"]) else parts["train"]).to_torch(data_config)
+    trainer = Trainer(network, cfg.train, cfg.mode, cfg.device, list(callbacks),
+                      checkpoint_dir=run_dir / "checkpoints", seed=cfg.seed, progress=progress)
+    trainer.fit(train_set, val_set, resume=resume_from)
+    if distributed.is_main_process():
+        write_json(run_dir / "history.json", trainer.history_)
+        plot_training_curves(trainer.history_, run_dir / "curves.png")
+    predictor = Predictor(trainer.network.cpu(), dataset.classes, data_config,
+                          modality=dataset.modality, mode=cfg.mode, device=cfg.device)
+    extra = trainer.summary()  # the plan (epochs_planned, selection, class weights) and its outcome
+    extra.update(sized)
+    return predictor, trainer.history_, extra
