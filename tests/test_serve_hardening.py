@@ -300,6 +300,17 @@ def test_slow_clients_are_cut_off(image_server):
     _healthy(base, process)
 
 
+def test_an_endless_request_head_is_refused(image_server):
+    base, process = image_server
+    sock = _connect(base)
+    filler = b"".join(f"X-Filler-{i}: ".encode() + b"a" * 1000 + b"\r\n" for i in range(70))
+    sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n" + filler)  # 71 kB, the head unfinished
+    answer = _read_all(sock)
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+    _healthy(base, process)
+
+
 def test_many_half_sent_requests_are_released(image_server):
     base, process = image_server
     sockets = []
