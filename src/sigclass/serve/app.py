@@ -1,9 +1,14 @@
 """The scoring service: a thin FastAPI app over one :class:`~sigclass.Predictor`.
 
 The model is loaded once, in the lifespan, and scored through a :class:`MicroBatcher` in one
-model thread. Routes stay short: they read the request, hand inputs to the model and shape the
-answer; every error goes through :mod:`sigclass.serve.errors`. Run it with ``sigclass serve``
-or ``uvicorn --factory sigclass.serve.app:create_app`` (settings from ``SIGCLASS_SERVE_*``).
+model thread. Inputs are decoded one at a time, at most ``max_concurrent_decodes`` across all
+requests, so memory stays bounded whatever arrives; explanations run on a worker of their own
+(:class:`~sigclass.serve.batching.Worker`), so a slow one never holds up plain predictions; every
+request has a deadline (``request_timeout_s``). Routes stay short: they read the request, hand
+inputs to the model and shape the answer; every error goes through :mod:`sigclass.serve.errors`.
+Run it with ``sigclass serve`` or ``uvicorn --factory sigclass.serve.app:create_app`` (settings
+from ``SIGCLASS_SERVE_*``; add ``--http sigclass.serve.protocol:HeaderTimeoutProtocol`` for the
+request-head timeout).
 """
 
 from __future__ import annotations
