@@ -57,7 +57,8 @@ def image_server(models):
 
 @pytest.fixture(scope="module")
 def signal_server(models):
-    with running_server(models[1], "--backend", "onnx") as (base, process):
+    with running_server(models[1], "--backend", "onnx", "--limit-concurrency", "8",
+                        "--header-timeout", "1") as (base, process):
         yield base, process
 
 
@@ -325,6 +326,19 @@ def test_many_half_sent_requests_are_released(image_server):
         sock.close()
     held = [c for c in connections if c.status == psutil.CONN_ESTABLISHED]
     assert len(held) < 20, f"{len(held)} half-sent requests still held after 2 s"
+
+
+def test_connections_over_the_limit_get_503_until_idle_ones_are_cut(signal_server):
+    base, process = signal_server
+    idle = [_connect(base) for _ in range(8)]  # the limit: connections that send nothing
+    time.sleep(0.2)
+    try:
+        assert httpx.get(base + "/health", timeout=5).status_code == 503
+    finally:
+        time.sleep(1.5)  # the header timeout closes the idle ones
+        for sock in idle:
+            sock.close()
+    _healthy(base, process)
 
 
 def test_an_aborted_upload_is_logged_in_one_line_not_a_500(image_server):
