@@ -76,6 +76,7 @@ def running_server(model: Path | str, *flags: str, startup_s: float = 240.0, env
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the server was not ready within {startup_s:.0f} s")
             time.sleep(0.3)
+        process.log_path = log.name  # tests read what the server logged
         yield base, process
     finally:
         process.send_signal(signal.SIGINT)

@@ -34,6 +34,7 @@ def add_commands(commands) -> None:
                        help="larger request bodies get HTTP 413 (default: 20 MiB)")
     serve.add_argument("--max-image-pixels", type=int, default=40_000_000, metavar="PIXELS",
                        help="larger images are refused before decoding (default: 40 million)")
+    _add_guard_options(serve)
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     serve.set_defaults(func=cmd_serve)
 
@@ -47,6 +48,42 @@ def add_commands(commands) -> None:
     export.set_defaults(func=cmd_export)
 
 
+# The guards against costly inputs and slow clients: (flag, setting, type, metavar, help).
+GUARD_OPTIONS = (
+    ("--max-aspect-ratio", "max_aspect_ratio", float, "R",
+     "images whose long side exceeds R times the short one get 422 (default: 20)"),
+    ("--max-batch-pixels", "max_batch_pixels", int, "PIXELS",
+     "most image pixels in one request, all inputs together; more get 413 (default: 100 million)"),
+    ("--max-concurrent-decodes", "max_concurrent_decodes", int, "N",
+     "most inputs decoded at once across all requests, which bounds memory (default: 2)"),
+    ("--max-explain-pixels", "max_explain_pixels", int, "PIXELS",
+     "larger images are scaled down to this size before their map is computed (default: 512x512)"),
+    ("--max-pending-explanations", "max_pending_explanations", int, "N",
+     "most explanations queued on their worker; more get 503 (default: 4)"),
+    ("--request-timeout", "request_timeout_s", float, "S",
+     "a request not answered within S seconds gets 504; 0: no limit (default: 60)"),
+    ("--header-timeout", "header_timeout_s", float, "S",
+     "a connection that sends no complete request head within S seconds is closed (default: 10)"),
+    ("--body-timeout", "body_timeout_s", float, "S",
+     "a request body not received in full within S seconds gets 408 (default: 30)"),
+    ("--keep-alive", "keep_alive_s", float, "S",
+     "idle keep-alive connections are closed after S seconds (default: 5)"),
+    ("--limit-concurrency", "limit_concurrency", int, "N",
+     "most connections and requests at once; more get 503 (default: 256)"),
+    ("--max-number-chars", "max_number_chars", int, "N",
+     "longest number in a JSON signal, in characters; longer gets 422 (default: 64)"),
+    ("--max-csv-cell-chars", "max_csv_cell_chars", int, "N",
+     "longest CSV cell, in characters; longer gets 422 (default: 256)"),
+)
+
+
+def _add_guard_options(serve) -> None:
+    defaults = Settings()
+    for flag, name, kind, metavar, text in GUARD_OPTIONS:
+        serve.add_argument(flag, dest=name, type=kind, default=getattr(defaults, name),
+                           metavar=metavar, help=text)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -55,12 +92,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
         api_key=args.api_key or os.environ.get("SIGCLASS_API_KEY") or None,
         max_request_bytes=args.max_request_bytes, max_image_pixels=args.max_image_pixels,
+        **{name: getattr(args, name) for _, name, *_ in GUARD_OPTIONS},
     )
     os.environ.update(settings.to_env())  # every worker process reads the same settings
     # Before PyTorch loads: OpenMP threads that spin while idle slow a shared CPU down.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     uvicorn.run("sigclass.serve.app:create_app", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_level=args.log_level, timeout_graceful_shutdown=10)
+                workers=args.workers, log_level=args.log_level, timeout_graceful_shutdown=10,
+                http="sigclass.serve.protocol:HeaderTimeoutProtocol",
+                timeout_keep_alive=settings.keep_alive_s,
+                limit_concurrency=settings.limit_concurrency)
     return 0
 
 

@@ -221,7 +221,8 @@ def load_image(source: ImageLike, channels: int = 3):
     else:
         raise DataError(Problem("input", f"cannot read an image from a {type(source).__name__}; "
                                 "pass a file path, bytes, a PIL image or a NumPy array"))
-    image = ImageOps.exif_transpose(image) or image
+    if image.getexif().get(_ORIENTATION, 1) != 1:  # exif_transpose copies even upright images
+        image = ImageOps.exif_transpose(image) or image
     image = _to_8bit(image)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
@@ -230,7 +231,14 @@ def load_image(source: ImageLike, channels: int = 3):
     mode = "L" if channels == 1 else "RGB"
     if channels not in (1, 3):
         raise DataError(Problem("input", f"images can be read with 1 or 3 channels, not {channels}"))
-    return image.convert(mode)
+    # convert() copies even when the mode is right: a 40-megapixel upload would be held twice
+    if image.mode != mode:
+        return image.convert(mode)
+    image.load()  # decoding errors belong here, where the caller names the input
+    return image
+
+
+_ORIENTATION = 0x0112  # the EXIF tag
 
 
 def _to_8bit(image):

@@ -18,10 +18,30 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..config import Entry, RunConfig
 from ..exceptions import ConfigError
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    """What one uploaded input may cost before it is decoded (the service's guards).
+
+    Attributes:
+        max_pixels: Images over this many pixels are refused from their header.
+        max_aspect_ratio: Images whose long side exceeds this many times the short one are
+            refused: resizing the short side to the network's input would blow the long one up
+            (a 1x4000 PNG of 92 bytes becomes 256x1,024,000 pixels).
+        max_number_chars: Longest number, in characters, a JSON value or CSV cell may spell.
+        max_csv_cell_chars: Longest CSV cell (a header name included).
+    """
+
+    max_pixels: int = 40_000_000
+    max_aspect_ratio: float = 20.0
+    max_number_chars: int = 64
+    max_csv_cell_chars: int = 256
 
 
 class Modality(ABC):
@@ -144,9 +164,15 @@ class Modality(ABC):
     # -- inputs at prediction time ---------------------------------------------------------------
 
     @abstractmethod
-    def decode_upload(self, upload, data_config: dict[str, Any], max_pixels: int):
+    def decode_upload(self, upload, data_config: dict[str, Any], limits: UploadLimits | int):
         """One service input (its ``name``, raw ``data`` or parsed JSON ``value``) as a model
-        input, or a :class:`~sigclass.exceptions.DataError` naming what is wrong."""
+        input, or a :class:`~sigclass.exceptions.DataError` naming what is wrong. ``limits``
+        (an int: the pixel limit alone) bounds what the input may cost to decode."""
+
+    def reduce_for_explanation(self, item, max_pixels: int):
+        """``item`` small enough to explain at once (a map over it has one value per pixel or
+        time point); by default the item itself."""
+        return item
 
     @abstractmethod
     def decode_frame(self, frame, predictor) -> Any:

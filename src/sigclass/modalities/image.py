@@ -10,7 +10,7 @@ from typing import Any
 
 from ..choices import MODES
 from ..config import Entry, RunConfig
-from ..data.image_files import decode_upload, expand_image_inputs
+from ..data.image_files import expand_image_inputs
 from ..data.image_parts import merge_image_parts
 from ..data.image_preprocess import ImagePreprocessor, image_data_config
 from ..data.images import ImageDataset
@@ -23,6 +23,7 @@ from ..training.schedule import DEFAULT_MINUTES, budget_image_size, resolve_batc
 from ..training.trainer import time_training_step
 from .base import Modality
 from .drawing import render_image
+from .uploads import IMAGE_FORMATS, as_limits, decode_image
 
 logger = logging.getLogger(__name__)
 
@@ -140,8 +141,17 @@ class ImageModality(Modality):
     def upload_hint(self, field: str) -> str:
         return f"multipart form field '{field}'"
 
-    def decode_upload(self, upload, data_config, max_pixels: int):
-        return decode_upload(upload.data, upload.name, max_pixels)
+    def decode_upload(self, upload, data_config, limits):
+        return decode_image(upload.data, upload.name, as_limits(limits))
+
+    def reduce_for_explanation(self, item, max_pixels: int):
+        """A copy of a larger image scaled down to ``max_pixels`` (its aspect kept): the map is
+        then computed and returned at that size, not at the upload's."""
+        if item.width * item.height <= max_pixels:
+            return item
+        scale = math.sqrt(max_pixels / (item.width * item.height))
+        size = (max(1, int(item.width * scale)), max(1, int(item.height * scale)))
+        return item.resize(size, reducing_gap=2.0)
 
     def decode_frame(self, frame, predictor) -> list:
         if "path" in frame.columns:
@@ -157,7 +167,8 @@ class ImageModality(Modality):
         return {"modality": self.name, "channels": channels, "height": height, "width": width,
                 "resize": config.get("resize"), "mean": config.get("mean"), "std": config.get("std"),
                 "content_types": ["multipart/form-data (field 'file')", "image/*"],
-                "max_image_pixels": max_pixels, "accept": "image/*",
+                "max_image_pixels": max_pixels, "formats": list(IMAGE_FORMATS),
+                "accept": "image/jpeg,image/png,image/bmp,image/tiff,image/webp",
                 "description": f"An image; the model sees it at {width}x{height} pixels."}
 
     def render(self, explanation, item, alpha: float = 0.45, classes=None, channel_names=None) -> bytes:

@@ -15,6 +15,7 @@ from ..models import create_model, list_models, model_entry
 from ..training.signal_featurizer import FEATURIZERS, SEEDED, SignalFeaturizer
 from .base import Modality
 from .drawing import render_channels, render_signal
+from .uploads import as_limits, check_csv_cells, check_signal_values, find_bad_number
 
 SIGNAL_FILES = (".npz", ".ts", ".parquet", ".pq")
 NAMED_PREFIXES = ("aeon", "sktime", "ucr")
@@ -129,10 +130,20 @@ class SignalModality(Modality):
     def upload_hint(self, field: str) -> str:
         return "a JSON array [channel][time] or CSV"
 
-    def decode_upload(self, upload, data_config, max_pixels: int):
+    def decode_upload(self, upload, data_config, limits):
+        """A ``(C, T)`` case of a JSON value or CSV bytes; numbers too long to parse or too large
+        for float32, and oversized CSV cells, are refused with their place named."""
+        limits = as_limits(limits)
         if upload.data is None:
-            return case_from_json(upload.value, upload.name)
-        return case_from_csv(upload.data, upload.name, data_config.get("channel_names"))
+            problem = find_bad_number(upload.value, upload.name, limits.max_number_chars)
+            if problem:
+                raise DataError(problem)
+            case = case_from_json(upload.value, upload.name)
+        else:
+            check_csv_cells(upload.data, upload.name, limits)
+            case = case_from_csv(upload.data, upload.name, data_config.get("channel_names"))
+        check_signal_values(case, upload.name)
+        return case
 
     def decode_frame(self, frame, predictor):
         n_channels, n_timepoints = predictor.preprocessor.item_shape

@@ -1,17 +1,23 @@
 """The scoring service: a thin FastAPI app over one :class:`~sigclass.Predictor`.
 
 The model is loaded once, in the lifespan, and scored through a :class:`MicroBatcher` in one
-model thread. Routes stay short: they read the request, hand inputs to the model and shape the
-answer; every error goes through :mod:`sigclass.serve.errors`. Run it with ``sigclass serve``
-or ``uvicorn --factory sigclass.serve.app:create_app`` (settings from ``SIGCLASS_SERVE_*``).
+model thread. Inputs are decoded one at a time, at most ``max_concurrent_decodes`` across all
+requests, so memory stays bounded whatever arrives; explanations run on a worker of their own
+(:class:`~sigclass.serve.batching.Worker`), so a slow one never holds up plain predictions; every
+request has a deadline (``request_timeout_s``). Routes stay short: they read the request, hand
+inputs to the model and shape the answer; every error goes through :mod:`sigclass.serve.errors`.
+Run it with ``sigclass serve`` or ``uvicorn --factory sigclass.serve.app:create_app`` (settings
+from ``SIGCLASS_SERVE_*``; add ``--http sigclass.serve.protocol:HeaderTimeoutProtocol`` for the
+request-head timeout).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from contextlib import asynccontextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Annotated, Any
 
 import numpy as np
@@ -22,10 +28,11 @@ from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
-from ..exceptions import DataError
+from ..exceptions import DataError, Problem
 from ..modalities import modality_of
-from .batching import MicroBatcher
-from .errors import ServiceError, error_response, install_error_handlers
+from .batching import Busy, MicroBatcher, Worker
+from .errors import ServiceError, install_error_handlers
+from .guards import RequestGuard, release_memory
 from .inputs import Upload, media_type, parse_json
 from .model import ServedModel
 from .schemas import (
@@ -66,41 +73,6 @@ Target = Annotated[str | None, Query(max_length=200, description="Class the map 
                                      "(default: the predicted class)")]
 
 
-class BodyLimit:
-    """Refuses request bodies over ``max_bytes`` with 413, by header or while streaming."""
-
-    def __init__(self, app, max_bytes: int):
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers") or [])
-        length = headers.get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            status, message = (413, self._message()) if length.isdigit() else (
-                400, "The Content-Length header is not a number.")
-            response = error_response(status, "too_large" if status == 413 else "bad_request", message)
-            return await response(scope, receive, send)
-        received = 0
-
-        async def limited():
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise ServiceError(413, "too_large", self._message())
-            return message
-
-        await self.app(scope, limited, send)
-
-    def _message(self) -> str:
-        return (f"The request body is larger than the service's limit of {self.max_bytes:,} bytes; "
-                "send smaller or fewer inputs (or raise --max-request-bytes).")
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The app for ``settings`` (default: :func:`get_settings`, from the environment)."""
     settings = settings or get_settings()
@@ -111,17 +83,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         batcher = MicroBatcher(served.run_batch, settings.max_batch_size, settings.max_wait_ms)
         await batcher.start()
         app.state.served, app.state.batcher, app.state.ready = served, batcher, True
+        app.state.explainer = Worker(settings.max_pending_explanations)
+        app.state.decodes = asyncio.Semaphore(settings.max_concurrent_decodes)
         try:
             yield
         finally:
             app.state.ready = False
+            app.state.explainer.stop()
             await batcher.stop()
 
     app = FastAPI(title="sigclass scoring service", version=__version__, lifespan=lifespan,
                   description="Classify images or sensor signals with a model trained by sigclass.")
     app.state.settings, app.state.served, app.state.ready = settings, None, False
     install_error_handlers(app)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestGuard, max_bytes=settings.max_request_bytes,
+                       body_timeout_s=settings.body_timeout_s)
     app.include_router(router)
     app.mount("/page", StaticFiles(directory=PAGE), name="page")
     return app
@@ -148,17 +124,22 @@ def ready(served: Served) -> dict:
             responses={k: ERROR_RESPONSES[k] for k in (401, 503)})
 def metadata(served: Served, request: Request) -> dict:
     predictor, settings = served.predictor, served.settings
-    return {
+    limits = {name: getattr(settings, name) for name in SERVING_LIMITS}
+    return _without_paths({
         "model": served.identity, "source": settings.model, "modality": predictor.modality,
         "mode": predictor.mode, "network": predictor.model_name, "classes": predictor.classes,
         "input": served.input_spec(),
-        "serving": {**served.engine_info, "max_batch_size": settings.max_batch_size,
-                    "max_wait_ms": settings.max_wait_ms, "max_request_bytes": settings.max_request_bytes,
-                    "max_batch_inputs": settings.max_batch_inputs,
-                    "load_seconds": round(served.load_seconds, 3),
+        "serving": {**served.engine_info, **limits, "load_seconds": round(served.load_seconds, 3),
                     "batches": request.app.state.batcher.stats.as_dict()},
         "info": _jsonable(predictor.info),
-    }
+    })
+
+
+SERVING_LIMITS = ("max_batch_size", "max_wait_ms", "max_request_bytes", "max_batch_inputs",
+                  "max_image_pixels", "max_aspect_ratio", "max_batch_pixels",
+                  "max_concurrent_decodes", "max_explain_pixels", "max_pending_explanations",
+                  "request_timeout_s", "header_timeout_s", "body_timeout_s", "keep_alive_s",
+                  "limit_concurrency", "max_number_chars", "max_csv_cell_chars")
 
 
 @router.post("/predict", response_model=PredictResponse, dependencies=[Authorized],
@@ -166,8 +147,9 @@ def metadata(served: Served, request: Request) -> dict:
              openapi_extra={"requestBody": request_body(many=False)})
 async def predict(request: Request, served: Served, explain: Explain = False,
                   target: Target = None) -> dict:
-    uploads = await read_uploads(request, served, many=False)
-    predictions = await score(request, served, uploads, explain, target)
+    async with deadline(served):
+        uploads = await read_uploads(request, served, many=False)
+        predictions = await score(request, served, uploads, explain, target)
     return {"model": served.identity, **predictions[0]}
 
 
@@ -176,9 +158,23 @@ async def predict(request: Request, served: Served, explain: Explain = False,
              openapi_extra={"requestBody": request_body(many=True)})
 async def predict_batch(request: Request, served: Served, explain: Explain = False,
                         target: Target = None) -> dict:
-    uploads = await read_uploads(request, served, many=True)
-    return {"model": served.identity,
-            "predictions": await score(request, served, uploads, explain, target)}
+    async with deadline(served):
+        uploads = await read_uploads(request, served, many=True)
+        predictions = await score(request, served, uploads, explain, target)
+    return {"model": served.identity, "predictions": predictions}
+
+
+@asynccontextmanager
+async def deadline(served: ServedModel):
+    """Answer 504 when the request takes longer than ``request_timeout_s`` (0: no limit)."""
+    seconds = served.settings.request_timeout_s
+    try:
+        async with asyncio.timeout(seconds or None):
+            yield
+    except TimeoutError:
+        raise ServiceError(504, "timeout", f"The request took longer than the service's limit of "
+                           f"{seconds:g} s (--request-timeout); retry later, or send fewer or "
+                           "smaller inputs.") from None
 
 
 async def read_uploads(request: Request, served: ServedModel, many: bool) -> list[Upload]:
@@ -193,7 +189,8 @@ async def read_uploads(request: Request, served: ServedModel, many: bool) -> lis
     if kind == "multipart/form-data":
         uploads = await _form_uploads(request, field)
     elif kind == "application/json" and modality.json_inputs:
-        uploads = _json_uploads(parse_json(body), many)
+        uploads = _json_uploads(parse_json(body, max_number_chars=served.settings.max_number_chars),
+                                many)
     elif not many and modality.accepts_body(kind):
         uploads = [Upload("body", data=body)]
     else:
@@ -231,25 +228,50 @@ async def _form_uploads(request: Request, field: str) -> list[Upload]:
         return [Upload(value.filename or key, data=await value.read()) for key, value in files]
 
 
-def to_inputs(served: ServedModel, uploads: list[Upload]) -> list:
-    """Decoded images or signal arrays; all problems of all inputs reported together."""
+def prepare_one(served: ServedModel, upload: Upload, keep: bool) -> tuple[np.ndarray, Any, int]:
+    """One input decoded and preprocessed (in a worker thread): its ``(1, ...)`` row, the
+    decoded item when ``keep`` (scaled down for its explanation) and its pixel count."""
     modality = modality_of(served)
-    items, problems = [], []
+    item = modality.decode_upload(upload, served.predictor.data_config,
+                                  served.settings.upload_limits())
+    pixels = item.width * item.height if hasattr(item, "width") else 0
+    row = served.preprocess([item], [upload.name])
+    kept = modality.reduce_for_explanation(item, served.settings.max_explain_pixels) if keep else None
+    del item
+    if pixels > LARGE_INPUT_PIXELS:
+        release_memory()  # the decoded image is freed: hand its pages back
+    return row, kept, pixels
+
+
+#: Inputs over this many pixels return their memory to the system once preprocessed.
+LARGE_INPUT_PIXELS = 2_000_000
+
+
+async def prepare(request: Request, served: ServedModel, uploads: list[Upload],
+                  keep: bool) -> tuple[np.ndarray, list]:
+    """The preprocessed batch of ``uploads`` and their kept items; every bad input is named in
+    one error. Inputs are decoded one at a time, at most ``max_concurrent_decodes`` across all
+    requests, and a request's images may hold ``max_batch_pixels`` together."""
+    rows, items, problems, pixels = [], [], [], 0
+    settings = served.settings
     for upload in uploads:
-        try:
-            items.append(modality.decode_upload(upload, served.predictor.data_config,
-                                                served.settings.max_image_pixels))
-        except DataError as exc:
-            problems += exc.problems
+        async with request.app.state.decodes:
+            try:
+                row, item, size = await run_in_threadpool(prepare_one, served, upload, keep)
+            except DataError as exc:
+                problems += exc.problems
+                continue
+        pixels += size
+        if pixels > settings.max_batch_pixels:
+            raise ServiceError(413, "too_many_pixels", f"The images of this request hold more than "
+                               f"{settings.max_batch_pixels:,} pixels together (reached at "
+                               f"'{upload.name}'); split the request or downscale the images (or "
+                               "raise --max-batch-pixels).")
+        rows.append(row)
+        items.append(item)
     if problems:
         raise DataError(problems)
-    return items
-
-
-def _prepare(served: ServedModel, uploads: list[Upload]) -> tuple[list, np.ndarray]:
-    """Decoded inputs and their preprocessed batch (one trip to a worker thread)."""
-    items = to_inputs(served, uploads)
-    return items, served.preprocess(items, [u.name for u in uploads])
+    return np.concatenate(rows), items
 
 
 async def score(request: Request, served: ServedModel, uploads: list[Upload], explain: bool,
@@ -258,14 +280,30 @@ async def score(request: Request, served: ServedModel, uploads: list[Upload], ex
     if target is not None and target not in served.classes:
         raise ServiceError(422, "unknown_class", f"The 'target' class {target!r} is not one of the "
                            f"model's classes {served.classes}.")
-    items, batch = await run_in_threadpool(_prepare, served, uploads)
+    batch, items = await prepare(request, served, uploads, explain)
     probabilities = await request.app.state.batcher.submit(batch)
-    explanations = [None] * len(items)
+    del batch
+    problems = [Problem(u.name, "gives the model non-finite outputs: its values are too large for "
+                        "the network; rescale the input") for u, p in zip(uploads, probabilities,
+                                                                           strict=True)
+                if not np.all(np.isfinite(p))]
+    if problems:
+        raise DataError(problems)
+    explanations = [None] * len(uploads)
     if explain:
-        explanations = [await request.app.state.batcher.call(served.explain, item, target)
-                        for item in items]
+        explanations = [await _explain(request, served, item, target) for item in items]
     return [_prediction(u.name, p, served.classes, e)
             for u, p, e in zip(uploads, probabilities, explanations, strict=True)]
+
+
+async def _explain(request: Request, served: ServedModel, item, target: str | None) -> dict:
+    """The explanation of one item, on the explanation worker (never in the model thread)."""
+    try:
+        return await request.app.state.explainer.call(served.explain, item, target)
+    except Busy as exc:
+        raise ServiceError(503, "busy", f"{exc.args[0]} explanations are already queued; retry in "
+                           "a moment, or ask without explain=true.",
+                           headers={"Retry-After": "5"}) from None
 
 
 def _prediction(name: str, proba: np.ndarray, classes: list[str], explanation) -> dict[str, Any]:
@@ -277,3 +315,22 @@ def _prediction(name: str, proba: np.ndarray, classes: list[str], explanation) -
 
 def _jsonable(value):
     return json.loads(json.dumps(value, default=str))
+
+
+def _without_paths(value):
+    """``value`` with every absolute file path or file URI replaced by its last part: the
+    service does not tell clients how its disk is laid out."""
+    if isinstance(value, dict):
+        return {k: _without_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_paths(v) for v in value]
+    if isinstance(value, str):
+        text = value
+        for prefix in ("file://", "sqlite:///", "sqlite://"):
+            if text.startswith(prefix):
+                text = "/" + text[len(prefix):].lstrip("/")
+        if text.startswith(("/", "~")) and len(text) > 1:
+            return PurePosixPath(text).name or text
+        if PureWindowsPath(text).drive and PureWindowsPath(text).root:
+            return PureWindowsPath(text).name
+    return value

@@ -139,3 +139,40 @@ class MicroBatcher:
         self.stats.rows += rows
         self.stats.largest = max(self.stats.largest, rows)
         self.stats.busy_seconds += seconds
+
+
+class Busy(Exception):
+    """The worker's queue is full; the caller should answer 503."""
+
+
+class Worker:
+    """One thread for slow work (explanations) beside the model thread, with a bounded queue.
+
+    A slow explanation then delays only the explanations queued behind it, never a plain
+    prediction, which goes through the :class:`MicroBatcher`.
+
+    Args:
+        max_pending: Most calls queued or running; one more raises :class:`Busy`.
+        name: The thread's name prefix.
+    """
+
+    def __init__(self, max_pending: int = 4, name: str = "sigclass-explain"):
+        self.max_pending = max_pending
+        self.pending = 0
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix=name)
+
+    async def call(self, fn: Callable, *args):
+        """``fn(*args)`` in the worker's thread; :class:`Busy` when ``max_pending`` are waiting."""
+        if self.pending >= self.max_pending:
+            raise Busy(self.max_pending)
+        self.pending += 1
+        future = asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        # counted until the thread is done, even when the caller stops waiting (a deadline)
+        future.add_done_callback(self._done)
+        return await asyncio.shield(future)
+
+    def _done(self, _future) -> None:
+        self.pending -= 1
+
+    def stop(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ..exceptions import ArtifactError, ConfigError, DataError, ExplainError, SigclassError
 
@@ -23,12 +24,14 @@ logger = logging.getLogger(__name__)
 class ServiceError(Exception):
     """A request the service refuses, with its HTTP status and a machine-readable code."""
 
-    def __init__(self, status: int, code: str, message: str, problems: list[dict] | None = None):
+    def __init__(self, status: int, code: str, message: str, problems: list[dict] | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.problems = problems or []
+        self.headers = headers
 
 
 def error_body(code: str, message: str, problems: list[dict] | None = None) -> dict:
@@ -58,7 +61,15 @@ def _sigclass_error(request: Request, exc: SigclassError) -> JSONResponse:
 
 
 def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
-    return error_response(exc.status, exc.code, exc.message, exc.problems)
+    return error_response(exc.status, exc.code, exc.message, exc.problems, exc.headers)
+
+
+def _client_disconnect(request: Request, exc: ClientDisconnect) -> JSONResponse:
+    # The client is gone: nobody reads the answer, and it is no server failure.
+    logger.info("%s %s: the client disconnected before sending its whole request",
+                request.method, request.url.path)
+    return error_response(400, "client_disconnected", "The client disconnected before sending "
+                          "its whole request.", headers={"Connection": "close"})
 
 
 def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -85,6 +96,7 @@ def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     """Route every error type to one JSON shape."""
     app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(ClientDisconnect, _client_disconnect)
     app.add_exception_handler(SigclassError, _sigclass_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

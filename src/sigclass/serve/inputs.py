@@ -1,8 +1,9 @@
 """The inputs of a request: each one's name and raw bytes or parsed JSON, before the model's
 modality decodes it (:meth:`~sigclass.modalities.base.Modality.decode_upload`).
 
-Images are checked before they are decoded (:func:`sigclass.data.image_files.decode_upload`:
-a decompression bomb is refused from its header); signals arrive in the layout of
+Images are checked before they are decoded (:func:`sigclass.modalities.uploads.decode_image`:
+a decompression bomb or an extreme aspect ratio is refused from its header, formats outside
+the allow-list never reach a decoder); signals arrive in the layout of
 :mod:`sigclass.data.signal_layout`: JSON arrays ``[channel][time]`` or CSV with one column per
 channel.
 """
@@ -25,10 +26,17 @@ class Upload:
     value: Any = None
 
 
-def parse_json(body: bytes, name: str = "body") -> Any:
+def parse_json(body: bytes, name: str = "body", max_number_chars: int = 64) -> Any:
+    """The JSON value of ``body``. Numbers parse as floats; one longer than ``max_number_chars``
+    (or NaN, Infinity) becomes a marker the modality names with its place
+    (:class:`~sigclass.modalities.uploads.JsonNumber`)."""
+    from ..modalities.uploads import JsonNumber
+
+    hooks = JsonNumber(max_number_chars)
     try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return json.loads(body, parse_int=hooks.number, parse_float=hooks.number,
+                          parse_constant=hooks.constant)
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise ServiceError(400, "invalid_json", f"The {name} is not valid JSON: {exc}.") from None
     except RecursionError:
         raise ServiceError(400, "invalid_json", f"The {name} is nested too deeply.") from None

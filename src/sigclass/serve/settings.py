@@ -32,6 +32,23 @@ class Settings:
         max_image_pixels: Larger images are refused before they are decoded.
         max_batch_inputs: Most inputs in one ``/predict/batch`` request.
         onnx_path: Where the exported ONNX graph is kept (default: the sigclass cache folder).
+        max_aspect_ratio: Images whose long side exceeds this many times the short one get 422.
+        max_batch_pixels: Most image pixels (from the headers) in one request, all inputs
+            together.
+        max_concurrent_decodes: Most inputs decoded and preprocessed at once, all requests
+            together (each decoded image can take hundreds of megabytes).
+        max_explain_pixels: Larger images are scaled down to this many pixels before their map is
+            computed (the map comes back at that size).
+        max_pending_explanations: Most explanations queued or running; more get 503.
+        request_timeout_s: Longest a request may wait for decoding, the model and its
+            explanation; later it gets 504 (0: no limit).
+        header_timeout_s: A connection that has not sent a complete request head in this time
+            is closed (408).
+        body_timeout_s: A request body not received in full within this time gets 408.
+        keep_alive_s: An idle keep-alive connection is closed after this time.
+        limit_concurrency: Most connections and requests at once; more get 503.
+        max_number_chars: Longest number (characters) in a JSON signal.
+        max_csv_cell_chars: Longest CSV cell (characters).
     """
 
     model: str = ""
@@ -44,15 +61,43 @@ class Settings:
     max_image_pixels: int = 40_000_000
     max_batch_inputs: int = 64
     onnx_path: str | None = None
+    max_aspect_ratio: float = 20.0
+    max_batch_pixels: int = 100_000_000
+    max_concurrent_decodes: int = 2
+    max_explain_pixels: int = 262_144
+    max_pending_explanations: int = 4
+    request_timeout_s: float = 60.0
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    keep_alive_s: float = 5.0
+    limit_concurrency: int = 256
+    max_number_chars: int = 64
+    max_csv_cell_chars: int = 256
 
     def __post_init__(self):
         problems = [choice_problem("backend", self.backend, BACKENDS)]
-        for name in ("max_batch_size", "max_request_bytes", "max_image_pixels", "max_batch_inputs"):
+        for name in ("max_batch_size", "max_request_bytes", "max_image_pixels", "max_batch_inputs",
+                     "max_batch_pixels", "max_concurrent_decodes", "max_explain_pixels",
+                     "max_pending_explanations", "limit_concurrency", "max_number_chars",
+                     "max_csv_cell_chars"):
             if getattr(self, name) < 1:
                 problems.append(f"'{name}' must be at least 1. Got {getattr(self, name)!r}.")
-        if self.max_wait_ms < 0:
-            problems.append(f"'max_wait_ms' must be 0 or more. Got {self.max_wait_ms!r}.")
+        for name in ("max_wait_ms", "request_timeout_s"):
+            if getattr(self, name) < 0:
+                problems.append(f"'{name}' must be 0 or more. Got {getattr(self, name)!r}.")
+        for name in ("header_timeout_s", "body_timeout_s", "keep_alive_s"):
+            if getattr(self, name) <= 0:
+                problems.append(f"'{name}' must be more than 0. Got {getattr(self, name)!r}.")
+        if self.max_aspect_ratio < 1:
+            problems.append(f"'max_aspect_ratio' must be at least 1. Got {self.max_aspect_ratio!r}.")
         raise_problems(problems)
+
+    def upload_limits(self):
+        """The :class:`~sigclass.modalities.base.UploadLimits` each input is decoded under."""
+        from ..modalities.base import UploadLimits  # the modalities: when the service starts
+
+        return UploadLimits(self.max_image_pixels, self.max_aspect_ratio, self.max_number_chars,
+                            self.max_csv_cell_chars)
 
     def to_env(self) -> dict[str, str]:
         """The settings as environment variables (``None`` values left out)."""
