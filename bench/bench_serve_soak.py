@@ -36,7 +36,6 @@ import platform  # noqa: E402
 import random  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
-import socket  # noqa: E402
 import struct  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -49,6 +48,8 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 from PIL import Image  # noqa: E402
+
+from bench_serve import free_port  # noqa: E402  (bench/ is the script's folder)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "serve_soak.json"
@@ -66,12 +67,6 @@ def train_model(out: Path) -> Path:
     sc.train(data, mode="headless", model="efficientnet_lite0", image_size=64, head="logreg",
              backend="torch", out=out / "run", progress=False, **{"tracking.enabled": False})
     return out / "run"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_server(model: Path, log) -> tuple[subprocess.Popen, str]:

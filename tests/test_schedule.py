@@ -14,6 +14,8 @@ import sigclass as sc
 from sigclass.config import RunConfig, TrainConfig
 from sigclass.data.signals import load_signals
 from sigclass.exceptions import ConfigError
+from sigclass.modalities.image import ImageModality
+from sigclass.modalities.signal import SignalModality
 from sigclass.training.schedule import make_plan, resolve_batch_size
 
 BALANCED_VAL = np.repeat([0, 1], 20)  # 40 items, 20 per class: not tiny
@@ -26,14 +28,14 @@ def basic_motions():
 
 def test_auto_epochs_follow_steps_clamped_and_the_user_number_wins():
     train = np.repeat([0, 1], 50)
-    plan = make_plan(TrainConfig(), 2, "signal", BALANCED_VAL, train, 2)
+    plan = make_plan(TrainConfig(), 2, SignalModality.budget, BALANCED_VAL, train, 2)
     assert (plan.epochs_planned, plan.patience, plan.max_minutes) == (750, 188, 2.0)  # 1500 / 2
-    assert make_plan(TrainConfig(), 50, "signal", BALANCED_VAL, train, 2).epochs_planned == 30
-    assert make_plan(TrainConfig(), 500, "signal", BALANCED_VAL, train, 2).epochs_planned == 20  # min_epochs
-    assert make_plan(TrainConfig(), 1, "signal", BALANCED_VAL, train, 2).epochs_planned == 1000  # max_epochs
-    image = make_plan(TrainConfig(), 4, "image", BALANCED_VAL, train, 2)
+    assert make_plan(TrainConfig(), 50, SignalModality.budget, BALANCED_VAL, train, 2).epochs_planned == 30
+    assert make_plan(TrainConfig(), 500, SignalModality.budget, BALANCED_VAL, train, 2).epochs_planned == 20  # min_epochs
+    assert make_plan(TrainConfig(), 1, SignalModality.budget, BALANCED_VAL, train, 2).epochs_planned == 1000  # max_epochs
+    image = make_plan(TrainConfig(), 4, ImageModality.budget, BALANCED_VAL, train, 2)
     assert (image.epochs_planned, image.max_minutes) == (100, 5.0)  # 400 steps / 4
-    user = make_plan(TrainConfig(epochs=7), 2, "signal", BALANCED_VAL, train, 2)
+    user = make_plan(TrainConfig(epochs=7), 2, SignalModality.budget, BALANCED_VAL, train, 2)
     assert (user.epochs_planned, user.epochs_source, user.max_minutes, user.min_epochs) == (7, "user", None, 7)
     assert (user.patience, user.selection, user.monitor) == (5, "best", "val_loss_ema")
 
@@ -92,9 +94,9 @@ def test_tiny_validation_keeps_the_end_of_the_schedule(basic_motions, tmp_path):
     info = json.loads((tmp_path / "acc" / "run.json").read_text())
     best = max(named.history, key=lambda h: (h["val_accuracy"], -h["val_loss"]))
     assert info["selection"] == "best" and info["best_epoch"] == best["epoch"]
-    big = make_plan(TrainConfig(), 2, "signal", BALANCED_VAL, BALANCED_VAL, 2)
+    big = make_plan(TrainConfig(), 2, SignalModality.budget, BALANCED_VAL, BALANCED_VAL, 2)
     assert (big.tiny_val, big.selection) == (False, "best")
-    few_of_one = make_plan(TrainConfig(), 2, "signal", np.array([0] * 36 + [1] * 4), BALANCED_VAL, 2)
+    few_of_one = make_plan(TrainConfig(), 2, SignalModality.budget, np.array([0] * 36 + [1] * 4), BALANCED_VAL, 2)
     assert few_of_one.tiny_val is True
 
 

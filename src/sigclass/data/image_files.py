@@ -133,36 +133,3 @@ def expand_image_inputs(inputs: Iterable[str | Path]) -> list[str]:
         else:
             raise DataError(Problem(str(raw), "no such file or folder"))
     return files
-
-
-def decode_upload(data: bytes | None, name: str, max_pixels: int):
-    """A fully decoded PIL image of an uploaded file's bytes, or a :class:`DataError` naming what
-    is wrong. The header is read first: an image over ``max_pixels`` (a decompression bomb: a few
-    kilobytes that would expand to gigabytes) is refused without allocating it."""
-    from PIL import Image, UnidentifiedImageError
-
-    if not data:
-        raise DataError(Problem(name, f"is empty; {IMAGE_HINT}"))
-    try:
-        image = Image.open(io.BytesIO(data))  # reads the header only
-    except Image.DecompressionBombError as exc:
-        raise DataError(Problem(name, f"is too large to decode safely ({exc}); the service takes "
-                                f"at most {max_pixels:,} pixels, downscale the image")) from None
-    except UnidentifiedImageError:
-        start = data[:8]
-        raise DataError(Problem(name, f"is not an image (it starts with {start!r}); {IMAGE_HINT}")) from None
-    except Exception as exc:  # noqa: BLE001 - any header the decoder rejects
-        raise DataError(Problem(name, f"is truncated or corrupted ({exc}); upload the complete "
-                                "file")) from None
-    width, height = image.size
-    if width * height > max_pixels:
-        raise DataError(Problem(name, f"is {width}x{height} pixels ({width * height:,}); the service "
-                                f"takes at most {max_pixels:,} pixels, downscale the image"))
-    if width == 0 or height == 0:
-        raise DataError(Problem(name, f"has no pixels ({width}x{height}); {IMAGE_HINT}"))
-    try:
-        image.load()
-    except Exception as exc:  # noqa: BLE001 - truncated or corrupt pixel data
-        raise DataError(Problem(name, f"is truncated or corrupted ({exc}); upload the complete "
-                                "file")) from None
-    return image

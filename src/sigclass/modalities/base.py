@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 from ..config import Entry, RunConfig
 from ..exceptions import ConfigError
+from ..training.schedule import Budget
 
 
 @dataclass(frozen=True)
@@ -59,11 +60,13 @@ class Modality(ABC):
         body_types: Content types the service takes as a raw request body (a prefix ending in
             ``/`` matches a family, e.g. ``image/``).
         json_inputs: The service takes inputs as JSON values.
+        budget: Optimisation steps and minutes that ``epochs="auto"`` spends on its networks.
     """
 
     name: ClassVar[str]
     modes: ClassVar[tuple[str, ...]]
     default_models: ClassVar[Mapping[str, str]]
+    budget: ClassVar[Budget]
     map_ndim: ClassVar[int]
     explains_channels: ClassVar[bool] = False
     tune_heads: ClassVar[tuple[str, ...]]

@@ -19,7 +19,7 @@ from ..exceptions import DataError, Problem
 from ..models import create_model, model_entry
 from ..training import distributed
 from ..training.image_featurizer import Featurizer
-from ..training.schedule import DEFAULT_MINUTES, budget_image_size, resolve_batch_size
+from ..training.schedule import Budget, budget_image_size, resolve_batch_size
 from ..training.trainer import time_training_step
 from .base import Modality
 from .drawing import render_image
@@ -35,6 +35,7 @@ class ImageModality(Modality):
     modes = MODES
     default_models = {"headless": "efficientnet_lite2", "finetune": "efficientnet_lite0",
                       "scratch": "simple_cnn_gap"}
+    budget = Budget(steps=400, minutes=5.0)
     map_ndim = 2
     tune_heads = ("logreg", "linear_svm", "rbf_svm", "ridge")
     tunes_augmentation = True
@@ -82,7 +83,7 @@ class ImageModality(Modality):
         :func:`~sigclass.training.schedule.budget_image_size`). On a CPU, EfficientNet-Lite0 at
         224 px fits 2 epochs of ELPV in 5 minutes."""
         train = cfg.train
-        minutes = DEFAULT_MINUTES["image"] if train.max_minutes == "auto" else train.max_minutes
+        minutes = self.budget.minutes if train.max_minutes == "auto" else train.max_minutes
         if cfg.mode != "finetune" or cfg.image_size or train.epochs != "auto" or not minutes:
             return data_config, {}
         batch = resolve_batch_size(train.batch_size, n_train)

@@ -12,6 +12,7 @@ from ..data.signal_preprocess import SignalPreprocessor, signal_data_config
 from ..data.signals import SignalDataset, load_signals, read_signal_inputs
 from ..exceptions import ConfigError, DataError
 from ..models import create_model, list_models, model_entry
+from ..training.schedule import Budget
 from ..training.signal_featurizer import FEATURIZERS, SEEDED, SignalFeaturizer
 from .base import Modality
 from .drawing import render_channels, render_signal
@@ -27,6 +28,7 @@ class SignalModality(Modality):
     name = "signal"
     modes = ("headless", "scratch")  # there are no pretrained 1D networks to fine-tune
     default_models = {"headless": "minirocket", "scratch": "fcn"}
+    budget = Budget(steps=1500, minutes=2.0)
     map_ndim = 1
     explains_channels = True
     tune_heads = ("ridge", "logreg", "linear_svm")

@@ -29,11 +29,21 @@ import numpy as np
 AUTO_BATCH = 32
 MIN_AUTO_BATCH = 8
 MIN_STEPS_PER_EPOCH = 4
-DEFAULT_STEPS = {"signal": 1500, "image": 400}
-DEFAULT_MINUTES = {"signal": 2.0, "image": 5.0}
 SKEW_RATIO = 1.5
 TINY_VAL_ITEMS = 30
 TINY_VAL_PER_CLASS = 5
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What ``epochs="auto"`` spends: a number of optimisation steps, capped by minutes.
+
+    Each modality declares its own (``Modality.budget``): small signal networks take 1,500 steps
+    in 2 minutes, image networks 400 steps in 5.
+    """
+
+    steps: int = 1500
+    minutes: float = 2.0
 
 
 @dataclass
@@ -130,18 +140,18 @@ def resolve_batch_size(setting, n_train: int) -> int:
     return max(MIN_AUTO_BATCH, min(AUTO_BATCH, math.ceil(n_train / MIN_STEPS_PER_EPOCH)))
 
 
-def make_plan(config, steps_per_epoch: int, kind: str, val_targets, train_targets,
+def make_plan(config, steps_per_epoch: int, budget: Budget, val_targets, train_targets,
               n_classes: int) -> Plan:
-    """Resolve ``config`` (a ``TrainConfig``) for data of ``kind`` (``signal`` or ``image``)."""
+    """Resolve ``config`` (a ``TrainConfig``) with the ``budget`` of the data's modality."""
     if config.epochs == "auto":
-        steps = config.steps or DEFAULT_STEPS[kind]
+        steps = config.steps or budget.steps
         epochs = min(max(math.ceil(steps / steps_per_epoch), config.min_epochs), config.max_epochs)
         source = f"auto: {steps} steps / {steps_per_epoch} per epoch, in [{config.min_epochs}, {config.max_epochs}]"
     else:
         epochs, source = int(config.epochs), "user"
     max_minutes = config.max_minutes
     if max_minutes == "auto":
-        max_minutes = DEFAULT_MINUTES[kind] if config.epochs == "auto" else None
+        max_minutes = budget.minutes if config.epochs == "auto" else None
     patience = config.patience
     if patience == "auto":
         patience = max(5, math.ceil(0.25 * epochs))

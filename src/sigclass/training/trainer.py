@@ -32,7 +32,7 @@ from ..config import TrainConfig
 from ..exceptions import ArtifactError
 from . import distributed
 from .callbacks import Callback, Checkpoint, EarlyStopping, ProgressBar, TimeBudget
-from .schedule import Plan, fit_to_budget, make_plan, resolve_batch_size
+from .schedule import Budget, Plan, fit_to_budget, make_plan, resolve_batch_size
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,8 @@ class Trainer:
         checkpoint_dir: Folder of ``last.pt``; ``None`` keeps no checkpoint on disk.
         seed: Seed of the data order and augmentation.
         progress: Show progress bars.
+        budget: What ``epochs="auto"`` spends (the data's ``Modality.budget``; by default
+            :class:`~sigclass.training.schedule.Budget`'s, sized for small signal networks).
 
     Attributes:
         plan_: The resolved :class:`~sigclass.training.schedule.Plan` (epochs, patience,
@@ -82,8 +84,10 @@ class Trainer:
         checkpoint_dir: str | Path | None = None,
         seed: int = 0,
         progress: bool = True,
+        budget: Budget | None = None,
     ):
         self.network = network
+        self.budget = budget or Budget()
         self.config = config or TrainConfig()
         self.mode = mode
         self.device = device
@@ -121,8 +125,7 @@ class Trainer:
         self.batch_size_ = max(1, -(-self.global_batch_size_ // self.world_size_))  # per process
         shard = -(-len(train_set) // self.world_size_)  # DistributedSampler pads to equal shards
         self.steps_per_epoch = max(1, shard // self.batch_size_ + (shard % self.batch_size_ > 1))
-        kind = "image" if self.channels_last_ else "signal"
-        self.plan_: Plan = make_plan(cfg, self.steps_per_epoch, kind, np.asarray(val_set.targets),
+        self.plan_: Plan = make_plan(cfg, self.steps_per_epoch, self.budget, np.asarray(val_set.targets),
                                      np.asarray(train_set.targets), self._n_classes())
         total = self.steps_per_epoch * self.plan_.epochs_planned
         warmup = int(round(cfg.warmup_epochs * self.steps_per_epoch))

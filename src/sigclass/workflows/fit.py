@@ -60,7 +60,8 @@ def fit_network(cfg: RunConfig, dataset, parts, run_dir: Path, progress: bool, c
     train_set = modality.training_set(dataset.subset(parts["train"]), data_config, cfg)
     val_set = dataset.subset(parts["val"] if len(parts["val"]) else parts["train"]).to_torch(data_config)
     trainer = Trainer(network, cfg.train, cfg.mode, cfg.device, list(callbacks),
-                      checkpoint_dir=run_dir / "checkpoints", seed=cfg.seed, progress=progress)
+                      checkpoint_dir=run_dir / "checkpoints", seed=cfg.seed, progress=progress,
+                      budget=modality.budget)
     trainer.fit(train_set, val_set, resume=resume_from)
     if distributed.is_main_process():
         write_json(run_dir / "history.json", trainer.history_)
