@@ -333,7 +333,10 @@ def test_connections_over_the_limit_get_503_until_idle_ones_are_cut(signal_serve
     idle = [_connect(base) for _ in range(8)]  # the limit: connections that send nothing
     time.sleep(0.2)
     try:
-        assert httpx.get(base + "/health", timeout=5).status_code == 503
+        answer = httpx.get(base + "/health", timeout=5)
+        assert answer.status_code == 503
+        assert answer.json()["error"] == "busy" and "--limit-concurrency" in answer.json()["message"]
+        assert answer.headers["retry-after"] == "1"
     finally:
         time.sleep(1.5)  # the header timeout closes the idle ones
         for sock in idle:
@@ -451,3 +454,40 @@ def test_metadata_shows_no_absolute_paths(models, image_server, signal_server):
             return [value] if isinstance(value, str) else []
 
         assert not [s for s in strings(meta) if s.startswith("/") or s.startswith("file:")]
+
+
+def test_requests_in_flight_over_the_limit_get_a_json_503():
+    """Requests whose clients hung up keep running; the app-level limit counts them, not sockets."""
+    import asyncio
+
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from sigclass.serve.guards import ConcurrencyGuard
+
+    release = asyncio.Event()
+
+    async def slow(request):
+        await release.wait()
+        return PlainTextResponse("done")
+
+    app = ConcurrencyGuard(Starlette(routes=[Route("/", slow)]), limit=2)
+
+    async def scenario():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://sigclass") as client:
+            held = [asyncio.create_task(client.get("/")) for _ in range(2)]
+            while app.in_flight < 2:
+                await asyncio.sleep(0.01)
+            refused = await client.get("/")
+            release.set()
+            answers = await asyncio.gather(*held)
+            after = await client.get("/")
+        return refused, answers, after
+
+    refused, answers, after = asyncio.run(scenario())
+    assert refused.status_code == 503 and refused.json()["error"] == "busy"
+    assert refused.headers["retry-after"] == "1"
+    assert [a.status_code for a in answers] == [200, 200]
+    assert after.status_code == 200 and app.in_flight == 0

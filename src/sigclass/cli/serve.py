@@ -100,8 +100,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     uvicorn.run("sigclass.serve.app:create_app", factory=True, host=args.host, port=args.port,
                 workers=args.workers, log_level=args.log_level, timeout_graceful_shutdown=10,
                 http="sigclass.serve.protocol:HeaderTimeoutProtocol",
-                timeout_keep_alive=settings.keep_alive_s,
-                limit_concurrency=settings.limit_concurrency)
+                timeout_keep_alive=settings.keep_alive_s)  # the protocol and the app limit concurrency
     return 0
 
 

@@ -32,7 +32,7 @@ from ..exceptions import DataError, Problem
 from ..modalities import modality_of
 from .batching import Busy, MicroBatcher, Worker
 from .errors import ServiceError, install_error_handlers
-from .guards import RequestGuard, release_memory
+from .guards import ConcurrencyGuard, RequestGuard, release_memory
 from .inputs import Upload, media_type, parse_json
 from .model import ServedModel
 from .schemas import (
@@ -98,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestGuard, max_bytes=settings.max_request_bytes,
                        body_timeout_s=settings.body_timeout_s)
+    app.add_middleware(ConcurrencyGuard, limit=settings.limit_concurrency)  # outermost: first
     app.include_router(router)
     app.mount("/page", StaticFiles(directory=PAGE), name="page")
     return app

@@ -2,6 +2,8 @@
 
 - :class:`RequestGuard` (ASGI middleware): a body over ``max_request_bytes`` gets 413, a body not
   received in full within ``body_timeout_s`` gets 408; both close the connection.
+- :class:`ConcurrencyGuard` (ASGI middleware): a request arriving while ``limit`` others are in
+  flight gets a JSON 503 with ``Retry-After`` (uvicorn's own limit answers in plain text).
 - :mod:`sigclass.serve.protocol`: the request head's deadline and size limit.
 - :func:`release_memory`: hands freed heap pages back to the system after a large input (glibc
   keeps them otherwise, and the process stays gigabytes above its baseline after a burst).
@@ -69,6 +71,36 @@ class RequestGuard:
     def _too_large(self) -> str:
         return (f"The request body is larger than the service's limit of {self.max_bytes:,} bytes; "
                 "send smaller or fewer inputs (or raise --max-request-bytes).")
+
+
+def busy_message(limit: int) -> str:
+    """What a client over the ``--limit-concurrency`` limit is told."""
+    return (f"The service is at its limit of {limit:,} connections and requests at once (the "
+            "--limit-concurrency option); retry in a moment.")
+
+
+class ConcurrencyGuard:
+    """Answers 503 (JSON, ``Retry-After: 1``) to HTTP requests beyond ``limit`` in flight."""
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+        self.in_flight = 0
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if self.in_flight >= self.limit:
+            logger.warning("Refused %s %s: %d requests in flight (the --limit-concurrency option)",
+                           scope.get("method"), scope.get("path"), self.in_flight)
+            response = error_response(503, "busy", busy_message(self.limit),
+                                      headers={"Retry-After": "1"})
+            return await response(scope, receive, send)
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
 
 
 _libc = None

@@ -1,18 +1,23 @@
-"""uvicorn's HTTP protocol with one more guard: a deadline and a size limit on each request head.
+"""uvicorn's HTTP protocol with more guards: a deadline and a size limit on each request head, and
+a limit on open connections that answers in JSON.
 
 A connection that has not sent a complete request head within ``header_timeout_s`` (a
 slow-loris client) is answered 408 and closed, one that sends a head over
-:data:`MAX_HEAD_BYTES` 431. uvicorn's own ``timeout_keep_alive`` covers only the idle time
-between two requests, and ``limit_concurrency`` only requests whose head has arrived.
-``sigclass serve`` runs uvicorn with ``http=PROTOCOL``; with plain uvicorn, pass
-``--http sigclass.serve.protocol:HeaderTimeoutProtocol``. The timeout is read from the
-settings (``SIGCLASS_SERVE_HEADER_TIMEOUT_S``).
+:data:`MAX_HEAD_BYTES` 431, and a connection opened while ``limit_concurrency`` others are open
+gets a JSON 503 and is closed. uvicorn's own ``timeout_keep_alive`` covers only the idle time
+between two requests, and its ``limit_concurrency`` answers in plain text; ``sigclass serve``
+leaves the latter off and limits requests in flight with
+:class:`sigclass.serve.guards.ConcurrencyGuard`. With plain uvicorn, pass
+``--http sigclass.serve.protocol:HeaderTimeoutProtocol``. The limits are read from the settings
+(``SIGCLASS_SERVE_HEADER_TIMEOUT_S``, ``SIGCLASS_SERVE_LIMIT_CONCURRENCY``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+
+from .guards import busy_message
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +34,9 @@ def _base_protocol():
         return H11Protocol
 
 
-def _answer(status: int, reason: str, code: str, message: str) -> bytes:
+def _answer(status: int, reason: str, code: str, message: str, extra_headers: str = "") -> bytes:
     body = json.dumps({"error": code, "message": message, "problems": []}).encode()
-    head = (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+    head = (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n{extra_headers}"
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n")
     return head.encode("latin-1") + body
 
@@ -46,6 +51,14 @@ def _make_protocol():
             super().connection_made(transport)
             self._head_timer = None
             self._head_bytes = 0
+            limit = _settings().limit_concurrency
+            if len(self.connections) > limit:
+                logger.warning("Refused a connection from %s: %d connections open (the "
+                               "--limit-concurrency option)", _client(self), len(self.connections) - 1)
+                self.transport.write(_answer(503, "Service Unavailable", "busy", busy_message(limit),
+                                             "retry-after: 1\r\n"))
+                self.transport.close()
+                return
             self._arm_head_timer()
 
         def data_received(self, data: bytes) -> None:
