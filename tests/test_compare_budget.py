@@ -61,3 +61,28 @@ def test_cli_time_limit(tmp_path):
                           "--time-limit", "soon", "--out", tmp_path / "bad"],
                          capture_output=True, text=True, timeout=600)
     assert bad.returncode != 0 and "takes a positive duration" in bad.stderr
+
+
+def test_reference_baselines_run_after_the_networks_only_with_time_for_them(tmp_path):
+    data = load_signals("aeon:BasicMotions")
+    entries = [Entry("catch22", "headless", "catch22", {"head": "random_forest"}, run_last=True),
+               Entry("cnn", "scratch", "simple_cnn1d", {"train.epochs": 2}),
+               Entry("minirocket", "headless", "minirocket")]
+    board = compare(data, tmp_path / "cmp", entries=entries, time_limit=300.0, progress=False)
+    assert board.skipped == []
+    order = sorted((row["name"] for row in board.rows if row["name"] != "ensemble"),
+                   key=lambda n: (tmp_path / "cmp" / n / "run.json").stat().st_mtime)
+    assert order == ["minirocket", "cnn", "catch22"]
+    # the network's share was not cut to leave room for the baseline
+    minutes = yaml.safe_load((tmp_path / "cmp" / "cnn" / "config.yaml").read_text())["train"]["max_minutes"]
+    assert minutes > 0.9 * 0.8 * 300 / 60
+
+
+def test_a_reference_baseline_without_time_for_it_is_not_run(tmp_path):
+    from sigclass.workflows.compare import TimeBudget
+
+    entries = [Entry("headless", "headless"), Entry("hog", "headless", "hog_lbp", run_last=True)]
+    budget = TimeBudget(tmp_path, entries, time_limit=60.0, user_minutes=None)
+    assert budget.allow(entries[0]) is True
+    budget.took(entries[0], 120.0)  # the headless entry took longer than the time left
+    assert budget.allow(entries[1]) is False

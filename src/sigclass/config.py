@@ -316,12 +316,15 @@ class Entry:
 
     The overrides are the entry's defaults: an option the user set (a value other than
     :class:`RunConfig`'s default) wins over them, so ``--epochs`` reaches every entry.
+    ``run_last`` marks a reference baseline: under a time limit it runs after the networks, and
+    only if the time left is at least what the longest headless entry took.
     """
 
     name: str
     mode: str
     model: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    run_last: bool = False
 
 
 def _build(cls, values: dict[str, Any], prefix: str):

@@ -117,10 +117,10 @@ class ImageModality(Modality):
 
     def default_entries(self) -> list[Entry]:
         """The three modes with their default networks and the non-deep baseline (HOG + LBP
-        features, an SVM head)."""
+        features, an SVM head), which a time limit runs last."""
         return [Entry("headless", "headless"), Entry("finetune", "finetune"),
                 Entry("scratch", "scratch"),
-                Entry("hog_lbp_svm", "headless", "hog_lbp", {"head": "rbf_svm"})]
+                Entry("hog_lbp_svm", "headless", "hog_lbp", {"head": "rbf_svm"}, run_last=True)]
 
     def augment_overrides(self, strength: float) -> dict[str, Any]:
         return {"augment.enabled": strength > 0.05, "augment.rotation": round(20.0 * strength, 2),

@@ -106,7 +106,7 @@ def compare(
         rows, skipped = [], []
         todo = list(entries or default_entries(dataset.modality))
         minutes = base.train.max_minutes  # a number the user set caps each network's share
-        budget = _Budget(out, todo, time_limit, minutes if isinstance(minutes, int | float) else None)
+        budget = TimeBudget(out, todo, time_limit, minutes if isinstance(minutes, int | float) else None)
         for entry in budget.entries:
             run_dir = out / entry.name
             values = {"mode": entry.mode, **({"model": entry.model} if entry.model else {}),
@@ -126,8 +126,10 @@ def compare(
                 result_metrics, model_name = _finished(run_dir)
             else:
                 logger.info("%s %s", "Resuming" if status else "Training", entry.name)
+                start = time.monotonic()
                 result = train(dataset, split, out=run_dir, config=base.updated(values),
                                resume=status is not None, progress=progress, callbacks=callbacks)
+                budget.took(entry, time.monotonic() - start)
                 result_metrics, model_name = result.metrics, result.config.model
             rows.append(_row(entry, model_name, result_metrics))
         if ensemble:
@@ -161,18 +163,20 @@ def parse_time_limit(text: float | str) -> float:
     return seconds
 
 
-class _Budget:
-    """The time limit of a comparison: cheap entries first, networks sized to what is left."""
+class TimeBudget:
+    """The time limit of a comparison: headless entries first, then the networks, sized to what
+    is left, then the reference baselines (``Entry.run_last``) if there is time for them."""
 
     SHARE = 0.9  # of a network's share is training; the rest is left for its evaluation
 
     def __init__(self, out: Path, entries: list[Entry], time_limit, user_minutes: float | None):
         self.out = out
         self.user_minutes = user_minutes
+        self.headless_seconds = 0.0  # the longest a headless entry took: a baseline's estimate
         if time_limit is None:
             self.entries, self.deadline = entries, None
         else:
-            self.entries = sorted(entries, key=lambda e: e.mode != "headless")  # stable
+            self.entries = sorted(entries, key=lambda e: (e.run_last, e.mode != "headless"))  # stable
             self.deadline = time.monotonic() + parse_time_limit(time_limit)
 
     def allow(self, entry: Entry) -> bool | float:
@@ -181,7 +185,7 @@ class _Budget:
         if self.deadline is None:
             return True
         left = self.deadline - time.monotonic()
-        if left <= 0:
+        if left <= 0 or (entry.run_last and left < self.headless_seconds):
             return False
         if entry.mode == "headless":
             return True
@@ -190,6 +194,11 @@ class _Budget:
                     if e.mode != "headless" and _status(self.out / e.name) != "finished"]
         minutes = self.SHARE * left / max(1, len(networks)) / 60
         return min(minutes, self.user_minutes) if self.user_minutes else minutes
+
+    def took(self, entry: Entry, seconds: float) -> None:
+        """Record how long an entry ran (training and evaluation)."""
+        if entry.mode == "headless":
+            self.headless_seconds = max(self.headless_seconds, seconds)
 
 
 def _not_set_by_user(base: RunConfig, overrides: dict[str, Any]) -> dict[str, Any]:
