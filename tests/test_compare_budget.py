@@ -79,10 +79,10 @@ def test_reference_baselines_run_after_the_networks_only_with_time_for_them(tmp_
 
 
 def test_a_reference_baseline_without_time_for_it_is_not_run(tmp_path):
-    from sigclass.workflows.compare import TimeBudget
+    from sigclass.workflows.compare import CompareBudget
 
     entries = [Entry("headless", "headless"), Entry("hog", "headless", "hog_lbp", run_last=True)]
-    budget = TimeBudget(tmp_path, entries, time_limit=60.0, user_minutes=None)
+    budget = CompareBudget(tmp_path, entries, time_limit=60.0, user_minutes=None)
     assert budget.allow(entries[0]) is True
     budget.took(entries[0], 120.0)  # the headless entry took longer than the time left
     assert budget.allow(entries[1]) is False

@@ -106,7 +106,7 @@ def compare(
         rows, skipped = [], []
         todo = list(entries or default_entries(dataset.modality))
         minutes = base.train.max_minutes  # a number the user set caps each network's share
-        budget = TimeBudget(out, todo, time_limit, minutes if isinstance(minutes, int | float) else None)
+        budget = CompareBudget(out, todo, time_limit, minutes if isinstance(minutes, int | float) else None)
         for entry in budget.entries:
             run_dir = out / entry.name
             values = {"mode": entry.mode, **({"model": entry.model} if entry.model else {}),
@@ -163,7 +163,7 @@ def parse_time_limit(text: float | str) -> float:
     return seconds
 
 
-class TimeBudget:
+class CompareBudget:
     """The time limit of a comparison: headless entries first, then the networks, sized to what
     is left, then the reference baselines (``Entry.run_last``) if there is time for them."""
 
