@@ -207,13 +207,13 @@ class ImageDataset:
                                                 f"'val', 'test' ({where}); fix the value"))
                         continue
                 full = Path(raw_path) if Path(raw_path).is_absolute() else root / raw_path
-                key = _manifest_key(full, root, limits)
+                key, link = _manifest_key(full, root, limits)
                 if key is None:
                     problems.append(Problem(
                         raw_path, f"path escapes the dataset root '{root}' ({where}); keep every "
                         "file under the root or pass a wider --root"
-                        + ("" if limits.follow_symlinks else
-                           " (or --follow-symlinks, for a link inside the root to a file outside it)")))
+                        + (" (it is a symbolic link to a file outside the root: --follow-symlinks "
+                           "reads it)" if link else "")))
                     continue
                 candidates.append((key, label))
                 if part is not None:
@@ -424,16 +424,19 @@ def _limits(max_file_mb: float, follow_symlinks: bool) -> FileLimits:
     return FileLimits(float(max_file_mb), bool(follow_symlinks))
 
 
-def _manifest_key(full: Path, root: Path, limits: FileLimits) -> str | None:
-    """The id of a manifest path: relative to the root, or ``None`` when it escapes it. A link
-    inside the root to a file outside it escapes unless links are followed."""
+def _manifest_key(full: Path, root: Path, limits: FileLimits) -> tuple[str | None, bool]:
+    """The id of a manifest path (relative to the root, ``None`` when it escapes it) and
+    whether it is a link inside the root to a file outside it, which escapes unless links are
+    followed."""
     resolved = full.resolve()
     if resolved.is_relative_to(root):
-        return resolved.relative_to(root).as_posix()
+        return resolved.relative_to(root).as_posix(), False
     lexical = Path(os.path.normpath(full))
-    if limits.follow_symlinks and lexical.is_relative_to(root):
-        return lexical.relative_to(root).as_posix()
-    return None
+    if not lexical.is_relative_to(root):
+        return None, False
+    if limits.follow_symlinks:
+        return lexical.relative_to(root).as_posix(), True
+    return None, True
 
 
 def _rel(path: Path, root: Path) -> str:
