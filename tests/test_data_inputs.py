@@ -129,8 +129,8 @@ def test_signal_files_that_are_pipes_devices_or_too_large_are_refused(tmp_path):
     os.symlink("/dev/zero", folder / "test.csv")
     with pytest.raises(DataError) as caught:
         load_signals(str(folder))
-    assert sorted(_reasons(caught.value)) == [str(folder.resolve() / "test.csv"),
-                                              str(folder.resolve() / "train.csv")]
+    assert sorted(_reasons(caught.value)) == [str(folder / "test.csv"),
+                                              str(folder / "train.csv")]
 
 
 def test_a_repeated_case_id_is_listed_with_every_other_problem(tmp_path):

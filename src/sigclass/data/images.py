@@ -20,7 +20,7 @@ import numpy as np
 from .._utils import sha256_json
 from ..choices import BAD_FILE_POLICIES, check_choice
 from ..exceptions import ConfigError, DataError, Problem
-from .file_checks import DEFAULT_MAX_FILE_MB, FileLimits
+from .file_checks import DEFAULT_MAX_FILE_MB, FileLimits, file_problem
 from .image_augment import ImageTensorDataset
 from .image_files import ImageItem, check_files, find_duplicates
 from .image_masks import mask_fill, mask_paths
@@ -173,8 +173,10 @@ class ImageDataset:
         check_choice("on_bad_file", on_bad_file, BAD_FILE_POLICIES)
         limits = _limits(max_file_mb, follow_symlinks)
         manifest = Path(manifest).expanduser().resolve()
-        if not manifest.is_file():
-            raise DataError(Problem(str(manifest), "manifest file does not exist"))
+        reason = file_problem(manifest, limits)
+        if reason:
+            raise DataError(Problem(str(manifest), "manifest file does not exist"
+                                    if reason == "file not found" else f"manifest {reason}"))
         root = Path(root).expanduser().resolve() if root is not None else manifest.parent
         problems: list[Problem] = []
         candidates: list[tuple[str, str]] = []

@@ -96,17 +96,17 @@ def load_split_files(folder: Path, on_bad_file: str, min_per_class: int, options
                      limits: FileLimits | None = None) -> SignalDataset:
     """A folder of split-named signal files read as a predefined split (the rules of
     :mod:`sigclass.data.predefined`); every refused file is named before any is read."""
-    folder = folder.resolve()
     files = split_files(folder)
+    root = folder.resolve()
     if not files:
         raise DataError(Problem(str(folder), "holds no split-named signal files; expected e.g. "
                                 "train.csv + test.csv, NAME_TRAIN.ts + NAME_TEST.ts, or train/ and "
                                 "test/ folders with one .npz/.csv/.parquet/.ts file each"))
     refused = [Problem(str(path), reason) for path in files.values()
-               if (reason := file_problem(path, limits, folder))]
+               if (reason := file_problem(path, limits, root))]
     if refused:
         raise DataError(refused)
-    parts = {part: build_dataset(read_raw(str(path), options, limits=limits, root=folder), options,
+    parts = {part: build_dataset(read_raw(str(path), options, limits=limits, root=root), options,
                                  on_bad_file, 1, str(path))
              for part, path in files.items()}
     sources = {part: f"the file {path.relative_to(folder).as_posix()}" for part, path in files.items()}
