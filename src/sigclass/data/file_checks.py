@@ -87,8 +87,8 @@ def file_problem(path: str | Path, limits: FileLimits | None = None, root: Path 
     if not stat.S_ISREG(info.st_mode):
         return (f"not a regular file: {via}{_kind(info.st_mode)}; only regular files are read, "
                 "replace it with the data file itself or remove it")
-    real = Path(os.path.realpath(path))
-    if root is not None and not limits.follow_symlinks and not real.is_relative_to(root):
+    real = Path(os.path.realpath(path)) if root is not None and not limits.follow_symlinks else None
+    if real is not None and not real.is_relative_to(root):
         return (f"symbolic link leaving the dataset root (the file is {real}); copy the file "
                 f"into {root}, or pass --follow-symlinks (follow_symlinks=True) to read such links")
     if info.st_size > limits.max_bytes:
