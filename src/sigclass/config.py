@@ -28,6 +28,7 @@ from .choices import (
     choice_problem,
     raise_problems,
 )
+from .data.file_checks import DEFAULT_MAX_FILE_MB
 from .data.image_augment import AugmentConfig
 from .data.signal_augment import SignalAugmentConfig
 from .data.signal_options import SignalConfig
@@ -172,6 +173,11 @@ class RunConfig:
         root: Dataset root for a manifest (defaults to the manifest's folder).
         on_bad_file: ``error`` stops on the first load with every bad file listed; ``skip``
             leaves bad files out and lists them in the run report.
+        max_file_mb: Largest data file read, in megabytes; a larger file is a bad file, refused
+            from its size before it is opened. Only regular files are read (never a pipe, a
+            device or a socket).
+        follow_symlinks: Read symbolic links whose target lies outside the dataset root (a
+            folder's, or a manifest's ``root``); refused as bad files by default.
         split: A split file to reuse; when unset a new split is drawn with ``seed``.
         val_dir: A source (folder, manifest, signal file) whose items are the validation part;
             ``data`` is then the training pool.
@@ -231,6 +237,8 @@ class RunConfig:
     modality: str = "auto"
     root: str | None = None
     on_bad_file: str = "error"
+    max_file_mb: float = DEFAULT_MAX_FILE_MB
+    follow_symlinks: bool = False
     split: str | None = None
     val_dir: str | None = None
     test_dir: str | None = None
@@ -288,6 +296,9 @@ class RunConfig:
                             "mode trains none. Use --mode finetune or scratch with --masks.")
         if self.cam_examples < 0:
             problems.append(f"The 'cam_examples' option must be 0 (off) or more. Got {self.cam_examples}.")
+        if not (isinstance(self.max_file_mb, int | float) and self.max_file_mb > 0):
+            problems.append(f"The 'max_file_mb' option must be a positive number of megabytes. "
+                            f"Got {self.max_file_mb!r}.")
         if self.cv_folds < 2:
             problems.append(f"The 'cv_folds' option must be at least 2. Got {self.cv_folds}.")
         raise_problems(problems)

@@ -79,6 +79,10 @@ RUN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--seed",), "seed", {"type": int, "help": "seed of split, initialisation and data order (default: 0)"}),
     (("--on-bad-file",), "on_bad_file", {"choices": BAD_FILE_POLICIES,
                                          "help": "stop on bad files (error, default) or leave them out (skip)"}),
+    (("--max-file-mb",), "max_file_mb", {"type": float, "help": "largest data file read, in MB "
+                                         "(default: 512); only regular files are read"}),
+    (("--follow-symlinks",), "follow_symlinks", {"action": "store_true", "help": "read symbolic "
+                                                 "links that leave the dataset root (default: refused)"}),
     (("--modality",), "modality", {"choices": ("auto", *MODALITIES), "help": "data modality (default: auto)"}),
     (("--root",), "root", {"help": "dataset root of a CSV manifest (default: its folder)"}),
     (("--device",), "device", {"help": "auto (CUDA when present), cpu or cuda"}),

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from ..choices import BACKENDS, BAD_FILE_POLICIES, CAM_METHODS, MODALITIES, PARTS
+from ..data.file_checks import DEFAULT_MAX_FILE_MB
 from ..data.split import Split
 from ..exceptions import ConfigError
 from .train import print_metrics
@@ -26,6 +27,7 @@ def add_commands(commands) -> None:
     evaluate.add_argument("--out", type=Path, help="folder for metrics.json, confusion matrix, predictions.csv")
     evaluate.add_argument("--root", help="dataset root of a CSV manifest")
     evaluate.add_argument("--on-bad-file", default="error", choices=BAD_FILE_POLICIES)
+    add_file_options(evaluate)
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.set_defaults(func=cmd_evaluate)
 
@@ -73,12 +75,25 @@ def add_commands(commands) -> None:
     audit.add_argument("--root", help="dataset root of a CSV manifest")
     audit.add_argument("--model", default="efficientnet_lite0", help="image backbone of the features")
     audit.add_argument("--on-bad-file", default="error", choices=BAD_FILE_POLICIES)
+    add_file_options(audit)
     audit.set_defaults(func=cmd_audit)
 
     networks = commands.add_parser("networks", help="list the registered networks")
     networks.add_argument("pattern", nargs="?", default="*", help="wildcard, e.g. 'efficientnet*'")
     networks.add_argument("--modality", choices=MODALITIES)
     networks.set_defaults(func=cmd_networks)
+
+
+def add_file_options(parser: argparse.ArgumentParser) -> None:
+    """The options on which data files are read (as ``train``'s)."""
+    parser.add_argument("--max-file-mb", type=float, default=DEFAULT_MAX_FILE_MB, metavar="MB",
+                        help="largest data file read, in MB (default: 512); only regular files are read")
+    parser.add_argument("--follow-symlinks", action="store_true",
+                        help="read symbolic links that leave the dataset root (default: refused)")
+
+
+def _file_options(args: argparse.Namespace) -> dict:
+    return {"max_file_mb": args.max_file_mb, "follow_symlinks": args.follow_symlinks}
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -88,7 +103,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     predictor = load(args.run)
     dataset = load_dataset(args.data, predictor.modality, args.root, args.on_bad_file,
-                           signal=predictor.data_config.get("reader"))
+                           signal=predictor.data_config.get("reader"), **_file_options(args))
     indices = Split.load(args.split).indices(dataset)[args.part] if args.split else None
     predefined = getattr(dataset, "predefined", None)
     if indices is None and predefined is not None:  # split folders: score the held-out part
@@ -155,7 +170,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from ..workflows.audit import audit_labels
     from ..workflows.prepare import load_dataset
 
-    dataset = load_dataset(args.data, root=args.root, on_bad_file=args.on_bad_file)
+    dataset = load_dataset(args.data, root=args.root, on_bad_file=args.on_bad_file,
+                           **_file_options(args))
     issues = audit_labels(dataset, args.out, model=args.model)
     for issue in issues[:20]:
         print(f"{issue['id']}: given '{issue['given']}', suggested '{issue['suggested']}' "

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .._utils import sha256_bytes
 from ..exceptions import DataError, Problem
+from .file_checks import FileLimits, FileProblem, file_problem, read_checked
 
 IMAGE_HINT = "upload a JPEG, PNG, BMP, TIFF or WebP image"
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
@@ -42,25 +43,34 @@ class ImageItem:
 
 
 
-def check_files(root: Path, candidates: list[tuple[str, str]]) -> list[tuple[str, str]]:
+def check_files(root: Path, candidates: list[tuple[str, str]],
+                limits: FileLimits | None = None) -> list[tuple[str, str]]:
     """(sha256, problem or "") for every candidate, decoding files on a few threads."""
 
     def check(key: str) -> tuple[str, str]:
-        return check_image_file(root / key)
+        return check_image_file(root / key, limits, root)
 
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
         return list(pool.map(check, [key for key, _ in candidates]))
 
 
-def check_image_file(path: Path) -> tuple[str, str]:
-    """Read and fully decode one file. Returns ``(sha256, "")`` or ``("", reason)``."""
-    if path.suffix.lower() not in IMAGE_EXTENSIONS:
-        reason = "not an image file" if path.exists() else "file not found"
-        if path.exists():
-            reason += f" (extension '{path.suffix or '<none>'}'; accepted: jpg, png, bmp, tiff, webp)"
+def check_image_file(path: Path, limits: FileLimits | None = None,
+                     root: Path | None = None) -> tuple[str, str]:
+    """Read and fully decode one file. Returns ``(sha256, "")`` or ``("", reason)``.
+
+    Only a regular file within ``limits`` (and, for links, inside ``root``) is opened; see
+    :mod:`sigclass.data.file_checks`.
+    """
+    reason = file_problem(path, limits, root)
+    if reason:
         return "", reason
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        return "", (f"not an image file (extension '{path.suffix or '<none>'}'; accepted: jpg, "
+                    "png, bmp, tiff, webp)")
     try:
-        data = path.read_bytes()
+        data = read_checked(path, limits, root)
+    except FileProblem as exc:
+        return "", exc.reason
     except FileNotFoundError:
         return "", "file not found"
     except OSError as exc:
@@ -120,16 +130,31 @@ def find_duplicates(items: list[ImageItem]) -> tuple[list[Problem], list[ImageIt
 
 
 def expand_image_inputs(inputs: Iterable[str | Path]) -> list[str]:
-    """Files as given; folders expanded to their image files (recursively, sorted)."""
+    """Files as given; folders expanded to their image files (recursively, sorted).
+
+    Entries of a folder that are not regular files (a named pipe, a link to a device) are kept
+    when their name is an image's, so that the caller reports them instead of dropping them.
+    """
     files: list[str] = []
     for raw in inputs:
         path = Path(raw)
         if path.is_dir():
             files += sorted(str(p) for p in path.rglob("*")
-                            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                            if not p.is_dir() and p.suffix.lower() in IMAGE_EXTENSIONS
                             and not any(part.startswith(".") for part in p.relative_to(path).parts))
-        elif path.is_file():
+        elif os.path.lexists(path):
             files.append(str(path))
         else:
             raise DataError(Problem(str(raw), "no such file or folder"))
     return files
+
+
+def read_image_inputs(inputs: Iterable[str | Path],
+                      limits: FileLimits | None = None) -> dict[str, Path | DataError]:
+    """Image inputs for batch scoring: each file's path, or the :class:`DataError` saying why it
+    is not read (not a regular file, over the size limit), so that it gets an error row."""
+    out: dict[str, Path | DataError] = {}
+    for name in expand_image_inputs(inputs):
+        reason = file_problem(name, limits)
+        out[name] = DataError(Problem(name, reason)) if reason else Path(name)
+    return out

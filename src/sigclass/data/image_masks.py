@@ -10,12 +10,14 @@ normalization); :func:`sigclass.explain.guided.mask_report` checks a trained mod
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..exceptions import ConfigError, DataError, Problem
+from .file_checks import file_problem
 from .image_files import IMAGE_EXTENSIONS
 
 
@@ -37,9 +39,12 @@ def mask_paths(dataset, masks_dir: str | Path) -> list[Path | None]:
     for key, path in zip(dataset.ids, dataset.paths, strict=True):
         stem = Path(key).with_suffix("")
         candidates = [folder / stem.parent / f"{stem.name}{ext}" for ext in sorted(IMAGE_EXTENSIONS)]
-        mask = next((c for c in candidates if c.is_file()), None)
+        mask = next((c for c in candidates if os.path.lexists(c)), None)
+        reason = file_problem(mask) if mask is not None else ""
+        if reason:  # a pipe or a device is named, never opened
+            problems.append(Problem(str(mask), reason))
         found.append(mask)
-        if mask is None:
+        if mask is None or reason:
             continue
         try:
             with Image.open(mask) as m, Image.open(path) as im:

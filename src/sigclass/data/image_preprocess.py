@@ -16,6 +16,7 @@ import numpy as np
 
 from ..choices import RESIZE_MODES, check_choice
 from ..exceptions import DataError, Problem
+from .file_checks import file_problem
 from .views import resolve_tta, views_of
 
 ImageLike = Any  # str | Path | bytes | PIL.Image.Image | np.ndarray
@@ -217,6 +218,9 @@ def load_image(source: ImageLike, channels: int = 3):
     elif isinstance(source, bytes | bytearray):
         image = Image.open(io.BytesIO(bytes(source)))
     elif isinstance(source, str | Path):
+        reason = file_problem(source)  # a named pipe would block Image.open forever
+        if reason:
+            raise DataError(Problem(str(source), reason))
         image = Image.open(source)
     else:
         raise DataError(Problem("input", f"cannot read an image from a {type(source).__name__}; "
@@ -314,6 +318,9 @@ class ImagePreprocessor:
         """The items as PIL images with the model's channels; all unreadable ones in one error."""
         images, problems = [], []
         for index, item in enumerate(items):
+            if isinstance(item, DataError):  # an input a reader refused (batch scoring)
+                problems += item.problems
+                continue
             try:
                 images.append(load_image(item, self.channels))
             except DataError as exc:

@@ -20,6 +20,7 @@ import numpy as np
 from .._utils import sha256_json
 from ..choices import BAD_FILE_POLICIES, check_choice
 from ..exceptions import ConfigError, DataError, Problem
+from .file_checks import DEFAULT_MAX_FILE_MB, FileLimits, file_problem
 from .image_augment import ImageTensorDataset
 from .image_files import ImageItem, check_files, find_duplicates
 from .image_masks import mask_fill, mask_paths
@@ -54,7 +55,8 @@ class ImageDataset:
 
     @classmethod
     def from_folder(
-        cls, root: str | Path, on_bad_file: str = "error", min_per_class: int = 1
+        cls, root: str | Path, on_bad_file: str = "error", min_per_class: int = 1, *,
+        max_file_mb: float = DEFAULT_MAX_FILE_MB, follow_symlinks: bool = False,
     ) -> ImageDataset:
         """Read ``root/<class>/**/<image>``; class names are the subfolder names.
 
@@ -68,8 +70,13 @@ class ImageDataset:
             on_bad_file: ``"error"`` raises :class:`DataError` listing every bad file;
                 ``"skip"`` leaves bad files out and lists them in ``skipped``.
             min_per_class: Fewest images a class needs (the split decides it).
+            max_file_mb: Largest file read, in megabytes; larger files are bad files, refused
+                from their size before they are opened.
+            follow_symlinks: Read symbolic links whose target lies outside ``root`` (refused by
+                default, like anything that is not a regular file: pipes, devices, sockets).
         """
         check_choice("on_bad_file", on_bad_file, BAD_FILE_POLICIES)
+        limits = _limits(max_file_mb, follow_symlinks)
         root = Path(root).expanduser().resolve()
         if not root.is_dir():
             raise DataError(Problem(str(root), "dataset folder does not exist or is not a folder"))
@@ -80,6 +87,9 @@ class ImageDataset:
                 ignored.append(Problem(_rel(entry, root), "file outside any class folder"))
             elif entry.name.startswith("."):
                 ignored.append(Problem(_rel(entry, root), "hidden folder"))
+            elif not entry.is_dir():
+                ignored.append(Problem(_rel(entry, root), "outside any class folder and not a "
+                                       "regular file (a pipe, device, socket or broken link)"))
         if not top:
             raise DataError(
                 Problem(str(root), "no class subfolders found"),
@@ -88,16 +98,18 @@ class ImageDataset:
             )
         splits = {d.name: canonical_split(d.name) for d in top}
         if any(splits.values()):
-            return cls._from_split_folders(root, top, splits, on_bad_file, min_per_class, ignored)
+            return cls._from_split_folders(root, top, splits, on_bad_file, min_per_class, ignored,
+                                           limits)
         _check_not_nested(root, top)
         problems: list[Problem] = []
         candidates, class_problems = _class_folder_candidates(root, top, "", ignored, problems)
         return cls._build(root, candidates, on_bad_file, min_per_class, problems, class_problems,
-                          ignored, source=str(root))
+                          ignored, source=str(root), limits=limits)
 
     @classmethod
     def _from_split_folders(cls, root: Path, top: list[Path], splits: dict[str, str | None],
-                            on_bad_file: str, min_per_class: int, ignored: list[Problem]) -> ImageDataset:
+                            on_bad_file: str, min_per_class: int, ignored: list[Problem],
+                            limits: FileLimits) -> ImageDataset:
         others = [name for name, part in splits.items() if part is None]
         if others:
             named = ", ".join(f"{n}/" for n, p in splits.items() if p)
@@ -132,7 +144,7 @@ class ImageDataset:
                                                              for name, part in splits.items()})
         predefined = apply_rules(named, str(root))
         dataset = cls._build(root, candidates, on_bad_file, min_per_class, problems,
-                             class_problems + missing, ignored, source=str(root))
+                             class_problems + missing, ignored, source=str(root), limits=limits)
         dataset.predefined = predefined.restricted_to(dataset.ids)
         return dataset
 
@@ -143,6 +155,9 @@ class ImageDataset:
         root: str | Path | None = None,
         on_bad_file: str = "error",
         min_per_class: int = 1,
+        *,
+        max_file_mb: float = DEFAULT_MAX_FILE_MB,
+        follow_symlinks: bool = False,
     ) -> ImageDataset:
         """Read a CSV manifest with ``path`` and ``label`` columns.
 
@@ -151,11 +166,17 @@ class ImageDataset:
             root: Dataset root; defaults to the manifest's folder. No path may escape it.
             on_bad_file: ``"error"`` or ``"skip"``, as in :meth:`from_folder`.
             min_per_class: Fewest images a class needs.
+            max_file_mb: Largest file read, in megabytes, as in :meth:`from_folder`.
+            follow_symlinks: Read a listed symbolic link whose target lies outside ``root``
+                (its path must still be inside ``root``).
         """
         check_choice("on_bad_file", on_bad_file, BAD_FILE_POLICIES)
+        limits = _limits(max_file_mb, follow_symlinks)
         manifest = Path(manifest).expanduser().resolve()
-        if not manifest.is_file():
-            raise DataError(Problem(str(manifest), "manifest file does not exist"))
+        reason = file_problem(manifest, limits)
+        if reason:
+            raise DataError(Problem(str(manifest), "manifest file does not exist"
+                                    if reason == "file not found" else f"manifest {reason}"))
         root = Path(root).expanduser().resolve() if root is not None else manifest.parent
         problems: list[Problem] = []
         candidates: list[tuple[str, str]] = []
@@ -188,13 +209,14 @@ class ImageDataset:
                                                 f"'val', 'test' ({where}); fix the value"))
                         continue
                 full = Path(raw_path) if Path(raw_path).is_absolute() else root / raw_path
-                resolved = full.resolve()
-                if not resolved.is_relative_to(root):
+                key, link = _manifest_key(full, root, limits)
+                if key is None:
                     problems.append(Problem(
                         raw_path, f"path escapes the dataset root '{root}' ({where}); keep every "
-                        "file under the root or pass a wider --root"))
+                        "file under the root or pass a wider --root"
+                        + (" (it is a symbolic link to a file outside the root: --follow-symlinks "
+                           "reads it)" if link else "")))
                     continue
-                key = resolved.relative_to(root).as_posix()
                 candidates.append((key, label))
                 if part is not None:
                     parts[key] = part
@@ -204,7 +226,7 @@ class ImageDataset:
             [c for c in candidates if c[0] in parts], parts,
             {part: f"the rows with split={part} of {manifest.name}" for part in ("train", "val", "test")})
         dataset = cls._build(root, candidates, on_bad_file, min_per_class, problems, class_problems,
-                             [], source=str(manifest))
+                             [], source=str(manifest), limits=limits)
         if named:
             dataset.predefined = apply_rules(named, str(manifest)).restricted_to(dataset.ids)
         return dataset
@@ -213,8 +235,9 @@ class ImageDataset:
     def _build(
         cls, root: Path, candidates: list[tuple[str, str]], on_bad_file: str, min_per_class: int,
         problems: list[Problem], class_problems: list[Problem], ignored: list[Problem], source: str,
+        limits: FileLimits | None = None,
     ) -> ImageDataset:
-        checked = check_files(root, candidates)
+        checked = check_files(root, candidates, limits)
         items = []
         for (key, label), (digest, reason) in zip(candidates, checked, strict=True):
             if reason:
@@ -353,6 +376,10 @@ def _class_folder_candidates(root: Path, class_dirs: list[Path], prefix: str, ig
     for class_dir in class_dirs:
         files = []
         for dirpath, dirnames, filenames in os.walk(class_dir):
+            for name in dirnames:
+                if not name.startswith(".") and os.path.islink(os.path.join(dirpath, name)):
+                    ignored.append(Problem(_rel(Path(dirpath) / name, root), "symbolic link to a "
+                                           "folder: not followed; put the images in the class folder"))
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for name in sorted(filenames):
                 full = Path(dirpath) / name
@@ -390,6 +417,28 @@ def _check_not_nested(root: Path, top: list[Path]) -> None:
         hint=f"Either point sigclass at the level whose sub-folders are the classes (e.g. "
         f"{root / top[0].name}), or, if the outer folders are parts of a split, name them train/, "
         "val/ and test/ (a CSV manifest with path,label[,split] columns works too).")
+
+
+def _limits(max_file_mb: float, follow_symlinks: bool) -> FileLimits:
+    if not max_file_mb > 0:
+        raise ConfigError(f"The 'max_file_mb' option must be a positive number of megabytes. "
+                          f"Got {max_file_mb!r}.")
+    return FileLimits(float(max_file_mb), bool(follow_symlinks))
+
+
+def _manifest_key(full: Path, root: Path, limits: FileLimits) -> tuple[str | None, bool]:
+    """The id of a manifest path (relative to the root, ``None`` when it escapes it) and
+    whether it is a link inside the root to a file outside it, which escapes unless links are
+    followed."""
+    resolved = full.resolve()
+    if resolved.is_relative_to(root):
+        return resolved.relative_to(root).as_posix(), False
+    lexical = Path(os.path.normpath(full))
+    if not lexical.is_relative_to(root):
+        return None, False
+    if limits.follow_symlinks:
+        return lexical.relative_to(root).as_posix(), True
+    return None, True
 
 
 def _rel(path: Path, root: Path) -> str:

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..exceptions import DataError, Problem
+from .file_checks import FileLimits, file_problem
 from .signal_layout import case_from_columns, split_channels
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
@@ -75,10 +76,13 @@ class RawSignals:
         return f"{self.name} case '{self.ids[case]}'"
 
 
-def read_signal_file(path: Path, options, require_labels: bool = True) -> RawSignals:
-    """Parse one NPZ, CSV, Parquet or ``.ts`` file."""
-    if not path.is_file():
-        raise DataError(Problem(str(path), "file does not exist"))
+def read_signal_file(path: Path, options, require_labels: bool = True,
+                     limits: FileLimits | None = None, root: Path | None = None) -> RawSignals:
+    """Parse one NPZ, CSV, Parquet or ``.ts`` file: a regular file within ``limits`` (and,
+    for a link, inside ``root``), checked before it is opened."""
+    reason = file_problem(path, limits, root)
+    if reason:
+        raise DataError(Problem(str(path), reason))
     suffix = path.suffix.lower()
     if suffix == ".npz":
         return read_npz(path, require_labels)
@@ -134,7 +138,9 @@ def read_npz(path: Path, require_labels: bool = True) -> RawSignals:
     labels = _npz_labels(arrays["y"], X.shape[2], path.name) if "y" in arrays else None
     groups = [str(g) for g in arrays["groups"]] if "groups" in arrays else None
     cases = [np.asarray(case, dtype=np.float64) for case in X]
-    return RawSignals(cases, labels, ids, channels, groups, name=path.name)
+    problems = repeated_ids(ids, path.name, lambda i: f"index {i} of 'ids'",
+                            "give every case its own id")
+    return RawSignals(cases, labels, ids, channels, groups, problems, name=path.name)
 
 
 def _npz_labels(y: np.ndarray, n_timepoints: int, name: str) -> list:
@@ -248,10 +254,6 @@ def read_table(path: Path, options, require_labels: bool = True) -> RawSignals:
     frame.columns = [str(c).strip() for c in frame.columns]
     if options.time_column in frame.columns:
         return _read_long(frame, path.name, options, require_labels)
-    if options.case_column in frame.columns and frame[options.case_column].duplicated().any():
-        raise DataError(Problem(path.name, f"column '{options.case_column}' repeats case ids but "
-                                f"there is no '{options.time_column}' column; a long table needs "
-                                "both (set signal.time_column if it has another name)"))
     return _read_wide(frame, path.name, options, require_labels)
 
 
@@ -321,9 +323,30 @@ def _read_wide(frame, name: str, options, require_labels: bool) -> RawSignals:
     def locate(case: int, channel: int, t: int) -> str:
         return f"row {case + 2}, column '{ordered[channel * n_t + t]}'"
 
+    problems += repeated_ids(ids, name, lambda i: f"row {i + 2}",
+                             f"give each row its own id in column '{options.case_column}', or, if "
+                             f"the rows are timepoints of one recording, add a '{options.time_column}' "
+                             "column (a long table; set signal.time_column if it has another name)")
     raw = RawSignals(cases, _labels_of(frame, name, options, require_labels), ids, channels,
                      groups, problems, locate, name)
     return raw
+
+
+def repeated_ids(ids: list[str], name: str, where: Callable[[int], str],
+                 fix: str) -> list[tuple[int, Problem]]:
+    """A problem for every case whose id another case has too (found with the other problems,
+    not instead of them; under ``on_bad_file="skip"`` all cases of a repeated id are left out)."""
+    positions: dict[str, list[int]] = {}
+    for i, case_id in enumerate(ids):
+        positions.setdefault(case_id, []).append(i)
+    problems = []
+    for case_id, found in positions.items():
+        if len(found) < 2:
+            continue
+        listed = ", ".join(where(i) for i in found)
+        problems += [(i, Problem(f"{name} case '{case_id}'", f"case id repeated ({where(i)}; the id "
+                                 f"is on {listed}); {fix}")) for i in found]
+    return problems
 
 
 def _read_long(frame, name: str, options, require_labels: bool) -> RawSignals:

@@ -15,6 +15,7 @@ the reading options; :class:`SignalPreprocessor` applies it in evaluation and se
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -23,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from ..choices import BAD_FILE_POLICIES, check_choice
-from ..exceptions import DataError, Problem
+from ..exceptions import ConfigError, DataError, Problem
+from .file_checks import DEFAULT_MAX_FILE_MB, FileLimits, file_problem
 from .signal_dataset import SignalDataset, check_classes
 from .signal_options import reading_options
 from .signal_parts import merge_parts, split_files
@@ -46,18 +48,21 @@ MAX_PROBLEMS = 50  # more are summarized in one line
 __all__ = ["SignalDataset", "load_signals", "read_signal_inputs"]
 
 
-def read_raw(source: str, options, require_labels: bool = True) -> RawSignals:
-    """Parse a file or ``aeon:NAME`` into raw cases (no checks yet)."""
+def read_raw(source: str, options, require_labels: bool = True, limits: FileLimits | None = None,
+             root: Path | None = None) -> RawSignals:
+    """Parse a file or ``aeon:NAME`` into raw cases (no checks yet); a file must pass
+    :func:`~sigclass.data.file_checks.file_problem` first."""
     text = str(source)
     if text.lower().startswith("aeon:"):
         return read_aeon(text)
     if text.split(":", 1)[0].lower() in ("sktime", "ucr"):
         raise DataError(Problem(text, "named signal datasets are read as aeon:NAME, e.g. aeon:GunPoint"))
-    return read_signal_file(Path(text).expanduser(), options, require_labels)
+    return read_signal_file(Path(text).expanduser(), options, require_labels, limits, root)
 
 
 def load_signals(source: str, on_bad_file: str = "error", min_per_class: int = 1,
-                 options=None) -> SignalDataset:
+                 options=None, *, max_file_mb: float = DEFAULT_MAX_FILE_MB,
+                 follow_symlinks: bool = False) -> SignalDataset:
     """Read and check a signal source.
 
     Args:
@@ -67,26 +72,42 @@ def load_signals(source: str, on_bad_file: str = "error", min_per_class: int = 1
             leaves bad cases out and lists them in ``skipped``.
         min_per_class: Fewest cases a class needs (the split decides it).
         options: Reading options, a :class:`~sigclass.config.SignalConfig` or dict.
+        max_file_mb: Largest file read, in megabytes, refused from its size before it is opened;
+            as anything that is not a regular file (a pipe, a device).
+        follow_symlinks: In a folder of split files, read symbolic links whose target lies
+            outside the folder (refused by default).
     """
     check_choice("on_bad_file", on_bad_file, BAD_FILE_POLICIES)
+    if not max_file_mb > 0:
+        raise ConfigError(f"The 'max_file_mb' option must be a positive number of megabytes. "
+                          f"Got {max_file_mb!r}.")
+    limits = FileLimits(float(max_file_mb), bool(follow_symlinks))
     options = reading_options(options)
     check_window_options(options.window, options.stride, options.label_rule)
     check_resample_options(options)
     if Path(str(source)).expanduser().is_dir():
-        return load_split_files(Path(str(source)).expanduser(), on_bad_file, min_per_class, options)
-    raw = read_raw(source, options)
+        return load_split_files(Path(str(source)).expanduser(), on_bad_file, min_per_class, options,
+                                limits)
+    raw = read_raw(source, options, limits=limits)
     return build_dataset(raw, options, on_bad_file, min_per_class, str(source))
 
 
-def load_split_files(folder: Path, on_bad_file: str, min_per_class: int, options) -> SignalDataset:
+def load_split_files(folder: Path, on_bad_file: str, min_per_class: int, options,
+                     limits: FileLimits | None = None) -> SignalDataset:
     """A folder of split-named signal files read as a predefined split (the rules of
-    :mod:`sigclass.data.predefined`)."""
+    :mod:`sigclass.data.predefined`); every refused file is named before any is read."""
     files = split_files(folder)
+    root = folder.resolve()
     if not files:
         raise DataError(Problem(str(folder), "holds no split-named signal files; expected e.g. "
                                 "train.csv + test.csv, NAME_TRAIN.ts + NAME_TEST.ts, or train/ and "
                                 "test/ folders with one .npz/.csv/.parquet/.ts file each"))
-    parts = {part: build_dataset(read_raw(str(path), options), options, on_bad_file, 1, str(path))
+    refused = [Problem(str(path), reason) for path in files.values()
+               if (reason := file_problem(path, limits, root))]
+    if refused:
+        raise DataError(refused)
+    parts = {part: build_dataset(read_raw(str(path), options, limits=limits, root=root), options,
+                                 on_bad_file, 1, str(path))
              for part, path in files.items()}
     sources = {part: f"the file {path.relative_to(folder).as_posix()}" for part, path in files.items()}
     return merge_parts(parts, sources, str(folder), min_per_class)
@@ -204,6 +225,19 @@ def _label_problems(raw: RawSignals, options) -> list[tuple[int | None, Problem]
             for i, label in enumerate(raw.labels) if str(label).strip() in ("", "nan", "None")]
 
 
+def _read_unlabeled(source, options) -> RawSignals:
+    """The cases of one file to score; a problem of the whole file raises."""
+    raw = read_raw(str(source), options, require_labels=False)
+    if options.resample:
+        raw, _ = resample_recordings(raw, options.resample, options.max_gap)
+    if options.window:
+        raw, _ = window_recordings(raw, options.window, options.stride, options.label_rule)
+    fatal = [p for i, p in raw.problems if i is None or i < 0]
+    if fatal:
+        raise DataError(fatal)
+    return raw
+
+
 def _capped(problems: list[Problem]) -> list[Problem]:
     if len(problems) <= MAX_PROBLEMS:
         return problems
@@ -215,19 +249,23 @@ def read_signal_inputs(inputs, data_config: dict[str, Any]) -> dict[str, np.ndar
 
     Files are read with the model's reading options (windowing, columns). A case that cannot be
     parsed maps to its :class:`DataError`, so that batch scoring writes an error row for it and
-    goes on with the others.
+    goes on with the others; so does a whole file that cannot be read (a pipe, a device, a file
+    over the default size limit, a file no reader parses), keyed by its name. A path that does
+    not exist stops the batch before anything is scored.
     """
     options = reading_options(data_config.get("reader"))
+    inputs = list(inputs)
+    missing = [Problem(str(s), "no such file") for s in inputs
+               if not str(s).lower().startswith("aeon:") and not os.path.lexists(Path(str(s)).expanduser())]
+    if missing:
+        raise DataError(missing)
     out: dict[str, np.ndarray | DataError] = {}
     for source in inputs:
-        raw = read_raw(str(source), options, require_labels=False)
-        if options.resample:
-            raw, _ = resample_recordings(raw, options.resample, options.max_gap)
-        if options.window:
-            raw, _ = window_recordings(raw, options.window, options.stride, options.label_rule)
-        fatal = [p for i, p in raw.problems if i is None or i < 0]
-        if fatal:
-            raise DataError(fatal)
+        try:
+            raw = _read_unlabeled(source, options)
+        except DataError as exc:
+            out[str(source)] = exc
+            continue
         bad: dict[int, list[Problem]] = {}
         for i, problem in raw.problems:
             bad.setdefault(i, []).append(problem)

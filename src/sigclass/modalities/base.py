@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..config import Entry, RunConfig
+from ..data.file_checks import DEFAULT_MAX_FILE_MB
 from ..exceptions import ConfigError
 from ..training.schedule import Budget
 
@@ -82,8 +83,11 @@ class Modality(ABC):
 
     @abstractmethod
     def load(self, source, root=None, on_bad_file: str = "error", min_per_class: int = 1,
-             options=None):
-        """The checked dataset of ``source``; ``options`` are reading options (signals)."""
+             options=None, *, max_file_mb: float = DEFAULT_MAX_FILE_MB,
+             follow_symlinks: bool = False):
+        """The checked dataset of ``source``; ``options`` are reading options (signals).
+        Only regular files of at most ``max_file_mb`` are read, and no symbolic link leaving
+        the dataset root unless ``follow_symlinks`` (:mod:`sigclass.data.file_checks`)."""
 
     @abstractmethod
     def merge_parts(self, parts: dict[str, Any], sources: dict[str, str], where: str):

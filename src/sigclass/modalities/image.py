@@ -10,7 +10,8 @@ from typing import Any
 
 from ..choices import MODES
 from ..config import Entry, RunConfig
-from ..data.image_files import expand_image_inputs
+from ..data.file_checks import DEFAULT_MAX_FILE_MB
+from ..data.image_files import read_image_inputs
 from ..data.image_parts import merge_image_parts
 from ..data.image_preprocess import ImagePreprocessor, image_data_config
 from ..data.images import ImageDataset
@@ -46,15 +47,18 @@ class ImageModality(Modality):
         return is_named_source(source)
 
     def load(self, source, root=None, on_bad_file: str = "error", min_per_class: int = 1,
-             options=None) -> ImageDataset:
+             options=None, *, max_file_mb: float = DEFAULT_MAX_FILE_MB,
+             follow_symlinks: bool = False) -> ImageDataset:
         text = str(source)
         if is_named_source(text):
             return load_named(text, on_bad_file, min_per_class)
         path = Path(text).expanduser()
         if path.is_dir():
-            return ImageDataset.from_folder(path, on_bad_file, min_per_class)
+            return ImageDataset.from_folder(path, on_bad_file, min_per_class, max_file_mb=max_file_mb,
+                                            follow_symlinks=follow_symlinks)
         if path.suffix.lower() == ".csv":
-            return ImageDataset.from_manifest(path, root, on_bad_file, min_per_class)
+            return ImageDataset.from_manifest(path, root, on_bad_file, min_per_class,
+                                              max_file_mb=max_file_mb, follow_symlinks=follow_symlinks)
         raise DataError(Problem(text, "not a folder of class subfolders, a CSV manifest or a named "
                                 "dataset (elpv, elpv:binary); check the path"))
 
@@ -62,7 +66,7 @@ class ImageModality(Modality):
         return merge_image_parts(parts, sources, where)
 
     def read_files(self, files, data_config) -> dict[str, Any]:
-        return {path: path for path in expand_image_inputs(files)}
+        return read_image_inputs(files)
 
     def preprocessor(self, data_config) -> ImagePreprocessor:
         return ImagePreprocessor(data_config)

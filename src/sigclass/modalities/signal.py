@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Entry, RunConfig
+from ..data.file_checks import DEFAULT_MAX_FILE_MB
 from ..data.signal_layout import case_from_csv, case_from_json, cases_from_frame
 from ..data.signal_parts import merge_parts, split_files
 from ..data.signal_preprocess import SignalPreprocessor, signal_data_config
@@ -54,9 +55,11 @@ class SignalModality(Modality):
         return False
 
     def load(self, source, root=None, on_bad_file: str = "error", min_per_class: int = 1,
-             options=None) -> SignalDataset:
+             options=None, *, max_file_mb: float = DEFAULT_MAX_FILE_MB,
+             follow_symlinks: bool = False) -> SignalDataset:
         return load_signals(str(source), on_bad_file=on_bad_file, min_per_class=min_per_class,
-                            options=options)
+                            options=options, max_file_mb=max_file_mb,
+                            follow_symlinks=follow_symlinks)
 
     def merge_parts(self, parts, sources, where) -> SignalDataset:
         return merge_parts(parts, sources, where)

@@ -6,7 +6,9 @@ journal next to it (``<output>.partial.csv``) that becomes the Parquet file, ato
 every input is scored; an interrupted run leaves the journal, and the next run resumes from it. On a restart the inputs already in the output
 are skipped, and a last line cut off by the crash is dropped first, so no input is scored twice
 and none is lost. An input that cannot be read gets a row with its error instead of stopping
-the batch.
+the batch (the command still exits 0): a file that is not a regular file (a named pipe, a link
+to a device) or is over 512 MB is refused from ``os.stat`` before it is opened, so scoring never
+blocks on it. A path that does not exist stops the command before anything is scored.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ def predict_files(predictor, inputs: Iterable[str | Path], output: str | Path,
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(todo), desc="predict", unit="item")
-    written = 0
+    written = failed = 0
     with open(output, "a", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         if new_file:
@@ -81,6 +83,7 @@ def predict_files(predictor, inputs: Iterable[str | Path], output: str | Path,
         for chunk in _chunks(todo, batch_size):
             for row in _score_chunk(predictor, chunk, batch_size, cases):
                 writer.writerow(row)
+                failed += bool(row["error"])
             handle.flush()
             os.fsync(handle.fileno())
             written += len(chunk)
@@ -88,6 +91,9 @@ def predict_files(predictor, inputs: Iterable[str | Path], output: str | Path,
                 bar.update(len(chunk))
     if bar is not None:
         bar.close()
+    if failed:
+        logger.warning("%d of %d input(s) could not be scored; their rows give the reason in the "
+                       "'error' column", failed, written)
     return written
 
 

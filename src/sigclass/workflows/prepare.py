@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import RunConfig
+from ..data.file_checks import DEFAULT_MAX_FILE_MB
 from ..data.leakage import check_leakage, describe, keep_together, near_duplicate_groups
 from ..data.split import Split, make_split, min_class_size
 from ..exceptions import ConfigError
@@ -17,7 +18,8 @@ from ..modalities import modality_of, resolve_modality
 
 
 def load_dataset(source, modality: str = "auto", root=None, on_bad_file: str = "error",
-                 min_per_class: int = 1, signal=None):
+                 min_per_class: int = 1, signal=None, *, max_file_mb: float = DEFAULT_MAX_FILE_MB,
+                 follow_symlinks: bool = False):
     """Load images or signals from a folder, a manifest, a file or a named dataset.
 
     Args:
@@ -28,22 +30,28 @@ def load_dataset(source, modality: str = "auto", root=None, on_bad_file: str = "
         min_per_class: Fewest items a class needs.
         signal: The reading options of signal files (a ``SignalConfig`` or dict: windowing,
             length policy, column names).
+        max_file_mb: Largest file read, in megabytes (checked before the file is opened; only
+            regular files are read).
+        follow_symlinks: Read symbolic links whose target lies outside the dataset root.
     """
-    return resolve_modality(modality, source).load(source, root, on_bad_file, min_per_class, signal)
+    return resolve_modality(modality, source).load(source, root, on_bad_file, min_per_class, signal,
+                                                   max_file_mb=max_file_mb,
+                                                   follow_symlinks=follow_symlinks)
 
 
 def load_parts(data, extra: dict[str, str], modality: str = "auto", root=None,
-               on_bad_file: str = "error", signal=None):
+               on_bad_file: str = "error", signal=None, **files):
     """The training pool ``data`` and the parts given apart (``{"val"|"test": source}``, as
     ``--val-dir``/``--test-dir``) as one dataset whose given parts are a predefined split."""
-    train_set = load_dataset(data, modality, root, on_bad_file, 1 + ("val" not in extra), signal)
+    train_set = load_dataset(data, modality, root, on_bad_file, 1 + ("val" not in extra), signal,
+                             **files)
     if getattr(train_set, "predefined", None) is not None or getattr(train_set, "fixed_test", None):
         raise ConfigError(f"'{data}' already holds a split of its own (split folders, a 'split' "
                           "column or a benchmark's train/test files); drop --val-dir/--test-dir, "
                           "or point DATA at its training part only.")
     parts = {"train": train_set}
     for part, source in extra.items():
-        parts[part] = load_dataset(source, train_set.modality, None, on_bad_file, 1, signal)
+        parts[part] = load_dataset(source, train_set.modality, None, on_bad_file, 1, signal, **files)
     sources = {"train": f"'{data}'", **{part: f"'{source}' (--{part}-dir)" for part, source in extra.items()}}
     return modality_of(train_set).merge_parts(parts, sources, str(data))
 
@@ -52,9 +60,10 @@ def dataset_for(cfg: RunConfig):
     """The dataset a run configuration names (``data``, with ``val_dir``/``test_dir``)."""
     need = min_class_size(cfg.val_size, cfg.test_size)
     extra = {part: source for part, source in (("val", cfg.val_dir), ("test", cfg.test_dir)) if source}
+    files = {"max_file_mb": cfg.max_file_mb, "follow_symlinks": cfg.follow_symlinks}
     if not extra:
-        return load_dataset(cfg.data, cfg.modality, cfg.root, cfg.on_bad_file, need, cfg.signal)
-    return load_parts(cfg.data, extra, cfg.modality, cfg.root, cfg.on_bad_file, cfg.signal)
+        return load_dataset(cfg.data, cfg.modality, cfg.root, cfg.on_bad_file, need, cfg.signal, **files)
+    return load_parts(cfg.data, extra, cfg.modality, cfg.root, cfg.on_bad_file, cfg.signal, **files)
 
 
 def resolve_defaults(cfg: RunConfig, dataset) -> RunConfig:
