@@ -4,7 +4,8 @@ the run's training items), on:
 
 - fridgeObjects (headless, the default image model),
 - ELPV (headless, the demo split: 75/25, 10 % of the training part for validation),
-- BasicMotions (FCN from scratch, the default signal network).
+- BasicMotions (``--mode scratch``: the default signal network, FCN; the default headless
+  MiniRocket runs numba code and has no ONNX graph).
 
 Writes bench/results/int8.json: per dataset, the quantization report (test accuracy and
 macro-F1 of the fp32 and int8 graphs, probability differences, items per second of both graphs
@@ -30,7 +31,8 @@ FRIDGE = Path(os.environ.get("SIGCLASS_FRIDGE", ROOT.parent / "shared" / "datase
 CASES = {
     "fridge": (str(FRIDGE), {}),
     "elpv": ("elpv", {"val_size": 0.1, "test_size": 0.25}),
-    "basicmotions": ("aeon:BasicMotions", {}),
+    # the default signal entry is MiniRocket (numba code, no ONNX graph): the default network
+    "basicmotions": ("aeon:BasicMotions", {"mode": "scratch"}),
 }
 
 

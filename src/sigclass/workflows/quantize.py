@@ -95,8 +95,8 @@ def quantize_model(model: str | Path, output: str | Path | None = None, n_calibr
 
     test = dataset.subset(parts["test"])
     batches = _preprocessed(predictor, test, batch_size)
-    results = {name: _score(predictor, OnnxEngine(path), batches)
-               for name, path in (("fp32", fp32_path), ("int8", int8_path))}
+    results = _score(predictor, {"fp32": OnnxEngine(fp32_path), "int8": OnnxEngine(int8_path)},
+                     batches)
     y_true = list(test.labels)
     metrics = {name: classification_metrics(y_true, _labels(predictor, proba), predictor.classes, proba)
                for name, (proba, _) in results.items()}
@@ -172,19 +172,23 @@ def _quantize(fp32_path: Path, int8_path: Path, batches: list[np.ndarray]) -> No
         atomic_write(int8_path, write)
 
 
-def _score(predictor, engine, batches: list[np.ndarray], repeats: int = 2) -> tuple[np.ndarray, float]:
-    """Probabilities of the test part through ``engine`` and its best items per second."""
+def _score(predictor, engines: dict, batches: list[np.ndarray], repeats: int = 3) -> dict:
+    """Per engine: the probabilities of the test part and its best items per second. The
+    engines are timed in turn, repeat after repeat, so that a CPU shared with other work slows
+    both alike."""
     views = predictor.preprocessor.views
-    outputs = [infer(engine, batch, views) for batch in batches]  # also warms the session up
+    outputs = {name: [infer(engine, batch, views) for batch in batches]  # also warms up
+               for name, engine in engines.items()}
     n = sum(len(b) for b in batches)
-    best = float("inf")
+    best = dict.fromkeys(engines, float("inf"))
     for _ in range(repeats):
-        start = time.perf_counter()
-        for batch in batches:
-            infer(engine, batch, views)
-        best = min(best, time.perf_counter() - start)
-    proba = predictor.probabilities_from_outputs(np.concatenate(outputs))
-    return proba, n / best if best > 0 else float("nan")
+        for name, engine in engines.items():
+            start = time.perf_counter()
+            for batch in batches:
+                infer(engine, batch, views)
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {name: (predictor.probabilities_from_outputs(np.concatenate(outputs[name])),
+                   n / best[name] if best[name] > 0 else float("nan")) for name in engines}
 
 
 def _labels(predictor, proba: np.ndarray) -> list[str]:
