@@ -15,6 +15,7 @@ MODALITIES = ("image", "signal")  # the registry of sigclass.modalities holds on
 MODES = ("headless", "finetune", "scratch")
 HEADS = ("auto", "logreg", "linear_svm", "rbf_svm", "random_forest", "hist_gb", "ridge")
 BACKENDS = ("auto", "torch", "onnx")
+PRECISIONS = ("fp32", "int8")  # int8: the graph of `sigclass export --quantize int8`
 RESIZE_MODES = ("center_crop", "squash", "letterbox")
 TTA_GROUPS = ("none", "hflip", "flips", "dihedral")  # the views of each: sigclass.data.views
 TTA_CHOICES = (*TTA_GROUPS, "auto")

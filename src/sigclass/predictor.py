@@ -7,6 +7,7 @@ network outputs pooled features that a scikit-learn head turns into probabilitie
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,8 @@ from .artifacts import (
     read_network_and_head,
     save_predictor,
 )
-from .exceptions import ArtifactError
+from .choices import PRECISIONS
+from .exceptions import ArtifactError, ConfigError
 from .inference import infer, make_engine, resolve_backend
 from .modalities import modality_of
 
@@ -37,6 +39,33 @@ def onnx_cache_path(predictor, explicit: str | Path | None = None) -> Path | Non
         return None
     key = sha256_json({"files": files, "shape": list(predictor.preprocessor.item_shape)})[:20]
     return default_cache_dir() / "onnx" / f"{key}.onnx"
+
+
+def quantized_paths(predictor) -> tuple[Path, Path]:
+    """The cached int8 graph of a saved model and its report, beside the fp32 graph
+    (see :func:`sigclass.workflows.quantize.quantize_model`)."""
+    fp32 = onnx_cache_path(predictor)
+    if fp32 is None:
+        raise ArtifactError("This model was never saved, so it has no int8 graph; save it and run "
+                            "`sigclass export RUN --quantize int8`.")
+    return fp32.with_suffix(".int8.onnx"), fp32.with_suffix(".int8.json")
+
+
+def _checked_int8_graph(predictor) -> Path:
+    graph, report_path = quantized_paths(predictor)
+    where = predictor.info.get("path") or "MODEL"
+    if not graph.is_file() or not report_path.is_file():
+        raise ConfigError(f"'{where}' has no int8 graph yet; make it (calibrated on the run's own "
+                          f"data) with `sigclass export {where} --quantize int8 -o model.int8.onnx`, "
+                          "or use --precision fp32.")
+    report = json.loads(report_path.read_text())
+    if not report.get("accepted"):
+        raise ConfigError(
+            f"The int8 graph of '{where}' loses {report.get('accuracy_drop_points', float('nan')):.1f} "
+            f"accuracy points on the test part, more than the {report.get('max_accuracy_drop')} "
+            "allowed when it was made; use --precision fp32, or quantize again with a larger "
+            "--max-accuracy-drop if that loss is acceptable.")
+    return graph
 
 
 class Predictor:
@@ -97,10 +126,23 @@ class Predictor:
             self._engine = make_engine(self.network, self.preprocessor.item_shape, self.backend, self.device)
         return self._engine
 
-    def use_backend(self, backend: str, onnx_path: str | Path | None = None) -> Predictor:
+    def use_backend(self, backend: str, onnx_path: str | Path | None = None,
+                    precision: str = "fp32") -> Predictor:
         """Switch the inference backend (``auto``, ``torch`` or ``onnx``, decided by
         :func:`~sigclass.inference.resolve_backend`); a saved model's ONNX graph is exported
-        once to :func:`onnx_cache_path`. Returns ``self``."""
+        once to :func:`onnx_cache_path`. ``precision="int8"`` runs the quantized graph made by
+        ``sigclass export --quantize int8`` on ONNX Runtime, if it passed its accuracy check.
+        Returns ``self``."""
+        if precision not in PRECISIONS:
+            raise ConfigError(f"The 'precision' option takes 'fp32' or 'int8'. Got {precision!r}.")
+        if precision == "int8":
+            graph = _checked_int8_graph(self)
+            if backend == "torch":
+                raise ConfigError("--precision int8 runs on ONNX Runtime; drop --backend torch.")
+            self.backend = "onnx"
+            self._engine = make_engine(self.network, self.preprocessor.item_shape, "onnx", self.device,
+                                       graph)
+            return self
         resolved = resolve_backend(backend, self.device, self.network)
         if resolved == "onnx" and onnx_path is None:
             onnx_path = onnx_cache_path(self)

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from ..choices import BACKENDS
+from ..choices import BACKENDS, PRECISIONS
 from ..serve.settings import Settings
 
 
@@ -24,6 +24,8 @@ def add_commands(commands) -> None:
     serve.add_argument("--backend", choices=BACKENDS, default="auto",
                        help="auto: PyTorch on CUDA, on a CPU the faster of ONNX Runtime and PyTorch")
     serve.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    serve.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                       help="int8: the graph made by `sigclass export --quantize int8`, on ONNX Runtime")
     serve.add_argument("--max-batch-size", type=int, default=16, metavar="N",
                        help="most requests scored together (1: no micro-batching; default: 16)")
     serve.add_argument("--max-wait-ms", type=float, default=2.0, metavar="MS",
@@ -45,6 +47,14 @@ def add_commands(commands) -> None:
     export.add_argument("model", help="run folder, model folder or models:/NAME@ALIAS")
     export.add_argument("--format", choices=("onnx",), default="onnx", help="export format")
     export.add_argument("-o", "--output", type=Path, required=True, help="destination .onnx file")
+    export.add_argument("--quantize", choices=("int8",), default=None,
+                        help="int8: ONNX Runtime static quantization calibrated on the run's own "
+                        "training items, checked on its test part (writes quantization.json)")
+    export.add_argument("--calibration-items", type=int, default=200, metavar="N",
+                        help="with --quantize: training items the ranges are calibrated on (default: 200)")
+    export.add_argument("--max-accuracy-drop", type=float, default=1.0, metavar="POINTS",
+                        help="with --quantize: --precision int8 refuses a graph that loses more "
+                        "test accuracy than this (default: 1.0 point)")
     export.set_defaults(func=cmd_export)
 
 
@@ -88,7 +98,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = Settings(
-        model=args.model, backend=args.backend, device=args.device,
+        model=args.model, backend=args.backend, device=args.device, precision=args.precision,
         max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
         api_key=args.api_key or os.environ.get("SIGCLASS_API_KEY") or None,
         max_request_bytes=args.max_request_bytes, max_image_pixels=args.max_image_pixels,
@@ -107,6 +117,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from ..serve.export import export_model  # loads the model: when the command runs
 
+    if args.quantize:
+        from ..workflows.quantize import quantize_model
+
+        report = quantize_model(args.model, args.output, n_calibration=args.calibration_items,
+                                max_accuracy_drop=args.max_accuracy_drop)
+        accuracy, speed = report["accuracy"], report["items_per_second"]
+        print(f"int8 graph written to {report['path']}: test accuracy {accuracy['int8']:.1%} "
+              f"(fp32 {accuracy['fp32']:.1%}, {report['accuracy_drop_points']:+.1f} points lost), "
+              f"{speed['int8']:.1f} vs {speed['fp32']:.1f} items/s ({report['speedup']:.2f}x); "
+              f"largest probability change {report['probability_difference']['max']:.3f}")
+        if not report["accepted"]:
+            print(f"--precision int8 will refuse it: more than {args.max_accuracy_drop:g} "
+                  "accuracy points lost (see quantization.json in the run folder)")
+        return 0
     report = export_model(args.model, args.output)
     print(f"ONNX model written to {report['path']} (max |ORT - PyTorch| = "
           f"{report['max_abs_diff']:.2e} on {report['n_checked']} inputs)")

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..choices import BACKENDS, BAD_FILE_POLICIES, CAM_METHODS, MODALITIES, PARTS
+from ..choices import BACKENDS, BAD_FILE_POLICIES, CAM_METHODS, MODALITIES, PARTS, PRECISIONS
 from ..data.file_checks import DEFAULT_MAX_FILE_MB
 from ..data.split import Split
 from ..exceptions import ConfigError
@@ -40,6 +40,8 @@ def add_commands(commands) -> None:
     predict.add_argument("--batch-size", type=int, default=64)
     predict.add_argument("--backend", choices=BACKENDS, default="auto",
                          help="auto: ONNX Runtime on a CPU, PyTorch on CUDA")
+    predict.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                         help="int8: the graph made by `sigclass export --quantize int8`")
     predict.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     predict.set_defaults(func=cmd_predict)
 
@@ -123,7 +125,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..workflows.predict_files import predict_files
 
     predictor = load(args.run)
-    predictor.use_backend(args.backend)
+    predictor.use_backend(args.backend, precision=args.precision)
     count = predict_files(predictor, args.inputs, args.output, batch_size=args.batch_size,
                           progress=not args.quiet)
     print(f"{count} predictions written to {args.output}")

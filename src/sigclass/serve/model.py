@@ -67,10 +67,14 @@ def pick_engine(predictor, settings: Settings) -> dict[str, Any]:
     """Set ``predictor``'s engine per ``settings.backend``; returns how it was chosen."""
     device = resolve_device(settings.device)
     shape = predictor.preprocessor.item_shape
+    if settings.precision == "int8":  # the quantized graph runs on ONNX Runtime only
+        predictor.use_backend(settings.backend, precision="int8")
+        return {"backend": "onnx", "precision": "int8", "device": str(device), "chosen_by": "setting"}
     backend = resolve_backend(settings.backend, settings.device, predictor.network)
     if settings.backend != "auto" or backend == "torch":
         predictor.use_backend(backend, onnx_cache_path(predictor, settings.onnx_path) if backend == "onnx" else None)
-        return {"backend": predictor.engine.name, "device": str(device), "chosen_by": "setting"}
+        return {"backend": predictor.engine.name, "precision": "fp32", "device": str(device),
+                "chosen_by": "setting"}
     # auto on a CPU: measure both engines on one input and keep the faster
     one = np.zeros((1, *shape), dtype=np.float32)
     torch_engine = make_engine(predictor.network, shape, "torch", settings.device)
@@ -83,7 +87,7 @@ def pick_engine(predictor, settings: Settings) -> dict[str, Any]:
     predictor._engine = torch_engine if best == "torch" else onnx_engine
     logger.info("Backend %s (one input: torch %.1f ms, onnx %.1f ms)", best,
                 timings["torch"] * 1e3, timings["onnx"] * 1e3)
-    return {"backend": best, "device": str(device), "chosen_by": "timing",
+    return {"backend": best, "precision": "fp32", "device": str(device), "chosen_by": "timing",
             "one_input_ms": {k: round(v * 1e3, 2) for k, v in timings.items()}}
 
 

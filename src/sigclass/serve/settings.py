@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, fields
 from functools import lru_cache
 
-from ..choices import BACKENDS, choice_problem, raise_problems
+from ..choices import BACKENDS, PRECISIONS, choice_problem, raise_problems
 from ..exceptions import ConfigError
 
 ENV_PREFIX = "SIGCLASS_SERVE_"
@@ -25,6 +25,8 @@ class Settings:
         backend: ``auto`` (ONNX Runtime on a CPU when it is faster, PyTorch on CUDA), ``torch``
             or ``onnx``.
         device: ``auto``, ``cpu`` or ``cuda``.
+        precision: ``fp32``, or ``int8`` for the graph ``sigclass export --quantize int8`` made
+            (on ONNX Runtime; refused if it failed its accuracy check).
         max_batch_size: Most requests run through the model together (1 turns batching off).
         max_wait_ms: Longest a request waits for others to join its batch.
         api_key: When set, scoring and metadata need it in the ``X-API-Key`` header.
@@ -54,6 +56,7 @@ class Settings:
     model: str = ""
     backend: str = "auto"
     device: str = "auto"
+    precision: str = "fp32"
     max_batch_size: int = 16
     max_wait_ms: float = 2.0
     api_key: str | None = None
@@ -75,7 +78,8 @@ class Settings:
     max_csv_cell_chars: int = 256
 
     def __post_init__(self):
-        problems = [choice_problem("backend", self.backend, BACKENDS)]
+        problems = [choice_problem("backend", self.backend, BACKENDS),
+                    choice_problem("precision", self.precision, PRECISIONS)]
         for name in ("max_batch_size", "max_request_bytes", "max_image_pixels", "max_batch_inputs",
                      "max_batch_pixels", "max_concurrent_decodes", "max_explain_pixels",
                      "max_pending_explanations", "limit_concurrency", "max_number_chars",
