@@ -88,6 +88,7 @@ def save_predictor(predictor, path: str | Path) -> Path:
         "data_config": predictor.data_config,
         "network": predictor.network.model_spec,
         "head": head,
+        "temperature": getattr(predictor, "temperature", 1.0),
         "info": predictor.info,
         "files": files,
         "saved_with": {"sigclass": __version__, "python": platform.python_version(), **_versions()},
@@ -117,6 +118,12 @@ def read_model_json(folder: Path) -> dict[str, Any]:
     missing = [k for k in ("modality", "mode", "classes", "data_config", "network", "files") if k not in document]
     if missing:
         raise ArtifactError(f"'{folder / MODEL_JSON}' lacks the fields {missing}; the file was modified.")
+    temperature = document.get("temperature", 1.0)
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not (
+            0.01 <= temperature <= 100):
+        raise ArtifactError(f"'{folder / MODEL_JSON}': field 'temperature' must be a number from 0.01 "
+                            f"to 100, got {temperature!r}; the file was modified. Restore the model "
+                            "folder from its run or the model registry.")
     return document
 
 

@@ -83,6 +83,8 @@ class Predictor:
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         backend: ``"torch"``, ``"onnx"`` or ``"auto"``.
         engine: An inference engine already built for ``network`` (else built on first use).
+        temperature: The logits are divided by it before the softmax (temperature scaling,
+            fitted on the validation part by training; 1 leaves them as they are).
     """
 
     def __init__(
@@ -97,6 +99,7 @@ class Predictor:
         device: str | None = "auto",
         backend: str = "torch",
         engine=None,
+        temperature: float = 1.0,
     ):
         self.network = network
         self.classes = [str(c) for c in classes]
@@ -109,6 +112,7 @@ class Predictor:
         self.backend = backend
         self.preprocessor = modality_of(modality).preprocessor(data_config)
         self._engine = engine
+        self.temperature = float(temperature)
         self.last_items_per_second: float | None = None
 
     @property
@@ -171,13 +175,15 @@ class Predictor:
         return np.concatenate(outputs)
 
     def probabilities_from_outputs(self, outputs: np.ndarray) -> np.ndarray:
-        """Class probabilities from network outputs (softmax of logits, or the head's)."""
+        """Class probabilities from network outputs (softmax of the logits divided by the
+        temperature, or the head's)."""
         if self.head is not None:
             proba = self.head.predict_proba(outputs)
             order = [list(self.head.classes_).index(c) for c in self.classes]
             return np.asarray(proba, dtype=np.float64)[:, order]
-        shifted = outputs - outputs.max(axis=1, keepdims=True)
-        exp = np.exp(shifted.astype(np.float64))
+        logits = outputs.astype(np.float64) / self.temperature
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        exp = np.exp(shifted)
         return exp / exp.sum(axis=1, keepdims=True)
 
     def predict_proba(self, inputs, batch_size: int = 64, progress: bool = False) -> np.ndarray:
@@ -212,7 +218,7 @@ class Predictor:
         info.setdefault("path", str(folder))
         return cls(network, document["classes"], document["data_config"],
                    modality=document["modality"], mode=document["mode"], head=head, info=info,
-                   device=device, backend=backend)
+                   device=device, backend=backend, temperature=document.get("temperature", 1.0))
 
     def __repr__(self) -> str:
         return (f"Predictor(model={self.model_name!r}, mode={self.mode!r}, modality={self.modality!r}, "

@@ -120,3 +120,7 @@ def print_metrics(metrics: dict[str, Any]) -> None:
         value = metrics.get(key)
         if value is not None:
             print(f"{key:<18} {value:.4f}")
+    calibration = metrics.get("calibration") or {}
+    for key in ("ece", "brier"):
+        if calibration.get(key) is not None:
+            print(f"{key:<18} {calibration[key]:.4f}")

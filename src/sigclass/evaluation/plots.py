@@ -1,4 +1,4 @@
-"""Plots written as PNG: confusion matrix and training curves."""
+"""Plots written as PNG: confusion matrix, training curves and the reliability diagram."""
 
 from __future__ import annotations
 
@@ -50,6 +50,35 @@ def plot_training_curves(history: list[dict[str, float]], path: str | Path) -> P
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
         ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_reliability(proba: np.ndarray, y: np.ndarray, path: str | Path,
+                     temperature: float | None = None) -> Path:
+    """The reliability diagram: accuracy per confidence bin against the diagonal (and, for a
+    network with a temperature, the same before scaling)."""
+    from .calibration import BINS, expected_calibration_error, uncalibrated
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfectly calibrated")
+    curves = [("calibrated" if temperature not in (None, 1.0) else "model", proba)]
+    if temperature not in (None, 1.0):
+        curves.append((f"before scaling (T = {temperature:.2f})", uncalibrated(proba, temperature)))
+    for label, p in curves:
+        confidence = p.max(axis=1)
+        correct = p.argmax(axis=1) == np.asarray(y)
+        which = np.minimum((confidence * BINS).astype(int), BINS - 1)
+        used = [b for b in range(BINS) if (which == b).any()]
+        ax.plot([confidence[which == b].mean() for b in used], [correct[which == b].mean() for b in used],
+                "-o", label=f"{label}: ECE {expected_calibration_error(p, y):.3f}")
+    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="confidence", ylabel="accuracy",
+           title=f"Reliability ({BINS} bins, test part)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
     plt.close(fig)

@@ -8,10 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .._utils import environment_info, seed_everything, sha256_json, write_json
 from ..config import RunConfig, save_config
 from ..data.split import Split
+from ..evaluation.calibration import calibration_metrics
 from ..evaluation.metrics import evaluate
+from ..evaluation.plots import plot_reliability
 from ..exceptions import ExplainError
 from ..explain.report import explain_report
 from ..modalities import modality_of
@@ -75,6 +79,7 @@ def execute(run_dir: Path, cfg: RunConfig, dataset, split: Split, progress: bool
     metrics, proba = evaluate(predictor, dataset, parts["test"], run_dir, progress=progress,
                               return_proba=True)
     metrics["train_seconds"] = train_seconds
+    metrics["calibration"] = _calibration(predictor, dataset, parts["test"], proba, run_dir)
     write_json(run_dir / "metrics.json", metrics)
     predictor.info.update(_model_info(cfg, dataset, split, metrics, extra))
     predictor.save(run_dir / "model")
@@ -85,6 +90,18 @@ def execute(run_dir: Path, cfg: RunConfig, dataset, split: Split, progress: bool
                                       "finished": time.time(), **environment_info(cfg.device),
                                       **extra})
     return RunResult(run_dir, predictor, metrics, val_metrics, cfg, history, train_seconds)
+
+
+def _calibration(predictor, dataset, test, proba, run_dir: Path) -> dict[str, Any] | None:
+    """ECE and Brier score on the test part (a network's before and after temperature scaling)
+    and the reliability diagram ``calibration.png``."""
+    if not len(test):
+        return None
+    index = {c: i for i, c in enumerate(predictor.classes)}
+    y = np.array([index[c] for c in dataset.subset(test).labels])
+    temperature = None if predictor.head is not None else predictor.temperature
+    plot_reliability(proba, y, run_dir / "calibration.png", temperature)
+    return calibration_metrics(proba, y, temperature)
 
 
 def data_report(cfg: RunConfig, dataset, split: Split) -> dict[str, Any]:

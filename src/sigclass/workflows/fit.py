@@ -14,6 +14,7 @@ import numpy as np
 
 from .._utils import write_json
 from ..config import RunConfig
+from ..evaluation.calibration import fit_temperature
 from ..evaluation.plots import plot_training_curves
 from ..modalities import modality_of
 from ..predictor import Predictor
@@ -70,4 +71,17 @@ def fit_network(cfg: RunConfig, dataset, parts, run_dir: Path, progress: bool, c
                           modality=dataset.modality, mode=cfg.mode, device=cfg.device)
     extra = trainer.summary()  # the plan (epochs_planned, selection, class weights) and its outcome
     extra.update(sized)
+    extra["calibration"] = calibrate(predictor, dataset.subset(parts["val"]))
     return predictor, trainer.history_, extra
+
+
+def calibrate(predictor, val) -> dict:
+    """Fit the temperature of ``predictor``'s logits on the validation items ``val`` (see
+    :mod:`sigclass.evaluation.calibration`); returns the fit's summary."""
+    if not len(val):
+        return {"temperature": 1.0, "n": 0, "reason": "no validation part"}
+    logits = predictor.transform(val.model_inputs())
+    index = {c: i for i, c in enumerate(predictor.classes)}
+    temperature, summary = fit_temperature(logits, np.array([index[c] for c in val.labels]))
+    predictor.temperature = temperature
+    return {"temperature": temperature, **summary}
