@@ -13,6 +13,7 @@ is kept for inspection but refused by ``--precision int8``
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -139,8 +140,6 @@ def _preprocessed(predictor, dataset, batch_size: int) -> list[np.ndarray]:
 
 
 def _quantize(fp32_path: Path, int8_path: Path, batches: list[np.ndarray]) -> None:
-    import tempfile
-
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
