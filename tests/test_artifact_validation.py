@@ -136,9 +136,9 @@ IMAGE_CASES = {
                          r"field 'files': expected a valid dictionary"),
     "a checksum that is not one": (lambda d, f: {**d, "files": {**d["files"], "weights.safetensors": 42}},
                                    r"field 'files.weights.safetensors': expected a valid string"),
-    "deeply nested JSON": (_deep, r"model.json': is corrupted: JSON nested 5002 levels deep"),
+    "deeply nested JSON": (_deep, r"model.json' is corrupted: JSON nested 5002 levels deep"),
     "malformed JSON": (lambda d, f: '{"format": "sigclass-model", ',
-                       r"model.json': is corrupted \(Expecting property name"),
+                       r"model.json' is corrupted \(Expecting property name"),
     "a JSON list": (lambda d, f: "[1, 2]", r"is not a sigclass model description \(a JSON list"),
     "a duplicated key": (_duplicate_key, r"the key\(s\) \['mode'\] appear more than once"),
     "NaN in mean": (lambda d, f: json.dumps(d).replace('"mean": [0.5', '"mean": [NaN'),
@@ -210,7 +210,7 @@ SIGNAL_CASES = {
     "classes cut, n_classes left": (_set("classes", ["idle", "run"]),
                                     r"field 'classes': 2 class\(es\) listed but 'network.n_classes' is 3"),
     "classes and n_classes cut": (_cut_signal_classes,
-                                  r"weights.safetensors': does not fit field 'network' of model.json: "
+                                  r"weights.safetensors' does not fit field 'network' of model.json: "
                                   r"'.*' has shape \[3, .*\], the network built from model.json \[2,"),
     "channel names for 3 channels": (_set("data_config.channel_names", ["x", "y", "z"]),
                                      r"field 'data_config.channel_names': 3 value\(s\) for 2 channel"),
@@ -219,7 +219,7 @@ SIGNAL_CASES = {
     "in_chans against the data": (_set("network.in_chans", 3),
                                   r"field 'network.in_chans': 3 differs from the 2 input channel"),
     "an unknown reader option": (_set("data_config.reader.shell", "ls"),
-                                 r"field 'data_config.reader.shell': unknown field"),
+                                 r"field 'data_config.reader': 'shell' is not a reading option"),
     "no time points": (_set("data_config.n_timepoints", 0),
                        r"field 'data_config.n_timepoints': expected greater than or equal to 1, got 0"),
 }

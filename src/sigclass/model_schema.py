@@ -20,9 +20,17 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from .choices import LABEL_RULES, LENGTH_POLICIES, MODALITIES, MODES, RESIZE_MODES, TTA_CHOICES
+from .data.signal_options import SignalConfig
 from .exceptions import ArtifactError
 
 FORMAT = "sigclass-model"
@@ -98,7 +106,10 @@ class ImageDataConfig(_Strict):
 
 
 class ReaderOptions(_Strict):
-    """How signal files are read (``sigclass.data.signal_options.SignalConfig``)."""
+    """How signal files are read (:class:`~sigclass.data.signal_options.SignalConfig`); an
+    option added there is taken as a JSON scalar until it is typed here."""
+
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
 
     window: int | None = Field(default=None, ge=1, le=MAX_TIMEPOINTS)
     stride: int | None = Field(default=None, ge=1, le=MAX_TIMEPOINTS)
@@ -112,6 +123,16 @@ class ReaderOptions(_Strict):
     channels: list[Word] | None = Field(default=None, max_length=MAX_CHANNELS)
     resample: Annotated[str, StringConstraints(max_length=64)] | None = None
     max_gap: Annotated[str, StringConstraints(max_length=64)] | Finite | None = None
+
+    @model_validator(mode="after")
+    def _known_options(self) -> ReaderOptions:
+        for key, value in (self.model_extra or {}).items():
+            if key not in SignalConfig.__dataclass_fields__:
+                raise ValueError(f"'{_short(key)}' is not a reading option")
+            if not (value is None or isinstance(value, bool | int | float | str)) or (
+                    isinstance(value, str) and len(value) > 256):
+                raise ValueError(f"option '{_short(key)}' must be a short JSON scalar")
+        return self
 
 
 class SignalDataConfig(_Strict):
@@ -172,7 +193,9 @@ class EnsembleDocument(_Strict):
 def fail(where: Path | str, problems: list[str], fix: str = FIX) -> ArtifactError:
     """One error of one line naming the file, every problem and the fix."""
     text = "; ".join(" ".join(p.split()) for p in problems)
-    return ArtifactError(f"'{where}': {text}; fix: {fix}.")
+    # "'.../model.json': field 'x': ..." and "'.../model.json' is corrupted (...)"
+    separator = ": " if problems[0].startswith("field ") else " "
+    return ArtifactError(f"'{where}'{separator}{text}; fix: {fix}.")
 
 
 def read_document(path: Path) -> dict[str, Any]:
@@ -250,7 +273,7 @@ def check_document(folder: Path, document: dict[str, Any]) -> dict[str, Any]:
     try:
         parsed = schema.model_validate(document)
     except ValidationError as exc:
-        problems += [_describe_error(e) for e in exc.errors(include_url=False)]
+        problems += _describe_errors(exc)
         parsed = None
     if isinstance(parsed, ModelDocument):
         problems += _model_problems(folder, parsed)
@@ -328,7 +351,7 @@ def _data_config_problems(modality: str, data_config: Any) -> list[str]:
     try:
         config = schema.model_validate(data_config)
     except ValidationError as exc:
-        return [_describe_error(e, ("data_config",)) for e in exc.errors(include_url=False)]
+        return _describe_errors(exc, ("data_config",))
     problems = []
     if isinstance(config, ImageDataConfig):
         channels = config.input_size[0]
@@ -415,16 +438,25 @@ def _unique(field: str, values: list[str]) -> list[str]:
     return [f"field '{field}': {[_short(v) for v in repeated]} listed more than once"] if repeated else []
 
 
-def _describe_error(error: dict[str, Any], prefix: tuple = ()) -> str:
-    location = _location((*prefix, *error["loc"]))
-    message = error["msg"]
-    message = re.sub(r"^Input should be ", "expected ", message)
-    message = re.sub(r"^Value error, ", "", message)
-    if error["type"] == "missing":
-        return f"field '{location}': missing"
-    if error["type"] == "extra_forbidden":
-        return f"field '{location}': unknown field"
-    return f"field '{location}': {message}, got {_show(error.get('input'))}"
+def _describe_errors(exc: ValidationError, prefix: tuple = ()) -> list[str]:
+    """One problem per field; the branches of a union a value failed are joined with "or"."""
+    found: dict[str, list[str]] = {}
+    shown: dict[str, str] = {}
+    for error in exc.errors(include_url=False):
+        location = _location((*prefix, *error["loc"]))
+        message = re.sub(r"^Value error, ", "", re.sub(r"^Input should be ", "expected ", error["msg"]))
+        if error["type"] == "missing":
+            message = "missing"
+        elif error["type"] == "extra_forbidden":
+            message = "unknown field"
+        else:
+            shown[location] = f", got {_show(error.get('input'))}"
+        found.setdefault(location, [])
+        if message not in found[location]:
+            found[location].append(message)
+    return [f"field '{loc}': {messages[0]}"
+            + "".join(" or " + re.sub(r"^expected ", "", m) for m in messages[1:])
+            + shown.get(loc, "") for loc, messages in found.items()]
 
 
 def _location(loc: tuple) -> str:
