@@ -24,9 +24,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("training, inference, evaluation, explanations and the modalities",
      ("sigclass.training", "sigclass.inference", "sigclass.evaluation", "sigclass.explain",
       "sigclass.modalities")),
-    ("trained models: predictor, artifacts, tracking store and registry, loading",
-     ("sigclass.predictor", "sigclass.artifacts", "sigclass.ensemble", "sigclass.tracking",
-      "sigclass.loading")),
+    ("trained models: predictor, artifacts and their schema, tracking store and registry, loading",
+     ("sigclass.predictor", "sigclass.artifacts", "sigclass.model_schema", "sigclass.ensemble",
+      "sigclass.tracking", "sigclass.loading")),
     ("workflows", ("sigclass.workflows", "sigclass.audit")),
     ("front ends", ("sigclass.serve", "sigclass.cli", "sigclass.__main__")),
 )

@@ -8,7 +8,9 @@ A model folder holds:
 - ``head.skops`` (headless models only): the scikit-learn head in skops format, loaded with an
   explicit allowlist of scikit-learn types, so it cannot run arbitrary code.
 
-Loading checks every checksum first: a corrupted or modified file is reported by name.
+Loading validates ``model.json`` against its schema and itself first (:mod:`sigclass.model_schema`),
+then every checksum: a corrupted or modified file is reported by name; last, the classes are
+checked against what the network and the head output.
 """
 
 from __future__ import annotations
@@ -21,13 +23,20 @@ from typing import Any
 from . import __version__
 from ._utils import atomic_write, sha256_file, write_json
 from .exceptions import ArtifactError
+from .modalities import modality_of
+from .model_schema import (
+    ENSEMBLE,  # noqa: F401 - the "kind" of an ensemble's model.json, used by sigclass.loading
+    FORMAT,
+    FORMAT_VERSION,
+    MODEL_JSON,
+    WEIGHTS,
+    check_document,
+    fail,
+    file_problems,
+    read_document,
+)
 from .models import create_model
 
-FORMAT = "sigclass-model"
-ENSEMBLE = "ensemble"  # the "kind" of an ensemble's model.json (see sigclass.ensemble)
-FORMAT_VERSION = 1
-MODEL_JSON = "model.json"
-WEIGHTS = "weights.safetensors"
 HEAD = "head.skops"
 
 # scikit-learn internals the heads are made of, beyond the types skops trusts by default.
@@ -98,55 +107,21 @@ def save_predictor(predictor, path: str | Path) -> Path:
 
 
 def read_model_json(folder: Path) -> dict[str, Any]:
-    """The checked ``model.json`` of a model folder."""
-    try:
-        document = json.loads((folder / MODEL_JSON).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(
-            f"'{folder / MODEL_JSON}' is corrupted ({exc}). Restore the model folder from its run "
-            "or the model registry."
-        ) from None
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise ArtifactError(f"'{folder / MODEL_JSON}' is not a sigclass model description.")
-    if document.get("format_version", 0) > FORMAT_VERSION:
-        raise ArtifactError(
-            f"'{folder}' was saved by a newer sigclass (format {document['format_version']}); "
-            "upgrade sigclass to load it."
-        )
-    if document.get("kind") == ENSEMBLE:
-        return _check_ensemble(folder, document)
-    missing = [k for k in ("modality", "mode", "classes", "data_config", "network", "files") if k not in document]
-    if missing:
-        raise ArtifactError(f"'{folder / MODEL_JSON}' lacks the fields {missing}; the file was modified.")
-    temperature = document.get("temperature", 1.0)
-    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not (
-            0.01 <= temperature <= 100):
-        raise ArtifactError(f"'{folder / MODEL_JSON}': field 'temperature' must be a number from 0.01 "
-                            f"to 100, got {temperature!r}; the file was modified. Restore the model "
-                            "folder from its run or the model registry.")
-    return document
-
-
-def _check_ensemble(folder: Path, document: dict[str, Any]) -> dict[str, Any]:
-    """An ensemble's ``model.json``: members inside the folder, one weight each."""
-    members = document.get("members")
-    if not isinstance(members, list) or len(members) < 2 or not all(
-            isinstance(m, dict) and "folder" in m and "weight" in m for m in members):
-        raise ArtifactError(f"'{folder / MODEL_JSON}' lists no valid ensemble members; the file was "
-                            "modified. Restore the model folder.")
-    for member in members:
-        parts = Path(str(member["folder"])).parts
-        if not parts or parts[0] != "members" or ".." in parts or Path(str(member["folder"])).is_absolute():
-            raise ArtifactError(f"'{folder / MODEL_JSON}' names a member outside the model folder: "
-                                f"{member['folder']!r}.")
-    return document
+    """The ``model.json`` of a model folder, validated against its schema and itself (see
+    :mod:`sigclass.model_schema`)."""
+    outside = file_problems(folder, MODEL_JSON, MODEL_JSON)
+    if outside:
+        raise fail(folder, outside)
+    return check_document(folder, read_document(folder / MODEL_JSON))
 
 
 def verify_files(folder: Path, files: dict[str, str]) -> None:
-    """Check every file against its recorded SHA-256."""
+    """Check every file against its recorded SHA-256 (their names were checked with the rest of
+    ``model.json``: plain names, no link out of the folder)."""
     for name, expected in files.items():
-        if Path(name).name != name:
-            raise ArtifactError(f"'{folder / MODEL_JSON}' names a file outside the model folder: {name!r}.")
+        problems = file_problems(folder, name, f"files['{name}']")
+        if problems:
+            raise fail(folder / MODEL_JSON, problems)
         target = folder / name
         if not target.is_file():
             raise ArtifactError(f"Model file '{target}' is missing. Restore the whole model folder.")
@@ -159,9 +134,8 @@ def verify_files(folder: Path, files: dict[str, str]) -> None:
 
 def read_network_and_head(folder: Path, document: dict[str, Any]):
     """The network (weights loaded) and the scikit-learn head (or ``None``) of a model folder,
-    every file checked against its checksum first."""
-    from safetensors.torch import load_file
-
+    every file checked against its checksum first, the classes against what the network and
+    the head output."""
     verify_files(folder, document["files"])
     spec = document["network"]
     try:
@@ -169,13 +143,82 @@ def read_network_and_head(folder: Path, document: dict[str, Any]):
             spec["name"], n_classes=spec["n_classes"], pretrained=False,
             in_chans=spec.get("in_chans"), **spec.get("kwargs", {}),
         )
-        network.load_state_dict(load_file(str(folder / WEIGHTS)))
-    except ArtifactError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any mismatch means a broken artifact
-        raise ArtifactError(f"Cannot rebuild the network of '{folder}': {exc}") from exc
-    head = _load_head(folder / HEAD) if document.get("head") else None
+    except Exception as exc:  # noqa: BLE001 - any failure means a broken artifact
+        raise fail(folder / MODEL_JSON, [f"field 'network': cannot rebuild '{spec['name']}' "
+                                         f"({' '.join(str(exc).split())})"]) from None
+    load_weights(folder, network)
+    head = _load_head(folder / document["head"]["file"]) if document.get("head") else None
+    check_outputs(folder, document, network, head)
     return network, head
+
+
+def load_weights(folder: Path, network) -> None:
+    """Load ``weights.safetensors`` into ``network``, every tensor's name and shape checked."""
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(folder / WEIGHTS))
+    except Exception as exc:  # noqa: BLE001
+        raise ArtifactError(f"Cannot read the weights '{folder / WEIGHTS}' ({exc}). Restore the "
+                            "model folder from its run or the model registry.") from None
+    expected = {k: tuple(v.shape) for k, v in network.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    # an empty tensor is the placeholder of a fitted featurizer's state (MiniRocket's kernels),
+    # sized when the weights are loaded
+    problems = [f"'{k}' has shape {list(found[k])}, the network built from model.json "
+                f"{list(expected[k])}" for k in sorted(expected.keys() & found.keys())
+                if expected[k] != found[k] and 0 not in expected[k]]
+    missing, extra = sorted(expected.keys() - found.keys()), sorted(found.keys() - expected.keys())
+    if missing:
+        problems.append(f"{len(missing)} tensor(s) missing (e.g. '{missing[0]}')")
+    if extra:
+        problems.append(f"{len(extra)} tensor(s) the network does not have (e.g. '{extra[0]}')")
+    if problems:
+        raise fail(folder / WEIGHTS, ["does not fit field 'network' of model.json: "
+                                      + "; ".join(problems[:3])])
+    try:
+        network.load_state_dict(state)
+    except Exception as exc:  # noqa: BLE001 - any mismatch means a broken artifact
+        raise fail(folder / WEIGHTS, ["does not fit field 'network' of model.json: "
+                                      + " ".join(str(exc).split())[:300]]) from None
+
+
+def check_outputs(folder: Path, document: dict[str, Any], network, head) -> None:
+    """The network's output size (one input of the model's shape) and the head's classes
+    against ``classes``: a model never drops or invents a class silently."""
+    import torch
+
+    classes = list(document["classes"])
+    shape = modality_of(document["modality"]).preprocessor(document["data_config"]).item_shape
+    was_training = network.training
+    network.eval()
+    try:
+        with torch.no_grad():
+            width = int(network(torch.zeros((1, *shape))).reshape(1, -1).shape[1])
+    except Exception as exc:  # noqa: BLE001
+        raise fail(folder / MODEL_JSON, [f"field 'data_config': the network does not take an "
+                                         f"input of shape {list(shape)} "
+                                         f"({' '.join(str(exc).split())[:200]})"]) from None
+    finally:
+        network.train(was_training)
+    where = folder / MODEL_JSON
+    if head is None:
+        if width != len(classes):
+            raise fail(where, [f"field 'classes': {len(classes)} class(es) listed, the network "
+                               f"in {WEIGHTS} outputs {width}"])
+        return
+    head_classes = [str(c) for c in getattr(head, "classes_", [])]
+    if sorted(head_classes) != sorted(classes) or len(head_classes) != len(classes):
+        missing = [c for c in classes if c not in head_classes]
+        extra = [c for c in head_classes if c not in classes]
+        raise fail(where, [f"field 'classes': {len(classes)} class(es) listed, the head in "
+                           f"{document['head']['file']} has {len(head_classes)}"
+                           + (f"; not in the head: {missing[:5]}" if missing else "")
+                           + (f"; only in the head: {extra[:5]}" if extra else "")])
+    n_features = getattr(head, "n_features_in_", None)
+    if n_features is not None and int(n_features) != width:
+        raise fail(where, [f"field 'network': the network outputs {width} features, the head in "
+                           f"{document['head']['file']} takes {int(n_features)}"])
 
 
 def model_files(folder: str | Path | None) -> dict[str, str]:

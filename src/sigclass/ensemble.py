@@ -23,6 +23,7 @@ import numpy as np
 from ._utils import write_json
 from .artifacts import ENSEMBLE, FORMAT, MODEL_JSON
 from .exceptions import ConfigError
+from .model_schema import fail
 from .predictor import Predictor
 
 KIND = ENSEMBLE
@@ -114,8 +115,16 @@ class EnsemblePredictor:
         folder = Path(folder)
         members = [Predictor.load(folder / m["folder"], device=device, backend=backend)
                    for m in document["members"]]
+        differ = [f"members[{i}] ({m['folder']}) has {member.modality} classes {member.classes}"
+                  for i, (m, member) in enumerate(zip(document["members"], members, strict=True))
+                  if member.classes != list(document["classes"])
+                  or member.modality != document["modality"]]
+        if differ:
+            raise fail(folder / MODEL_JSON, [f"field 'classes': the ensemble lists "
+                                             f"{document['modality']} classes "
+                                             f"{document['classes']}, but " + ", ".join(differ)])
         info = dict(document.get("info", {}))
-        info.setdefault("path", str(folder))
+        info["path"] = str(folder)  # where it was loaded from, whatever the file says
         return cls(members, [m["weight"] for m in document["members"]],
                    [Path(m["folder"]).name for m in document["members"]], info)
 

@@ -22,6 +22,13 @@ def load(path: str | Path, device: str | None = "auto", backend: str = "torch"):
     Returns:
         A :class:`~sigclass.Predictor`, or an
         :class:`~sigclass.ensemble.EnsemblePredictor` for an ensemble's folder.
+
+    Raises:
+        ArtifactError: ``model.json`` breaks its schema (:mod:`sigclass.model_schema`) or
+            disagrees with itself or with the files beside it (classes against the network's
+            outputs and the head, checksums, weights' shapes); one line names the file, every
+            field and the fix.
+        TrackingError: A ``models:/`` URI whose registry cannot be used or does not exist.
     """
     text = str(path)
     if text.startswith("models:/"):

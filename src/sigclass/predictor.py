@@ -215,7 +215,8 @@ class Predictor:
         """The predictor of a model folder whose checked ``model.json`` is ``document``."""
         network, head = read_network_and_head(folder, document)
         info = dict(document.get("info", {}))
-        info.setdefault("path", str(folder))
+        # where it was loaded from, whatever the file says: the ONNX cache is keyed by it
+        info["path"] = str(folder)
         return cls(network, document["classes"], document["data_config"],
                    modality=document["modality"], mode=document["mode"], head=head, info=info,
                    device=device, backend=backend, temperature=document.get("temperature", 1.0))

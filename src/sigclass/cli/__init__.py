@@ -14,7 +14,7 @@ import logging
 import sys
 
 from .. import __version__
-from ..exceptions import SigclassError
+from ..exceptions import ArtifactError, SigclassError
 from . import serve, tracking, train, tune, use
 from .options import RUN_OPTIONS, add_run_options, resolve_config
 
@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
+    except ArtifactError as exc:  # one line: the file, the field, the fix
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
+        return 2
     except SigclassError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

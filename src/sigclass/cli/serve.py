@@ -97,6 +97,8 @@ def _add_guard_options(serve) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from ..serve.model import load_servable
+
     settings = Settings(
         model=args.model, backend=args.backend, device=args.device, precision=args.precision,
         max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
@@ -107,6 +109,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     os.environ.update(settings.to_env())  # every worker process reads the same settings
     # Before PyTorch loads: OpenMP threads that spin while idle slow a shared CPU down.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # A broken model fails here, as one line and exit code 2, before the port is bound; each
+    # worker then loads it again in its lifespan.
+    load_servable(args.model)
     uvicorn.run("sigclass.serve.app:create_app", factory=True, host=args.host, port=args.port,
                 workers=args.workers, log_level=args.log_level, timeout_graceful_shutdown=10,
                 http="sigclass.serve.protocol:HeaderTimeoutProtocol",

@@ -26,7 +26,7 @@ from ..modalities import modality_of
 from ..predictor import onnx_cache_path
 from .settings import Settings
 
-__all__ = ["ServedModel", "model_identity", "onnx_cache_path", "pick_engine"]
+__all__ = ["ServedModel", "load_servable", "model_identity", "onnx_cache_path", "pick_engine"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +97,23 @@ def _tensor(array: np.ndarray):
     return torch.from_numpy(array)
 
 
+def load_servable(source: str):
+    """The predictor of ``source``, loaded and validated (:func:`sigclass.load`), refused when
+    the service cannot score it. ``sigclass serve`` calls this before it binds its port.
+
+    Raises:
+        ArtifactError: The model folder is missing, damaged or inconsistent.
+        ConfigError: ``source`` is an ensemble.
+    """
+    predictor = load(source)
+    if getattr(predictor, "members", None):
+        raise ConfigError(f"'{source}' is an ensemble; the service scores one network "
+                          "per request batch. Serve its best member (members/<name> in the "
+                          "ensemble's folder), or score files with `sigclass predict`, which "
+                          "takes ensembles.")
+    return predictor
+
+
 class ServedModel:
     """A loaded predictor with the functions the routes need.
 
@@ -107,12 +124,7 @@ class ServedModel:
     def __init__(self, settings: Settings):
         self.settings = settings
         start = time.perf_counter()
-        self.predictor = load(settings.model)
-        if getattr(self.predictor, "members", None):
-            raise ConfigError(f"'{settings.model}' is an ensemble; the service scores one network "
-                              "per request batch. Serve its best member (members/<name> in the "
-                              "ensemble's folder), or score files with `sigclass predict`, which "
-                              "takes ensembles.")
+        self.predictor = load_servable(settings.model)
         self.predictor.device = settings.device
         self.identity = model_identity(settings.model, self.predictor)
         self.engine_info = pick_engine(self.predictor, settings)

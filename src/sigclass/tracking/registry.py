@@ -19,7 +19,7 @@ from .._utils import default_cache_dir, sha256_bytes
 from ..exceptions import TrackingError
 from .logger import TRACKING_FILE
 from .record import log_run_folder
-from .store import check_store, get_client, resolve_uri
+from .store import check_store, get_client, resolve_uri, sqlite_path
 
 KEY_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc_ovr")
 LINEAGE = ("dataset_fingerprint", "split_fingerprint", "data", "mode", "model", "run_dir")
@@ -143,6 +143,7 @@ def download_model(text: str, uri: str | None = None) -> Path:
     from mlflow.exceptions import MlflowException
 
     name, version, alias = parse_model_uri(text)
+    _check_store_exists(text, resolve_uri(uri))
     client, uri = _client(uri)
     try:
         found = (client.get_model_version_by_alias(name, alias) if alias
@@ -156,6 +157,16 @@ def download_model(text: str, uri: str | None = None) -> Path:
     if not target.is_dir():
         _download(client, uri, name, found.version, target)
     return _model_folder(target, text)
+
+
+def _check_store_exists(text: str, uri: str) -> None:
+    """Refuse to look a model up in a SQLite store that does not exist: opening it would
+    create an empty ``mlflow.db`` (in the working folder, by default) as a side effect."""
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
+        raise TrackingError(f"Cannot load '{text}': there is no model registry at '{uri}' (no "
+                            f"file {db}). Set MLFLOW_TRACKING_URI (or SIGCLASS_TRACKING_DIR) to "
+                            "the store the model was registered in, or pass a model folder.")
 
 
 def _cache_dir(uri: str) -> Path:

@@ -1,0 +1,487 @@
+"""The schema of ``model.json``: every field typed and bounded, checked before anything is built.
+
+:func:`read_document` reads the file within size and nesting bounds (before the JSON parser sees
+it) and refuses duplicate keys and ``NaN``; :func:`check_document` validates a single model's or
+an ensemble's description with pydantic (strict: no string is taken for a number) and then its
+fields against each other: the classes against the network's outputs, the preprocessing
+against the network's input channels, the files against the folder. Network options that could
+name a file (``checkpoint_path``, ``weights``, a value such as ``/etc/passwd`` or ``x.pth``) are
+refused: a model folder opens nothing outside itself.
+
+Every problem found is reported in one :class:`~sigclass.exceptions.ArtifactError` of one line:
+``'<folder>/model.json': field 'data_config.input_size[1]': expected ..., got 'a'; fix: ...``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+
+from .choices import LABEL_RULES, LENGTH_POLICIES, MODALITIES, MODES, RESIZE_MODES, TTA_CHOICES
+from .data.signal_options import SignalConfig
+from .exceptions import ArtifactError
+
+FORMAT = "sigclass-model"
+ENSEMBLE = "ensemble"
+FORMAT_VERSION = 1
+MODEL_JSON = "model.json"
+WEIGHTS = "weights.safetensors"
+
+MAX_BYTES = 4 * 1024 * 1024  # a model.json is a few KB; class lists of 100k names still fit
+MAX_DEPTH = 32  # the deepest real document nests 4 levels (info.head.best_params)
+MAX_CLASSES = 100_000
+MAX_SIDE = 8192  # pixels of an image input side
+MAX_CHANNELS = 4096
+MAX_TIMEPOINTS = 10_000_000
+MAX_MEMBERS = 64
+FIX = "restore the model folder from its run or the model registry (the file was modified or damaged)"
+INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "box", "hamming", "lanczos")
+
+# Network options that could point the loader at a file, a folder or a URL.
+PATH_KEY = re.compile(r"path|file|dir|url|uri|checkpoint|weight|pretrained|cache|hub|cfg|root|"
+                      r"location|download|load", re.IGNORECASE)
+RESERVED_KEYS = frozenset({"name", "n_classes", "in_chans", "modality"})
+KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+# A string option is a short word (a render mode, a timm name such as resnet18.a1_in1k): no
+# separator, no drive or scheme, no file suffix.
+WORD = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
+FILE_SUFFIX = re.compile(r"\.(pth?|bin|ckpt|safetensors|onnx|npz|npy|json|pkl|pickle|h5|skops|"
+                         r"ya?ml|txt|csv|zip|tar|gz|so|py)$", re.IGNORECASE)
+FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
+# The names pydantic gives the branches of a union in an error's location.
+UNION_TAG = re.compile(r"str|int|float|bool|none|(literal|list|dict|function-\w+|constrained-\w+)\[.*")
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+Word = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class NetworkSpec(_Strict):
+    """How to rebuild the network: a registry name and its options (no file, no URL)."""
+
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")]
+    n_classes: int = Field(ge=0, le=MAX_CLASSES)
+    in_chans: int | None = Field(default=None, ge=1, le=MAX_CHANNELS)
+    modality: Literal[MODALITIES] | None = None  # type: ignore[valid-type]
+    kwargs: dict[str, Any] = Field(default_factory=dict, max_length=64)
+
+
+class HeadSpec(_Strict):
+    """The scikit-learn head of a headless model."""
+
+    file: Annotated[str, StringConstraints(max_length=128)]
+    type: Annotated[str, StringConstraints(max_length=1000)] = ""
+
+
+class ImageDataConfig(_Strict):
+    """The preprocessing of an image model (see ``sigclass.data.image_preprocess``)."""
+
+    input_size: list[Annotated[int, Field(ge=1, le=MAX_SIDE)]] = Field(min_length=3, max_length=3)
+    mean: list[Finite] = Field(min_length=1, max_length=3)
+    std: list[Positive] = Field(min_length=1, max_length=3)
+    interpolation: Literal[INTERPOLATIONS] = "bilinear"  # type: ignore[valid-type]
+    resize: Literal[RESIZE_MODES] = "squash"  # type: ignore[valid-type]
+    crop_pct: float = Field(default=1.0, gt=0, le=1, allow_inf_nan=False)
+    tta: Literal[TTA_CHOICES] | bool | None = "none"  # type: ignore[valid-type]
+    tta_hflip: bool | None = None  # model folders written before TTA groups
+    far_resize: Literal[RESIZE_MODES] | None = None  # type: ignore[valid-type]
+    far_aspect: float = Field(default=1.5, ge=1, le=1000, allow_inf_nan=False)
+
+
+class ReaderOptions(_Strict):
+    """How signal files are read (:class:`~sigclass.data.signal_options.SignalConfig`); an
+    option added there is taken as a JSON scalar until it is typed here."""
+
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+
+    window: int | None = Field(default=None, ge=1, le=MAX_TIMEPOINTS)
+    stride: int | None = Field(default=None, ge=1, le=MAX_TIMEPOINTS)
+    label_rule: Literal[LABEL_RULES] = "majority"  # type: ignore[valid-type]
+    length_policy: Literal[LENGTH_POLICIES] = "error"  # type: ignore[valid-type]
+    length: int | None = Field(default=None, ge=1, le=MAX_TIMEPOINTS)
+    case_column: Word = "case_id"
+    time_column: Word = "time"
+    label_column: Word = "label"
+    group_column: Word = "group"
+    channels: list[Word] | None = Field(default=None, max_length=MAX_CHANNELS)
+    resample: Annotated[str, StringConstraints(max_length=64)] | None = None
+    max_gap: Annotated[str, StringConstraints(max_length=64)] | Finite | None = None
+
+    @model_validator(mode="after")
+    def _known_options(self) -> ReaderOptions:
+        for key, value in (self.model_extra or {}).items():
+            if key not in SignalConfig.__dataclass_fields__:
+                raise ValueError(f"'{_short(key)}' is not a reading option")
+            if not (value is None or isinstance(value, bool | int | float | str)) or (
+                    isinstance(value, str) and len(value) > 256):
+                raise ValueError(f"option '{_short(key)}' must be a short JSON scalar")
+        return self
+
+
+class SignalDataConfig(_Strict):
+    """The preprocessing of a signal model (see ``sigclass.data.signal_preprocess``)."""
+
+    modality: Literal["signal"] = "signal"
+    n_channels: int = Field(ge=1, le=MAX_CHANNELS)
+    n_timepoints: int = Field(ge=1, le=MAX_TIMEPOINTS)
+    channel_names: list[Word] | None = Field(default=None, max_length=MAX_CHANNELS)
+    mean: list[Finite] = Field(max_length=MAX_CHANNELS)
+    std: list[Positive] = Field(max_length=MAX_CHANNELS)
+    length_policy: Literal[LENGTH_POLICIES] = "error"  # type: ignore[valid-type]
+    reader: ReaderOptions | None = None
+
+
+class ModelDocument(_Strict):
+    """``model.json`` of a single model."""
+
+    format: Literal[FORMAT]  # type: ignore[valid-type]
+    format_version: int = Field(default=FORMAT_VERSION, ge=1)
+    kind: Literal["model"] | None = None
+    modality: Literal[MODALITIES]  # type: ignore[valid-type]
+    mode: Literal[MODES]  # type: ignore[valid-type]
+    classes: list[Name] = Field(min_length=2, max_length=MAX_CLASSES)
+    data_config: dict[str, Any]
+    network: NetworkSpec
+    head: HeadSpec | None = None
+    # temperature scaling of the logits (sigclass.evaluation.calibration); 1: none
+    temperature: float = Field(default=1.0, ge=0.01, le=100, allow_inf_nan=False)
+    info: dict[str, Any] = Field(default_factory=dict)
+    files: dict[str, Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]] = Field(
+        min_length=1, max_length=16)
+    saved_with: dict[str, Any] = Field(default_factory=dict)
+
+
+class Member(_Strict):
+    """One member of an ensemble: its folder (``members/<name>``) and weight."""
+
+    folder: Annotated[str, StringConstraints(max_length=200)]
+    weight: float = Field(ge=0, le=1e6, allow_inf_nan=False)
+    model: Annotated[str, StringConstraints(max_length=1000)] = ""
+    mode: Literal[MODES] | None = None  # type: ignore[valid-type]
+
+
+class EnsembleDocument(_Strict):
+    """``model.json`` of an ensemble (see :mod:`sigclass.ensemble`)."""
+
+    format: Literal[FORMAT]  # type: ignore[valid-type]
+    format_version: int = Field(default=FORMAT_VERSION, ge=1)
+    kind: Literal["ensemble"]
+    modality: Literal[MODALITIES]  # type: ignore[valid-type]
+    classes: list[Name] = Field(min_length=2, max_length=MAX_CLASSES)
+    members: list[Member] = Field(min_length=2, max_length=MAX_MEMBERS)
+    info: dict[str, Any] = Field(default_factory=dict)
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+def fail(where: Path | str, problems: list[str], fix: str = FIX) -> ArtifactError:
+    """One error of one line naming the file, every problem and the fix."""
+    text = "; ".join(" ".join(p.split()) for p in problems)
+    # "'.../model.json': field 'x': ..." and "'.../model.json' is corrupted (...)"
+    separator = ": " if problems[0].startswith("field ") else " "
+    return ArtifactError(f"'{where}'{separator}{text}; fix: {fix}.")
+
+
+def read_document(path: Path) -> dict[str, Any]:
+    """The JSON object of ``path``, read within :data:`MAX_BYTES` and :data:`MAX_DEPTH`."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise fail(path, [f"cannot be read ({exc.strerror})"]) from None
+    if len(raw) > MAX_BYTES:
+        raise fail(path, [f"larger than {MAX_BYTES // (1024 * 1024)} MiB; a model description "
+                          "is a few KB"])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise fail(path, [f"is corrupted (not UTF-8 text: {exc.reason} at byte {exc.start})"]) from None
+    depth = nesting_depth(text)
+    if depth > MAX_DEPTH:
+        raise fail(path, [f"is corrupted: JSON nested {depth} levels deep, more than {MAX_DEPTH}"])
+    try:
+        document = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        raise fail(path, [f"is corrupted ({' '.join(str(exc).split())})"]) from None
+    if not isinstance(document, dict):
+        raise fail(path, [f"is not a sigclass model description (a JSON {type(document).__name__}, "
+                          "not an object)"])
+    return document
+
+
+def nesting_depth(text: str) -> int:
+    """How deep the arrays and objects of a JSON text nest (strings left out), in linear time."""
+    depth = deepest = 0
+    bare = re.sub(r'"(?:[^"\\]|\\.)*"', '""', text)
+    for match in re.finditer(r"[\[\]{}]", bare):
+        depth += 1 if match.group() in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:
+        raise ValueError(f"the key(s) {repeated} appear more than once in one object")
+    return dict(pairs)
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+# -- validating ------------------------------------------------------------------------------
+
+
+def check_document(folder: Path, document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` (the parsed ``model.json`` of ``folder``) validated; returns it.
+
+    Raises:
+        ArtifactError: Every problem found, in one line.
+    """
+    where = folder / MODEL_JSON
+    if document.get("format") != FORMAT:
+        raise fail(where, [f"is not a sigclass model description (field 'format' is "
+                           f"{_show(document.get('format'))}, expected '{FORMAT}')"],
+                   "point sigclass at a model folder written by `sigclass train`")
+    version = document.get("format_version", FORMAT_VERSION)
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+        raise fail(where, [f"field 'format_version': {version} was written by a newer sigclass "
+                           f"(this one reads format {FORMAT_VERSION})"], "upgrade sigclass to load it")
+    if document.get("kind") == ENSEMBLE:
+        schema: type[BaseModel] = EnsembleDocument
+    else:
+        schema = ModelDocument
+    problems: list[str] = []
+    try:
+        parsed = schema.model_validate(document)
+    except ValidationError as exc:
+        problems += _describe_errors(exc)
+        parsed = None
+    if isinstance(parsed, ModelDocument):
+        problems += _model_problems(folder, parsed)
+    elif isinstance(parsed, EnsembleDocument):
+        problems += _ensemble_problems(folder, parsed)
+    elif schema is ModelDocument:  # still report the parts that can be checked on their own
+        if document.get("modality") in MODALITIES:
+            problems += _data_config_problems(document["modality"], document.get("data_config"))
+        network = document.get("network")
+        kwargs = network.get("kwargs") if isinstance(network, dict) else None
+        if isinstance(kwargs, dict):
+            problems += kwargs_problems(kwargs)
+    if problems:
+        raise fail(where, problems)
+    return document
+
+
+def _model_problems(folder: Path, doc: ModelDocument) -> list[str]:
+    problems = _unique("classes", doc.classes)
+    problems += _data_config_problems(doc.modality, doc.data_config)
+    problems += kwargs_problems(doc.network.kwargs)
+    if doc.network.modality not in (None, doc.modality):
+        problems.append(f"field 'network.modality': '{doc.network.modality}' differs from "
+                        f"field 'modality' ('{doc.modality}')")
+    if doc.mode == "headless":
+        if doc.head is None:
+            problems.append("field 'head': a headless model needs its scikit-learn head, got null")
+        if doc.network.n_classes != 0:
+            problems.append(f"field 'network.n_classes': a headless model's network outputs "
+                            f"features (0), got {doc.network.n_classes}")
+    else:
+        if doc.head is not None:
+            problems.append(f"field 'head': a {doc.mode} model has no scikit-learn head, got one")
+        if doc.network.n_classes != len(doc.classes):
+            problems.append(f"field 'classes': {len(doc.classes)} class(es) listed but "
+                            f"'network.n_classes' is {doc.network.n_classes}")
+    channels = _channels(doc.modality, doc.data_config)
+    if channels is not None and doc.network.in_chans not in (None, channels):
+        problems.append(f"field 'network.in_chans': {doc.network.in_chans} differs from the "
+                        f"{channels} input channel(s) of 'data_config'")
+    for name in doc.files:
+        problems += file_problems(folder, name, f"files['{_short(name)}']")
+    if WEIGHTS not in doc.files:
+        problems.append(f"field 'files': '{WEIGHTS}' is not listed")
+    if doc.head is not None:
+        problems += file_problems(folder, doc.head.file, "head.file")
+        if doc.head.file not in doc.files:
+            problems.append(f"field 'head.file': '{_short(doc.head.file)}' is not listed in "
+                            "'files' (no checksum to verify it by)")
+    return problems
+
+
+def _ensemble_problems(folder: Path, doc: EnsembleDocument) -> list[str]:
+    problems = _unique("classes", doc.classes)
+    if sum(m.weight for m in doc.members) <= 0:
+        problems.append("field 'members': the weights are all zero")
+    folders = [m.folder for m in doc.members]
+    for index, member in enumerate(doc.members):
+        parts = Path(member.folder).parts
+        if (len(parts) != 2 or parts[0] != "members" or not FILE_NAME.fullmatch(parts[1])
+                or ".." in parts[1] or member.folder != "/".join(parts)):
+            problems.append(f"field 'members[{index}].folder': names a member outside the model "
+                            f"folder: {_show(member.folder)}; expected 'members/<name>'")
+        else:
+            problems += file_problems(folder, member.folder, f"members[{index}].folder", is_dir=True)
+    if len(set(folders)) != len(folders):
+        problems.append("field 'members': a member folder is listed twice")
+    return problems
+
+
+def _data_config_problems(modality: str, data_config: Any) -> list[str]:
+    schema = ImageDataConfig if modality == "image" else SignalDataConfig
+    if not isinstance(data_config, dict):
+        return []  # the top-level schema named it already
+    try:
+        config = schema.model_validate(data_config)
+    except ValidationError as exc:
+        return _describe_errors(exc, ("data_config",))
+    problems = []
+    if isinstance(config, ImageDataConfig):
+        channels = config.input_size[0]
+        if channels not in (1, 3):
+            problems.append(f"field 'data_config.input_size[0]': images are read with 1 or 3 "
+                            f"channels, got {channels}")
+        for key in ("mean", "std"):
+            if len(getattr(config, key)) != channels:
+                problems.append(f"field 'data_config.{key}': {len(getattr(config, key))} value(s) "
+                                f"for {channels} channel(s)")
+    else:
+        for key in ("mean", "std", "channel_names"):
+            values = getattr(config, key)
+            if values is not None and len(values) != config.n_channels:
+                problems.append(f"field 'data_config.{key}': {len(values)} value(s) for "
+                                f"{config.n_channels} channel(s)")
+    return problems
+
+
+def _channels(modality: str, data_config: dict[str, Any]) -> int | None:
+    try:
+        if modality == "image":
+            return int(data_config["input_size"][0])
+        return int(data_config["n_channels"])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+
+
+def kwargs_problems(kwargs: dict[str, Any]) -> list[str]:
+    """What is wrong with a network's options: keys or values that could name a file or URL,
+    or values that are not small JSON scalars and lists."""
+    problems = []
+    for key, value in kwargs.items():
+        field = f"network.kwargs.{_short(key)}"
+        if not KEY.fullmatch(key) or key in RESERVED_KEYS:
+            problems.append(f"field '{field}': not a network option name")
+        elif PATH_KEY.search(key):
+            problems.append(f"field '{field}': an option that can name a file or URL is not "
+                            "allowed in a model folder (the weights are in weights.safetensors)")
+        else:
+            problem = _value_problem(value, 0)
+            if problem:
+                problems.append(f"field '{field}': {problem}")
+    return problems
+
+
+def _value_problem(value: Any, depth: int) -> str | None:
+    if value is None or isinstance(value, bool | int):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"expected a finite number, got {value}"
+    if isinstance(value, str):
+        if not WORD.fullmatch(value) or ".." in value or FILE_SUFFIX.search(value):
+            return (f"{_show(value)} looks like a path or URL; a network option is a number, a "
+                    "flag or a short name")
+        return None
+    if isinstance(value, list) and depth < 2 and len(value) <= 64:
+        return next((p for v in value if (p := _value_problem(v, depth + 1))), None)
+    return f"expected a number, a flag, a short name or a short list of them, got {_show(value)}"
+
+
+def file_problems(folder: Path, name: str, field: str, is_dir: bool = False) -> list[str]:
+    """What is wrong with a file (or folder) ``name`` of a model folder: an absolute path, a
+    ``..``, a separator, or a link that leads out of the folder."""
+    plain = name.replace("\\", "/")
+    if is_dir:
+        if plain.startswith("/") or ".." in plain.split("/") or re.match(r"^[A-Za-z]:", plain):
+            return [f"field '{field}': {_show(name)} is not inside the model folder"]
+    elif not FILE_NAME.fullmatch(name) or name in (".", ".."):
+        return [f"field '{field}': names a file outside the model folder: {_show(name)}; "
+                "expected a plain file name such as 'weights.safetensors'"]
+    target = folder / name
+    try:
+        inside = target.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):  # a link loop
+        inside = False
+    if not inside:
+        return [f"field '{field}': {_show(name)} is a link that leads outside the model folder"]
+    return []
+
+
+def _unique(field: str, values: list[str]) -> list[str]:
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    return [f"field '{field}': {[_short(v) for v in repeated]} listed more than once"] if repeated else []
+
+
+def _describe_errors(exc: ValidationError, prefix: tuple = ()) -> list[str]:
+    """One problem per field; the branches of a union a value failed are joined with "or"."""
+    found: dict[str, list[str]] = {}
+    shown: dict[str, str] = {}
+    for error in exc.errors(include_url=False):
+        location = _location((*prefix, *error["loc"]))
+        message = re.sub(r"^Value error, ", "", re.sub(r"^Input should be ", "expected ", error["msg"]))
+        if error["type"] == "missing":
+            message = "missing"
+        elif error["type"] == "extra_forbidden":
+            message = "unknown field"
+        else:
+            shown[location] = f", got {_show(error.get('input'))}"
+        found.setdefault(location, [])
+        if message not in found[location]:
+            found[location].append(message)
+    return [f"field '{loc}': {messages[0]}"
+            + "".join(" or " + re.sub(r"^expected ", "", m) for m in messages[1:])
+            + shown.get(loc, "") for loc, messages in found.items()]
+
+
+def _location(loc: tuple) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            part = _short(str(part))
+            if UNION_TAG.fullmatch(part):
+                continue  # the branch of a union pydantic tried, not a field
+            text += f".{part}" if text else part
+    return text or "(document)"
+
+
+def _short(text: str, limit: int = 60) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict):
+        return f"an object of {len(value)} key(s)"
+    if isinstance(value, list):
+        return f"a list of {len(value)} item(s)"
+    return _short(repr(value))
