@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.resuming import assert_resumed, saved_history
 
 import sigclass as sc
 from sigclass.exceptions import TrackingError
@@ -255,11 +256,16 @@ def test_crashed_run_is_failed_with_its_logs_kept_and_resumes(colour_folder, tmp
     files = _artifacts(client, run.info.run_id)
     assert {"config.yaml", "split.json", "run.json"} <= files
     assert "failed" in (tmp_path / "run" / "run.json").read_text()
+    before = saved_history(tmp_path / "run" / "checkpoints" / "last.pt")
 
     sc.train(colour_folder, out=tmp_path / "run", resume=True, progress=False)  # same MLflow run
     run = client.get_run(run.info.run_id)
     assert run.info.status == "FINISHED" and "test_accuracy" in run.data.metrics
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [1, 2, 3]
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert_resumed(before, history, tmp_path / "run" / "checkpoints" / "last.pt")
+    logged = client.get_metric_history(run.info.run_id, "optimizer_step")
+    assert [m.value for m in sorted(logged, key=lambda m: m.step)] == [h["optimizer_step"] for h in history]
 
 
 def test_compare_is_a_parent_run_with_a_child_per_entry(colour_folder, tmp_path, tracking_on, recorded):
