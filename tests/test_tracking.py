@@ -316,23 +316,40 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_ui_serves_the_store_over_http_and_takes_runs(recorded, colour_folder, tmp_path,
-                                                     tracking_on):
-    _, uri, _ = recorded
-    port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "sigclass", "ui", "--port", str(port),
-                                "--tracking-uri", uri], env=ENV, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline, status, body = time.monotonic() + 240, None, b""
+def _start_ui(uri: str, tries: int = 3):
+    """``sigclass ui`` on a free port; returns ``(process, port, status, body)`` once it answers.
+
+    The port is free when picked but released before the server binds it; should another
+    process take it meanwhile, the server exits and is started again on another port.
+    """
+    for _ in range(tries):
+        port = _free_port()
+        process = subprocess.Popen([sys.executable, "-m", "sigclass", "ui", "--port", str(port),
+                                    "--tracking-uri", uri], env=ENV, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 240
         while time.monotonic() < deadline and process.poll() is None:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
-                    status, body = response.status, response.read()
-                break
+                    return process, port, response.status, response.read()
             except OSError:
                 time.sleep(1)
-        assert status == 200, process.stdout.read() if process.poll() is not None else "no answer"
+        if process.poll() is None:  # alive but silent: not a lost port
+            process.terminate()
+            process.wait(timeout=30)
+            raise AssertionError("the MLflow UI did not answer within 240 s")
+        output = process.stdout.read()
+        if "address already in use" not in output.lower():
+            raise AssertionError(output)
+    raise AssertionError(f"no free port found in {tries} tries")
+
+
+def test_ui_serves_the_store_over_http_and_takes_runs(recorded, colour_folder, tmp_path,
+                                                     tracking_on):
+    _, uri, _ = recorded
+    process, port, status, body = _start_ui(uri)
+    try:
+        assert status == 200
         assert b"MLflow" in body or b"mlflow" in body
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search",
