@@ -106,13 +106,13 @@ def test_an_interrupted_distributed_run_resumes(runs, tmp_path):
         time.sleep(0.2)
     assert checkpoint.exists(), process.communicate()[1].decode()[-2000:]
     process.send_signal(signal.SIGTERM)  # as a preempted job: torchrun stops both workers
-    process.communicate(timeout=120)
+    _, killed = process.communicate(timeout=120)
     assert json.loads((out / "run.json").read_text())["status"] == "running"
     assert not (out / "model").exists()
     before = saved_history(checkpoint)
     done = subprocess.run(_torchrun("train", "--resume", "--out", str(out), "-q"),
                           env=_env(tmp, tracking=False), capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, (done.stderr[-3000:], killed.decode()[-2000:])
     summary = json.loads((out / "run.json").read_text())
     assert summary["status"] == "finished"
     history = json.loads((out / "history.json").read_text())

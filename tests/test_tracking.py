@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -335,7 +336,7 @@ def _start_ui(uri: str, tries: int = 3):
             except OSError:
                 time.sleep(1)
         if process.poll() is None:  # alive but silent: not a lost port
-            process.terminate()
+            process.send_signal(signal.SIGINT)
             process.wait(timeout=30)
             raise AssertionError("the MLflow UI did not answer within 240 s")
         output = process.stdout.read()
@@ -366,8 +367,8 @@ def test_ui_serves_the_store_over_http_and_takes_runs(recorded, colour_folder, t
         assert run.info.status == "FINISHED"
         assert run.data.metrics["test_accuracy"] == pytest.approx(result.metrics["accuracy"])
         assert "model/artifacts/model/model.json" in _artifacts(client, run.info.run_id)
-    finally:
-        process.terminate()
+    finally:  # Ctrl-C: `sigclass ui` stops its MLflow server (SIGTERM would leave it running)
+        process.send_signal(signal.SIGINT)
         process.wait(timeout=30)
 
 
