@@ -69,9 +69,13 @@ class Trainer:
     Attributes:
         plan_: The resolved :class:`~sigclass.training.schedule.Plan` (epochs, patience,
             selection rule, class weights).
-        history_: One dict of metrics per finished epoch.
+        history_: One dict of metrics per finished epoch, with ``step`` (optimisation steps
+            since the first epoch) and ``optimizer_step`` (AdamW's own count, which shows
+            that a resumed run went on with its saved optimizer state).
         best_epoch_: 1-based epoch whose weights were restored.
         stopped_early_: Early stopping ended training before the planned epochs.
+        replica_digests_: In a distributed run, each process's :meth:`parameter_digest` at the
+            end of training (all equal unless the gradients were not all-reduced).
     """
 
     def __init__(
@@ -143,6 +147,7 @@ class Trainer:
         self.is_best = False
         self.stop_training = False
         self.stopped_early_ = False
+        self.replica_digests_: list[str] = []
         self.elapsed_before_resume = 0.0
         self.callbacks_ = [ProgressBar(self.progress and self.is_main_process),
                            EarlyStopping(self.plan_.patience),
@@ -242,7 +247,7 @@ class Trainer:
         summary = {**self.plan_.to_dict(), "batch_size": self.global_batch_size_,
                    "epochs_run": len(self.history_), "best_epoch": self.best_epoch_,
                    "stopped_early": self.stopped_early_}
-        if getattr(self, "replica_digests_", None):
+        if self.replica_digests_:
             summary["replica_digests"] = self.replica_digests_
         return summary
 
