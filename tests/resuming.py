@@ -18,6 +18,8 @@ def assert_resumed(before: list[dict], history: list[dict], checkpoint: Path) ->
     A restart would rewrite the first epochs (their timings differ), begin its step counters at
     zero, and end with an optimizer that counted only the epochs it ran itself.
     """
+    import torch
+
     k = len(before)
     assert k >= 1
     assert len(history) > k, "nothing was trained after the interruption"
@@ -31,8 +33,6 @@ def assert_resumed(before: list[dict], history: list[dict], checkpoint: Path) ->
     assert [h["step"] for h in history] == [steps_per_epoch * h["epoch"] for h in history]
     final = saved_history(checkpoint)
     assert final == history
-    import torch
-
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["optimizer"]["state"]
     adam_steps = max(int(s["step"]) for s in state.values())
     resumed_alone = (len(history) - k) * steps_per_epoch
