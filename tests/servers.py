@@ -6,7 +6,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -14,12 +13,6 @@ import time
 from pathlib import Path
 
 import httpx
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def small_fridge(fridge: Path, root: Path, per_class: int = 8) -> Path:
@@ -51,25 +44,46 @@ def train_signal_model(out: Path, track: bool = False) -> Path:
     return out / "signal-run"
 
 
+def listening_port(pid: int) -> int | None:
+    """The TCP port that process ``pid`` (or one of its children) listens on, once it does."""
+    import psutil
+
+    try:
+        parent = psutil.Process(pid)
+        for process in (parent, *parent.children(recursive=True)):
+            for connection in process.net_connections(kind="tcp"):
+                if connection.status == psutil.CONN_LISTEN:
+                    return connection.laddr.port
+    except psutil.Error:  # it exited meanwhile; the caller sees that
+        pass
+    return None
+
+
 @contextlib.contextmanager
 def running_server(model: Path | str, *flags: str, startup_s: float = 240.0, env=None):
-    """``sigclass serve MODEL`` on 127.0.0.1 and a free port; yields ``(base_url, process)``."""
-    port = free_port()
-    command = [sys.executable, "-m", "sigclass", "serve", str(model), "--port", str(port),
+    """``sigclass serve MODEL`` on 127.0.0.1; yields ``(base_url, process)``.
+
+    The server binds port 0 and the test reads the port the system gave it from the process's
+    listening socket: no port is picked, released and bound later, so no other process can take
+    it in between.
+    """
+    command = [sys.executable, "-m", "sigclass", "serve", str(model), "--port", "0",
                "--log-level", "warning", *flags]
     environment = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", **(env or {})}
     log = tempfile.NamedTemporaryFile("w+", prefix="sigclass-serve-", suffix=".log", delete=False)  # noqa: SIM115
     process = subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT,
                                text=True)
-    base = f"http://127.0.0.1:{port}"
+    base = None
     try:
         deadline = time.monotonic() + startup_s
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"the server exited ({process.returncode}):\n"
                                    f"{Path(log.name).read_text()[-4000:]}")
+            if base is None and (port := listening_port(process.pid)) is not None:
+                base = f"http://127.0.0.1:{port}"
             try:
-                if httpx.get(base + "/ready", timeout=2).status_code == 200:
+                if base is not None and httpx.get(base + "/ready", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.resuming import assert_resumed, saved_history
 
 import sigclass as sc
 
@@ -62,6 +63,15 @@ def test_two_processes_train_one_run(runs):
     assert predictor.predict(sorted(data.glob("red/*.png"))[:2]).shape == (2,)
 
 
+def test_the_processes_end_with_identical_weights(runs):
+    """Each process trains on its own shard: only all-reduced gradients keep the copies equal."""
+    _, tmp, one, _ = runs
+    digests = json.loads((tmp / "ddp" / "run.json").read_text())["replica_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    history = json.loads((tmp / "ddp" / "history.json").read_text())
+    assert [h["step"] for h in history] == [h["step"] for h in one.history]  # the global batch
+
+
 def test_accuracy_matches_one_process(runs):
     _, tmp, one, _ = runs
     ddp = json.loads((tmp / "ddp" / "metrics.json").read_text())
@@ -83,9 +93,9 @@ def test_exactly_one_mlflow_run(runs):
     assert "test_accuracy" in found[0].data.metrics
 
 
-def test_an_interrupted_distributed_run_resumes(runs):
+def test_an_interrupted_distributed_run_resumes(runs, tmp_path):
     data, tmp, _, _ = runs
-    out = tmp / "resumed"
+    out = tmp_path / "resumed"  # not in the module's folder, whose listing another test checks
     args = ["train", str(data), *ARGS, "--out", str(out)]
     args[args.index("3")] = "12"  # --epochs 12
     process = subprocess.Popen(_torchrun(*args), env=_env(tmp, tracking=False),
@@ -96,13 +106,17 @@ def test_an_interrupted_distributed_run_resumes(runs):
         time.sleep(0.2)
     assert checkpoint.exists(), process.communicate()[1].decode()[-2000:]
     process.send_signal(signal.SIGTERM)  # as a preempted job: torchrun stops both workers
-    process.communicate(timeout=120)
+    _, killed = process.communicate(timeout=120)
     assert json.loads((out / "run.json").read_text())["status"] == "running"
     assert not (out / "model").exists()
+    before = saved_history(checkpoint)
     done = subprocess.run(_torchrun("train", "--resume", "--out", str(out), "-q"),
                           env=_env(tmp, tracking=False), capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads((out / "run.json").read_text())["status"] == "finished"
+    assert done.returncode == 0, (done.stderr[-3000:], killed.decode()[-2000:])
+    summary = json.loads((out / "run.json").read_text())
+    assert summary["status"] == "finished"
     history = json.loads((out / "history.json").read_text())
     assert [h["epoch"] for h in history] == list(range(1, 13))
+    assert_resumed(before, history, checkpoint)
+    assert len(set(summary["replica_digests"])) == 1 and len(summary["replica_digests"]) == 2
     assert sc.load(out).predict(sorted(data.glob("blue/*.png"))[:1]).shape == (1,)

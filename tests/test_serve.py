@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import hashlib
 import io
+import json
 import signal
 import subprocess
 import sys
@@ -77,6 +79,10 @@ def test_predict_image_matches_the_predictor(models, image_server, photos):
     base, _ = image_server
     predictor = sc.load(models[0])
     expected = predictor.predict_proba(photos)
+    # the version of a model outside the registry: the checksum of its files' recorded checksums
+    files = json.loads((models[0] / "model" / "model.json").read_text())["files"]
+    assert set(files) == {"weights.safetensors", "head.skops"}
+    version = "sha256:" + hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:12]
     for photo, row in zip(photos, expected, strict=True):
         response = _post_image(base, photo.read_bytes(), photo.name)
         assert response.status_code == 200, response.text
@@ -85,8 +91,7 @@ def test_predict_image_matches_the_predictor(models, image_server, photos):
         assert body["class"] == predictor.classes[int(row.argmax())]
         assert list(body["probabilities"]) == predictor.classes
         np.testing.assert_allclose(list(body["probabilities"].values()), row, atol=1e-4)
-        assert body["model"] == {"name": "image-run", "version": body["model"]["version"]}
-        assert body["model"]["version"].startswith("sha256:")
+        assert body["model"] == {"name": "image-run", "version": version}
         assert body["explanation"] is None
     # a raw image/* body works as well as a form upload
     raw = httpx.post(base + "/predict", content=photos[0].read_bytes(),
@@ -357,6 +362,31 @@ def test_fuzzing_the_schema_finds_no_server_error(image_server, signal_server):
     assert image_server[1].poll() is None and signal_server[1].poll() is None
 
 
+@pytest.mark.parametrize("flags", [(), ("--backend", "onnx")], ids=["default", "onnx"])
+def test_default_and_onnx_backends_answer_like_torch(models, image_server, photos, flags):
+    """The default backend (``auto``: on a CPU it times both engines and keeps the faster) and
+    ONNX Runtime give the torch server's answers, and /metadata says which engine runs."""
+    import torch
+
+    with running_server(models[0], *flags) as (base, _):
+        serving = httpx.get(base + "/metadata").json()["serving"]
+        if flags:
+            assert (serving["backend"], serving["chosen_by"]) == ("onnx", "setting")
+        elif torch.cuda.is_available():
+            assert (serving["backend"], serving["chosen_by"]) == ("torch", "setting")
+        else:
+            assert serving["chosen_by"] == "timing"
+            assert set(serving["one_input_ms"]) == {"torch", "onnx"}
+            timings = serving["one_input_ms"]
+            assert serving["backend"] == min(timings, key=timings.get)
+        for photo in photos:
+            expected = _post_image(image_server[0], photo.read_bytes(), photo.name).json()
+            body = _post_image(base, photo.read_bytes(), photo.name).json()
+            assert body["class"] == expected["class"]
+            np.testing.assert_allclose(list(body["probabilities"].values()),
+                                       list(expected["probabilities"].values()), atol=1e-4)
+
+
 def test_export_onnx_matches_pytorch(models, tmp_path):
     import torch
 
@@ -379,11 +409,14 @@ def _run_predict(model, inputs, output, *flags) -> subprocess.Popen:
 
 
 def _kill_when(process: subprocess.Popen, ready, timeout: float = 180.0) -> None:
+    """SIGKILL ``process`` once ``ready()``: it is stopped (SIGSTOP) first, so what the caller
+    reads afterwards is what the process had written when ``ready()`` became true."""
     deadline = time.monotonic() + timeout
     while not ready():
         assert process.poll() is None, f"finished before it could be killed: {process.stderr.read()}"
         assert time.monotonic() < deadline, "no rows were written in time"
         time.sleep(0.02)
+    process.send_signal(signal.SIGSTOP)
     process.send_signal(signal.SIGKILL)
     process.wait()
 
@@ -399,7 +432,12 @@ def test_batch_scoring_resumes_after_a_kill(models, tmp_path, suffix):
     from sigclass.data.image_files import expand_image_inputs
     from sigclass.workflows.predict_files import journal_path
 
-    photos = models[0].parent / "data"  # the 32 photos the model was trained on
+    photos = tmp_path / "photos"  # the 32 photos the model was trained on, 4 times: 128 files,
+    for copy in range(4):  # far more than are scored in the 20 ms between two looks at the journal
+        for path in (models[0].parent / "data").glob("*/*"):
+            target = photos / path.parent.name / f"{copy}-{path.name}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
     output = tmp_path / f"scores{suffix}"
     journal = journal_path(output) if suffix == ".parquet" else output
     process = _run_predict(models[0], [photos], output, "--batch-size", "1", "--backend", "torch")
@@ -417,7 +455,7 @@ def test_batch_scoring_resumes_after_a_kill(models, tmp_path, suffix):
     assert (table["error"].fillna("") == "").all()
     # the rows match the model scored in-process
     predictor = sc.load(models[0])
-    some = sorted(files)[::10]
+    some = sorted(files)[::40]
     expected = predictor.predict_proba(some)
     got = table.set_index("input").loc[some, [f"p_{c}" for c in predictor.classes]].to_numpy()
     np.testing.assert_allclose(got, expected, atol=1e-4)

@@ -116,7 +116,8 @@ def test_headless_signal_as_image(basic_motions, tmp_path):
     part = basic_motions.subset(np.r_[0:40:2, 40:80:4])  # 20 train and 10 test cases
     run = sc.train(part, mode="headless", model="signal_image", progress=False, out=tmp_path / "si",
                    model_args={"image_size": 48}, cv_folds=3)
-    assert run.metrics["n"] == 10 and run.metrics["accuracy"] >= 0.5
+    # 4 classes, chance 0.25; it gets 8 of 10 right: a broken rendering or head falls below 7
+    assert run.metrics["n"] == 10 and run.metrics["accuracy"] >= 0.7, run.metrics["confusion_matrix"]
     loaded = sc.load(tmp_path / "si")
     np.testing.assert_allclose(loaded.predict_proba(part.X[-3:]), run.predictor.predict_proba(part.X[-3:]),
                                atol=1e-5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.resuming import assert_resumed, saved_history
 
 import sigclass as sc
 from sigclass.exceptions import TrackingError
@@ -255,11 +257,16 @@ def test_crashed_run_is_failed_with_its_logs_kept_and_resumes(colour_folder, tmp
     files = _artifacts(client, run.info.run_id)
     assert {"config.yaml", "split.json", "run.json"} <= files
     assert "failed" in (tmp_path / "run" / "run.json").read_text()
+    before = saved_history(tmp_path / "run" / "checkpoints" / "last.pt")
 
     sc.train(colour_folder, out=tmp_path / "run", resume=True, progress=False)  # same MLflow run
     run = client.get_run(run.info.run_id)
     assert run.info.status == "FINISHED" and "test_accuracy" in run.data.metrics
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [1, 2, 3]
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert_resumed(before, history, tmp_path / "run" / "checkpoints" / "last.pt")
+    logged = client.get_metric_history(run.info.run_id, "optimizer_step")
+    assert [m.value for m in sorted(logged, key=lambda m: m.step)] == [h["optimizer_step"] for h in history]
 
 
 def test_compare_is_a_parent_run_with_a_child_per_entry(colour_folder, tmp_path, tracking_on, recorded):
@@ -310,23 +317,40 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_ui_serves_the_store_over_http_and_takes_runs(recorded, colour_folder, tmp_path,
-                                                     tracking_on):
-    _, uri, _ = recorded
-    port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "sigclass", "ui", "--port", str(port),
-                                "--tracking-uri", uri], env=ENV, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline, status, body = time.monotonic() + 240, None, b""
+def _start_ui(uri: str, tries: int = 3):
+    """``sigclass ui`` on a free port; returns ``(process, port, status, body)`` once it answers.
+
+    The port is free when picked but released before the server binds it; should another
+    process take it meanwhile, the server exits and is started again on another port.
+    """
+    for _ in range(tries):
+        port = _free_port()
+        process = subprocess.Popen([sys.executable, "-m", "sigclass", "ui", "--port", str(port),
+                                    "--tracking-uri", uri], env=ENV, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 240
         while time.monotonic() < deadline and process.poll() is None:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
-                    status, body = response.status, response.read()
-                break
+                    return process, port, response.status, response.read()
             except OSError:
                 time.sleep(1)
-        assert status == 200, process.stdout.read() if process.poll() is not None else "no answer"
+        if process.poll() is None:  # alive but silent: not a lost port
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=30)
+            raise AssertionError("the MLflow UI did not answer within 240 s")
+        output = process.stdout.read()
+        if "address already in use" not in output.lower():
+            raise AssertionError(output)
+    raise AssertionError(f"no free port found in {tries} tries")
+
+
+def test_ui_serves_the_store_over_http_and_takes_runs(recorded, colour_folder, tmp_path,
+                                                     tracking_on):
+    _, uri, _ = recorded
+    process, port, status, body = _start_ui(uri)
+    try:
+        assert status == 200
         assert b"MLflow" in body or b"mlflow" in body
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search",
@@ -343,8 +367,8 @@ def test_ui_serves_the_store_over_http_and_takes_runs(recorded, colour_folder, t
         assert run.info.status == "FINISHED"
         assert run.data.metrics["test_accuracy"] == pytest.approx(result.metrics["accuracy"])
         assert "model/artifacts/model/model.json" in _artifacts(client, run.info.run_id)
-    finally:
-        process.terminate()
+    finally:  # Ctrl-C: `sigclass ui` stops its MLflow server (SIGTERM would leave it running)
+        process.send_signal(signal.SIGINT)
         process.wait(timeout=30)
 
 

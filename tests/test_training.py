@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
+from tests.resuming import assert_resumed, saved_history
 
 import sigclass as sc
 from sigclass.training.image_featurizer import Featurizer
@@ -116,10 +117,12 @@ def test_interrupted_training_resumes_to_a_finished_run(colour_folder, tmp_path,
     else:
         assert status == "running"  # killed without a chance to write anything
     assert not (out / "model").exists()
+    before = saved_history(checkpoint)
     done = subprocess.run(_cli("train", "--resume", "--out", str(out), "-q"), capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads((out / "run.json").read_text())["status"] == "finished"
     history = json.loads((out / "history.json").read_text())
     assert [h["epoch"] for h in history] == list(range(1, 41))
+    assert_resumed(before, history, checkpoint)
     assert sc.load(out).predict(sorted(colour_folder.glob("red/*.png"))[:1]).shape == (1,)

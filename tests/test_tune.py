@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -55,7 +57,8 @@ def shared_study(tmp_path_factory):
     outputs = [w.communicate(timeout=600) for w in workers]
     for worker, (_, stderr) in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, stderr[-3000:]
-    return data, out
+    return data, out, {f"{socket.gethostname()}:{w.pid}": stdout
+                       for w, (stdout, _) in zip(workers, outputs, strict=True)}
 
 
 def _trials(out: Path):
@@ -64,14 +67,21 @@ def _trials(out: Path):
 
 
 def test_two_workers_complete_every_trial_once(shared_study):
-    _, out = shared_study
+    _, out, reports = shared_study
     trials = _trials(out)
     assert sorted(t.number for t in trials) == list(range(6))  # none lost, none twice
     assert all(t.state == TrialState.COMPLETE for t in trials)
     folders = sorted((out / "trials" / STUDY).iterdir())
     assert [f.name for f in folders] == [f"trial-{n:04d}" for n in range(6)]
     assert all(json.loads((f / "run.json").read_text())["status"] == "finished" for f in folders)
-    assert len({t.user_attrs["worker"] for t in trials}) == 2  # both workers ran trials
+    # every trial ran in one of the two workers, and each of them saw the whole shared study
+    # (how the trials fall between them is a race: the first may run all six before the other
+    # has loaded PyTorch; a worker that ends first may see the other's last trial running)
+    assert {t.user_attrs["worker"] for t in trials} <= set(reports)
+    for stdout in reports.values():
+        line = next(x for x in stdout.splitlines() if x.startswith(f"study {STUDY}: "))
+        seen = {state: int(n) for n, state in (c.split() for c in line.split(": ", 1)[1].split(", "))}
+        assert sum(seen.values()) == 6 and set(seen) <= {"complete", "running"}, stdout
     for trial in trials:  # the objective is the cross-validated accuracy, never the test part
         run_dir = Path(trial.user_attrs["run_dir"])
         saved = load_config(run_dir / "config.yaml")
@@ -84,7 +94,7 @@ def test_two_workers_complete_every_trial_once(shared_study):
 
 
 def test_best_yaml_reproduces_the_best_trial(shared_study, tmp_path):
-    data, out = shared_study
+    data, out, _ = shared_study
     summary = json.loads((out / "study.json").read_text())
     best = RunConfig.from_dict(load_config(out / "best.yaml"))
     assert best.split == str((out / "split.json").resolve())
@@ -99,8 +109,10 @@ def test_best_yaml_reproduces_the_best_trial(shared_study, tmp_path):
     assert again.info["test_metrics"] == pytest.approx(first.info["test_metrics"])
 
 
-def test_running_again_continues_the_study(shared_study):
-    data, out = shared_study
+def test_running_again_continues_the_study(shared_study, tmp_path):
+    data, shared, _ = shared_study
+    out = tmp_path / "study"  # a copy: the other tests see the six trials whatever the order
+    shutil.copytree(shared, out)
     result = tune(data, out, trials=6, study_name=STUDY, mode="headless",
                   model="efficientnet_lite0", image_size=32, backend="torch")
     assert result.counts == {"COMPLETE": 6}  # already done: nothing new
@@ -114,14 +126,14 @@ def test_running_again_continues_the_study(shared_study):
 
 
 def test_a_study_of_another_mode_is_refused(shared_study):
-    data, out = shared_study
+    data, out, _ = shared_study
     with pytest.raises(ConfigError, match="Use another --study name"):
         tune(data, out, trials=1, study_name=STUDY, mode="scratch", model="simple_cnn_gap",
              image_size=32)
 
 
 def test_unreachable_storage_is_a_clear_error(shared_study, tmp_path):
-    data, _ = shared_study
+    data, _, _ = shared_study
     with pytest.raises(ConfigError, match="Cannot open the study storage") as info:
         tune(data, tmp_path / "s", trials=1, storage="postgresql://me:secret@127.0.0.1:1/db",
              mode="headless", model="efficientnet_lite0", image_size=32, backend="torch")

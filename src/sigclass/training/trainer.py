@@ -69,9 +69,13 @@ class Trainer:
     Attributes:
         plan_: The resolved :class:`~sigclass.training.schedule.Plan` (epochs, patience,
             selection rule, class weights).
-        history_: One dict of metrics per finished epoch.
+        history_: One dict of metrics per finished epoch, with ``step`` (optimisation steps
+            since the first epoch) and ``optimizer_step`` (AdamW's own count, which shows
+            that a resumed run went on with its saved optimizer state).
         best_epoch_: 1-based epoch whose weights were restored.
         stopped_early_: Early stopping ended training before the planned epochs.
+        replica_digests_: In a distributed run, each process's :meth:`parameter_digest` at the
+            end of training (all equal unless the gradients were not all-reduced).
     """
 
     def __init__(
@@ -143,6 +147,7 @@ class Trainer:
         self.is_best = False
         self.stop_training = False
         self.stopped_early_ = False
+        self.replica_digests_: list[str] = []
         self.elapsed_before_resume = 0.0
         self.callbacks_ = [ProgressBar(self.progress and self.is_main_process),
                            EarlyStopping(self.plan_.patience),
@@ -200,6 +205,8 @@ class Trainer:
                 **{f"val_{k}": v for k, v in val_logs.items()},
                 "val_loss_ema": ema,
                 "lr": float(self.optimizer_.param_groups[-1]["lr"]),
+                "step": int(self.scheduler_.last_epoch),  # optimisation steps since epoch 1
+                "optimizer_step": self._optimizer_steps(),  # AdamW's own count: resumed or not
                 "epoch_seconds": time.perf_counter() - started,
                 "train_items_per_s": len(train_set) / train_time if train_time > 0 else 0.0,
             }
@@ -211,6 +218,10 @@ class Trainer:
             self._fit_budget()
             epoch += 1
         self._call("on_train_end")
+        if self.world_size_ > 1:  # DDP keeps the replicas identical; a difference is a bug
+            self.replica_digests_ = distributed.all_gather_objects(self.parameter_digest())
+            if len(set(self.replica_digests_)) > 1:
+                logger.warning("The processes ended with different weights: %s", self.replica_digests_)
         self.forward_module_ = self.network  # drop the DDP wrapper (and its hold on the group)
         if self.plan_.selection == "last" and not self.stopped_early_:
             self.best_epoch_ = len(self.history_)  # the end of the schedule: keep the final weights
@@ -231,9 +242,29 @@ class Trainer:
                 f"{plan.min_epochs}; keeps {pick}; class weights: {plan.class_weights_reason}")
 
     def summary(self) -> dict[str, Any]:
-        """The plan and what happened, for the run summary (``run.json``)."""
-        return {**self.plan_.to_dict(), "batch_size": self.global_batch_size_, "epochs_run": len(self.history_), "best_epoch": self.best_epoch_,
-                "stopped_early": self.stopped_early_}
+        """The plan and what happened, for the run summary (``run.json``); a distributed run adds
+        each process's :meth:`parameter_digest` at the end of training."""
+        summary = {**self.plan_.to_dict(), "batch_size": self.global_batch_size_,
+                   "epochs_run": len(self.history_), "best_epoch": self.best_epoch_,
+                   "stopped_early": self.stopped_early_}
+        if self.replica_digests_:
+            summary["replica_digests"] = self.replica_digests_
+        return summary
+
+    def parameter_digest(self) -> str:
+        """SHA-256 of the network's parameters (names and exact values): equal on every process
+        of a distributed run whose gradients were all-reduced."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for name, param in self.network.named_parameters():
+            digest.update(name.encode())
+            digest.update(param.detach().float().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
+
+    def _optimizer_steps(self) -> int:
+        """The largest step count in the optimizer's state (0 before the first step)."""
+        return max((int(s["step"]) for s in self.optimizer_.state.values() if "step" in s), default=0)
 
     def _fit_budget(self) -> None:
         """Shorten the plan (and rescale the learning-rate schedule) to end within ``max_minutes``."""
