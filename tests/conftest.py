@@ -5,6 +5,8 @@ and the checks that end each session: no process left running, nothing written t
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +27,10 @@ SLOW_TIMEOUT_S = 1800  # a test marked slow may take this long; the others get p
 # Processes that libraries keep for the whole session and stop themselves at exit: not leftovers.
 LIBRARY_HELPERS = ("multiprocessing.resource_tracker", "joblib.externals.loky", "loky.backend")
 PROCESS_GRACE_S = 5.0  # a process still stopping when the session ends has this long to go
+# Made by tools, not tests: a new entry of the working folder with another name is reported.
+TOOL_FOLDERS = frozenset({".pytest_cache", ".ruff_cache", "__pycache__", ".hypothesis"})
 _ENTRIES = pytest.StashKey[set]()
+_ISOLATION = pytest.StashKey[tuple]()
 
 
 @pytest.fixture(scope="session")
@@ -48,12 +53,26 @@ def pytest_collection_modifyitems(config, items):
 
 def _working_entries() -> set[Path]:
     folders = {REPO, Path.cwd()}
-    return {path for folder in folders for path in folder.iterdir()
-            if not path.name.startswith(".") and path.name != "__pycache__"}
+    return {path for folder in folders for path in folder.iterdir() if path.name not in TOOL_FOLDERS}
+
+
+def isolated_settings(root: Path) -> dict[str, str]:
+    """Feature caches and the default MLflow store in a temporary folder, never the working
+    folder (nor the user's own server: ``MLFLOW_TRACKING_URI`` is removed)."""
+    return {"SIGCLASS_CACHE_DIR": str(root / "cache"), "SIGCLASS_TRACKING_DIR": str(root / "tracking")}
 
 
 def pytest_sessionstart(session):
+    """Isolate the whole session before collection: module-scoped fixtures, which run before
+    any function-scoped one, and environments copied at import see the isolated settings too."""
     session.config.stash[_ENTRIES] = _working_entries()
+    root = Path(tempfile.mkdtemp(prefix="sigclass-tests-"))
+    patch = pytest.MonkeyPatch()
+    settings = isolated_settings(root)
+    for name, value in settings.items():
+        patch.setenv(name, value)
+    patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    session.config.stash[_ISOLATION] = (root, settings, patch)
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -61,6 +80,11 @@ def pytest_sessionfinish(session, exitstatus):
     repository root or the working folder (MLflow's ``mlflow.db``, ``mlruns``...)."""
     problems = [f"left running, now killed: pid {pid}: {command}"
                 for pid, command in stop_leftover_processes()]
+    isolation = session.config.stash.get(_ISOLATION, None)
+    if isolation is not None:
+        root, _, patch = isolation
+        patch.undo()
+        shutil.rmtree(root, ignore_errors=True)
     before = session.config.stash.get(_ENTRIES, None)
     if before is not None:
         problems += [f"written to the working folder: {path}"
@@ -103,13 +127,12 @@ def stop_leftover_processes(grace_s: float = PROCESS_GRACE_S) -> list[tuple[int,
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Feature caches and MLflow stores live in session-wide temporary folders."""
-    monkeypatch.setenv("SIGCLASS_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
-    # MLflow tracking is off in tests unless a test turns it on (tests/test_tracking.py), and its
-    # default store is a temporary folder, never the working folder or the user's own server.
+def _isolated_cache(monkeypatch, request):
+    """Each test starts with the session's isolated settings, and MLflow tracking off unless the
+    test turns it on (tests/test_tracking.py)."""
+    for name, value in request.config.stash[_ISOLATION][1].items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("SIGCLASS_TRACKING", "off")
-    monkeypatch.setenv("SIGCLASS_TRACKING_DIR", str(tmp_path_factory.getbasetemp() / "tracking"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 
