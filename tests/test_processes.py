@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from servers import free_port
 from sigclass.cli import children
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -48,8 +49,6 @@ def _kill(processes: list[psutil.Process]) -> None:
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP],
                          ids=["SIGTERM", "SIGINT", "SIGHUP"])
 def test_stopping_sigclass_ui_stops_the_mlflow_server_and_its_workers(tmp_path, stop):
-    from servers import free_port
-
     port = free_port()
     uri = f"sqlite:///{(tmp_path / 'mlflow.db').as_posix()}"
     process = subprocess.Popen([sys.executable, "-m", "sigclass", "ui", "--port", str(port),

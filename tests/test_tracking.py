@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 
 import sigclass as sc
+from servers import free_port, stopped
 from sigclass.exceptions import TrackingError
 from sigclass.training.callbacks import Callback
 
@@ -293,7 +293,8 @@ def test_two_processes_write_to_one_sqlite_store_at_once(colour_folder, tmp_path
                  _uri(store), "-q"] for seed in (1, 2)]
     processes = [subprocess.Popen(c, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                   text=True) for c in commands]
-    outputs = [p.communicate(timeout=400)[0] for p in processes]
+    with stopped(*processes):
+        outputs = [p.communicate(timeout=400)[0] for p in processes]
     assert [p.returncode for p in processes] == [0, 0], "\n".join(o[-2000:] for o in outputs)
     assert all("MLflow run: " in output for output in outputs)
     client = _client(_uri(store))
@@ -304,20 +305,14 @@ def test_two_processes_write_to_one_sqlite_store_at_once(colour_folder, tmp_path
         assert "model/artifacts/model/model.json" in _artifacts(client, run.info.run_id)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_ui_serves_the_store_over_http_and_takes_runs(recorded, colour_folder, tmp_path,
                                                      tracking_on):
     _, uri, _ = recorded
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "sigclass", "ui", "--port", str(port),
                                 "--tracking-uri", uri], env=ENV, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
-    try:
+    with stopped(process):  # SIGTERM: sigclass ui stops the MLflow server it started
         deadline, status, body = time.monotonic() + 240, None, b""
         while time.monotonic() < deadline and process.poll() is None:
             try:
@@ -343,9 +338,6 @@ def test_ui_serves_the_store_over_http_and_takes_runs(recorded, colour_folder, t
         assert run.info.status == "FINISHED"
         assert run.data.metrics["test_accuracy"] == pytest.approx(result.metrics["accuracy"])
         assert "model/artifacts/model/model.json" in _artifacts(client, run.info.run_id)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def test_signal_model_scores_through_pyfunc_rows(tmp_path, tracking_on, recorded):
