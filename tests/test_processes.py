@@ -142,3 +142,16 @@ def test_sigterm_stops_a_command_as_ctrl_c_does():
     assert isinstance(stopped.value, children.Stopped)
     assert children.stop_signal(stopped.value) == signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_an_ignored_signal_stays_ignored():
+    """``nohup sigclass train ...``: SIGHUP was ignored before the command, and stays so."""
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with children.guarded():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGHUP)
+            time.sleep(0.2)
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, before)

@@ -132,11 +132,15 @@ def _raise_stopped(signum: int, frame) -> None:
 def guarded() -> Iterator[None]:
     """Run a command so that SIGTERM and SIGHUP stop it as Ctrl-C does, and its children with it.
 
-    The previous signal handlers come back on the way out (tests run commands in-process). Signal
+    The previous signal handlers come back on the way out (tests run commands in-process); an
+    ignored signal stays ignored (``nohup sigclass train ...`` outlives its terminal). Signal
     handlers belong to the main thread: elsewhere only the children are stopped on the way out.
     """
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = {s: signal.signal(s, _raise_stopped) for s in STOP_SIGNALS} if in_main else {}
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in STOP_SIGNALS:
+            if signal.getsignal(signum) is not signal.SIG_IGN:  # nohup's choice stands
+                previous[signum] = signal.signal(signum, _raise_stopped)
     try:
         yield
     except KeyboardInterrupt as interrupt:
@@ -146,5 +150,5 @@ def guarded() -> Iterator[None]:
         try:
             stop_all()
         finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            for signum, handler in previous.items():  # None: a handler set outside Python
+                signal.signal(signum, signal.SIG_DFL if handler is None else handler)
