@@ -155,3 +155,22 @@ def test_an_ignored_signal_stays_ignored():
         assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGHUP, before)
+
+
+def test_a_forked_worker_still_dies_of_sigterm():
+    """A multiprocessing worker forked by a command inherits its handlers; ``Pool.terminate``
+    stops workers with SIGTERM and waits for them, so there SIGTERM must still end the process."""
+    import multiprocessing
+
+    with children.guarded():
+        worker = multiprocessing.get_context("fork").Process(target=time.sleep, args=(60,))
+        worker.start()
+        try:
+            time.sleep(0.5)
+            worker.terminate()
+            worker.join(20)
+            assert worker.exitcode == -signal.SIGTERM
+        finally:
+            if worker.is_alive():
+                worker.kill()
+                worker.join()

@@ -30,6 +30,7 @@ PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 _children: list[subprocess.Popen] = []
 _hooked = False
+_owner = os.getpid()  # the process whose children these are; a fork of it has none
 
 
 class Stopped(KeyboardInterrupt):
@@ -55,10 +56,13 @@ def start(command: list[str], **popen_options) -> subprocess.Popen:
     Returns:
         The running process.
     """
-    global _hooked
+    global _hooked, _owner
     if not _hooked:
         atexit.register(stop_all)
         _hooked = True
+    if os.getpid() != _owner:  # a fork of the process that started the listed ones
+        _children.clear()
+        _owner = os.getpid()
     process = subprocess.Popen(command, start_new_session=True,
                                preexec_fn=_die_with_parent(), **popen_options)
     _children.append(process)
@@ -104,7 +108,7 @@ def stop_all(signum: int = signal.SIGTERM, grace_s: float = GRACE_S) -> None:
     Each group gets ``signum``; a group with processes left after ``grace_s`` seconds gets SIGKILL.
     A second interrupt while waiting kills at once.
     """
-    running = list(_children)
+    running = list(_children) if os.getpid() == _owner else []  # a fork stops nothing
     _children.clear()
     try:
         for process in running:
@@ -124,8 +128,19 @@ def stop_all(signum: int = signal.SIGTERM, grace_s: float = GRACE_S) -> None:
                 process.wait()
 
 
-def _raise_stopped(signum: int, frame) -> None:
-    raise Stopped(signum)
+def _stopping_handler(owner: int) -> Callable[[int, object], None]:
+    """The handler raising :class:`Stopped` in process ``owner``. A process forked from it
+    (a ``multiprocessing`` worker, which ``Pool.terminate`` stops with SIGTERM) inherits the
+    handler: there the signal does what it did before, end the process."""
+
+    def handler(signum: int, frame) -> None:
+        if os.getpid() != owner:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise Stopped(signum)
+
+    return handler
 
 
 @contextlib.contextmanager
@@ -138,9 +153,10 @@ def guarded() -> Iterator[None]:
     """
     previous = {}
     if threading.current_thread() is threading.main_thread():
+        handler = _stopping_handler(os.getpid())
         for signum in STOP_SIGNALS:
             if signal.getsignal(signum) is not signal.SIG_IGN:  # nohup's choice stands
-                previous[signum] = signal.signal(signum, _raise_stopped)
+                previous[signum] = signal.signal(signum, handler)
     try:
         yield
     except KeyboardInterrupt as interrupt:
