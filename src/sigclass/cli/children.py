@@ -49,6 +49,9 @@ def stop_signal(interrupt: BaseException) -> int:
 def start(command: list[str], **popen_options) -> subprocess.Popen:
     """Start ``command`` in a process group of its own that stops when this process stops.
 
+    Linux sends the death signal when the *thread* that started the child ends: start children
+    from the main thread (as the commands do), not from a short-lived worker thread.
+
     Args:
         command: Program and arguments.
         **popen_options: Passed to :class:`subprocess.Popen` (``env``, ``stdout``...).
@@ -95,9 +98,7 @@ def _signal_group(process: subprocess.Popen, signum: int) -> bool:
     """Send ``signum`` to the process group led by ``process``; False when the group is gone."""
     try:
         os.killpg(process.pid, signum)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # the group id was reused by someone else's processes
+    except (ProcessLookupError, PermissionError):  # gone, or its id reused by someone else's
         return False
     return True
 
