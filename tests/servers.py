@@ -103,6 +103,25 @@ def running_server(model: Path | str, *flags: str, startup_s: float = 240.0, env
         os.unlink(log.name)
 
 
+@contextlib.contextmanager
+def stopped(*processes: subprocess.Popen, grace_s: float = 20.0):
+    """Yield, then stop each of ``processes`` still running, whatever the test did: SIGTERM
+    (a sigclass command stops its own children on it; torchrun stops its workers), then SIGKILL
+    after ``grace_s`` seconds."""
+    try:
+        yield processes
+    finally:
+        running = [process for process in processes if process.poll() is None]
+        for process in running:
+            process.terminate()
+        for process in running:
+            try:  # reading the pipes: a process blocked on a full one could not stop
+                process.communicate(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()
+
+
 def png_bomb(width: int = 30_000, height: int = 30_000) -> bytes:
     """A valid 1-bit PNG of ``width`` x ``height`` black pixels, about 100 KB compressed
     (900 million pixels once decoded), written row by row without allocating the image."""

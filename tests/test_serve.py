@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 import sigclass as sc
-from servers import png_bomb, running_server, train_image_model, train_signal_model
+from servers import png_bomb, running_server, stopped, train_image_model, train_signal_model
 
 pytestmark = pytest.mark.slow
 API_KEY = "test-key-123"
@@ -441,13 +441,15 @@ def test_batch_scoring_resumes_after_a_kill(models, tmp_path, suffix):
     output = tmp_path / f"scores{suffix}"
     journal = journal_path(output) if suffix == ".parquet" else output
     process = _run_predict(models[0], [photos], output, "--batch-size", "1", "--backend", "torch")
-    _kill_when(process, lambda: _rows(journal) >= 3)
+    with stopped(process):
+        _kill_when(process, lambda: _rows(journal) >= 3)
     scored_before = _rows(journal)
     files = expand_image_inputs([photos])
     assert 3 <= scored_before < len(files)
     assert not (suffix == ".parquet" and output.exists()), "a Parquet file appeared before the end"
     finished = _run_predict(models[0], [photos], output, "--batch-size", "8", "--backend", "torch")
-    assert finished.wait(timeout=300) == 0, finished.stderr.read()
+    with stopped(finished):
+        assert finished.wait(timeout=300) == 0, finished.stderr.read()
     table = pd.read_csv(output) if suffix == ".csv" else pd.read_parquet(output)
     assert not journal_path(output).exists() or suffix == ".csv"
     assert table["input"].is_unique, "an input was scored twice"
@@ -477,7 +479,8 @@ def test_batch_scoring_onnx_backend_and_bad_files(models, fridge, tmp_path):
     (folder / "broken.jpg").write_bytes(b"not a jpeg")
     output = tmp_path / "scores.parquet"
     process = _run_predict(models[0], [folder], output)  # default backend: ONNX Runtime on a CPU
-    assert process.wait(timeout=300) == 0, process.stderr.read()
+    with stopped(process):
+        assert process.wait(timeout=300) == 0, process.stderr.read()
     table = pd.read_parquet(output).set_index("input")
     assert "cannot be read as an image" in table.loc[str(folder / "broken.jpg"), "error"]
     predictor = sc.load(models[0])

@@ -17,6 +17,7 @@ import pytest
 from tests.resuming import assert_resumed, saved_history
 
 import sigclass as sc
+from servers import stopped
 from sigclass.exceptions import TrackingError
 from sigclass.training.callbacks import Callback
 
@@ -300,7 +301,8 @@ def test_two_processes_write_to_one_sqlite_store_at_once(colour_folder, tmp_path
                  _uri(store), "-q"] for seed in (1, 2)]
     processes = [subprocess.Popen(c, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                   text=True) for c in commands]
-    outputs = [p.communicate(timeout=400)[0] for p in processes]
+    with stopped(*processes):
+        outputs = [p.communicate(timeout=400)[0] for p in processes]
     assert [p.returncode for p in processes] == [0, 0], "\n".join(o[-2000:] for o in outputs)
     assert all("MLflow run: " in output for output in outputs)
     client = _client(_uri(store))

@@ -17,6 +17,7 @@ from sklearn.pipeline import make_pipeline
 from tests.resuming import assert_resumed, saved_history
 
 import sigclass as sc
+from servers import stopped
 from sigclass.training.image_featurizer import Featurizer
 
 
@@ -97,6 +98,7 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "sigclass", *args]
 
 
+@pytest.mark.timeout(1800)  # an interrupted run, then up to 10 minutes of resumed training
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT])
 def test_interrupted_training_resumes_to_a_finished_run(colour_folder, tmp_path, stop):
     out = tmp_path / "run"
@@ -104,12 +106,13 @@ def test_interrupted_training_resumes_to_a_finished_run(colour_folder, tmp_path,
             "--image-size", "32", "--epochs", "40", "--patience", "0", "--out", str(out), "-q"]
     process = subprocess.Popen(_cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     checkpoint = out / "checkpoints" / "last.pt"
-    deadline = time.monotonic() + 120
-    while not checkpoint.exists() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.2)
-    assert checkpoint.exists(), process.communicate()[1].decode()[-2000:]
-    os.kill(process.pid, stop)
-    _, stderr = process.communicate(timeout=60)
+    with stopped(process):
+        deadline = time.monotonic() + 120
+        while not checkpoint.exists() and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.2)
+        assert checkpoint.exists(), f"no checkpoint within 120 s (exit code {process.poll()})"
+        os.kill(process.pid, stop)
+        _, stderr = process.communicate(timeout=60)
     status = json.loads((out / "run.json").read_text())["status"]
     if stop == signal.SIGINT:
         assert process.returncode == 130 and status == "interrupted"

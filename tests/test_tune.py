@@ -15,9 +15,13 @@ import pytest
 from optuna.trial import TrialState
 
 import sigclass as sc
+from servers import stopped
 from sigclass.config import RunConfig, load_config
 from sigclass.exceptions import ConfigError
 from sigclass.workflows.tune import PruningCallback, tune
+
+# two tune workers of up to 10 minutes in a fixture: more than the default timeout
+pytestmark = pytest.mark.timeout(1800)
 
 HEADLESS = ["--mode", "headless", "--model", "efficientnet_lite0", "--image-size", "32",
             "--backend", "torch", "-q"]
@@ -54,7 +58,8 @@ def shared_study(tmp_path_factory):
     args = _cli("tune", str(data), "--trials", "6", "--study", STUDY, "--out", str(out), *HEADLESS)
     workers = [subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True) for _ in range(2)]
-    outputs = [w.communicate(timeout=600) for w in workers]
+    with stopped(*workers):
+        outputs = [w.communicate(timeout=600) for w in workers]
     for worker, (_, stderr) in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, stderr[-3000:]
     return data, out, {f"{socket.gethostname()}:{w.pid}": stdout
@@ -180,9 +185,10 @@ def test_two_workers_share_a_postgresql_study(colour_folder, tmp_path):
                                      *HEADLESS),
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for i in range(2)]
-    for worker in workers:
-        _, stderr = worker.communicate(timeout=600)
-        assert worker.returncode == 0, stderr[-3000:]
+    with stopped(*workers):
+        for worker in workers:
+            _, stderr = worker.communicate(timeout=600)
+            assert worker.returncode == 0, stderr[-3000:]
     trials = [t for t in optuna.load_study(study_name=study, storage=POSTGRES).get_trials()
               if not t.user_attrs.get("surplus")]
     assert sorted(t.number for t in trials) == list(range(4))

@@ -15,7 +15,7 @@ import sys
 
 from .. import __version__
 from ..exceptions import ArtifactError, SigclassError
-from . import serve, tracking, train, tune, use
+from . import children, serve, tracking, train, tune, use
 from .options import RUN_OPTIONS, add_run_options, resolve_config
 
 __all__ = ["RUN_OPTIONS", "add_run_options", "build_parser", "main", "resolve_config"]
@@ -41,14 +41,17 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("onnx_ir", "onnxscript", "matplotlib", "PIL", "urllib3", "alembic", "mlflow"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    try:
-        return int(args.func(args) or 0)
-    except ArtifactError as exc:  # one line: the file, the field, the fix
-        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
-        return 2
-    except SigclassError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: `sigclass train --resume --out RUN` continues a training run", file=sys.stderr)
-        return 130
+    # SIGTERM and SIGHUP stop a command as Ctrl-C does; the processes it started stop with it
+    with children.guarded():
+        try:
+            return int(args.func(args) or 0)
+        except ArtifactError as exc:  # one line: the file, the field, the fix
+            print("error: " + " ".join(str(exc).split()), file=sys.stderr)
+            return 2
+        except SigclassError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as interrupt:
+            print("interrupted: `sigclass train --resume --out RUN` continues a training run",
+                  file=sys.stderr)
+            return 128 + children.stop_signal(interrupt)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 
 from ..tracking.registry import list_versions, promote, register_run
 from ..tracking.store import artifact_root_for, check_store, get_client, resolve_uri
+from . import children
 
 URI_HELP = ("MLflow tracking URI (default: MLFLOW_TRACKING_URI, else mlflow.db in "
             "SIGCLASS_TRACKING_DIR or the working folder)")
@@ -108,10 +108,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
     print(f"MLflow UI for {uri} on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
     # The server's background job runner serves GenAI evaluations, which sigclass runs never use.
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
-    process = subprocess.Popen(ui_command(uri, args.host, args.port), env=env)
+    # mlflow server runs uvicorn in a second process: both stop with this command, whatever stops it
+    process = children.start(ui_command(uri, args.host, args.port), env=env)
     try:
         return process.wait()
-    except KeyboardInterrupt:
-        process.terminate()
-        process.wait(timeout=30)
+    except KeyboardInterrupt as interrupt:
+        children.stop_all(children.stop_signal(interrupt))
         return 0
