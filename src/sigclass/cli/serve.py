@@ -84,6 +84,10 @@ GUARD_OPTIONS = (
      "longest number in a JSON signal, in characters; longer gets 422 (default: 64)"),
     ("--max-csv-cell-chars", "max_csv_cell_chars", int, "N",
      "longest CSV cell, in characters; longer gets 422 (default: 256)"),
+    ("--drift-window", "drift_window", int, "N",
+     "recent inputs the drift statistic and mean confidence of /metrics cover (default: 500)"),
+    ("--drift-threshold", "drift_threshold", float, "PSI",
+     "population stability index above which /metadata reports drift (default: 0.25)"),
 )
 
 
