@@ -15,7 +15,8 @@ def add_commands(commands) -> None:
     serve = commands.add_parser(
         "serve", help="serve a model over HTTP (REST API, quick-test page)",
         description="Serve a trained model with FastAPI under uvicorn: POST /predict, "
-        "/predict/batch, GET /health, /ready, /metadata, /docs and a quick-test page at /.")
+        "/predict/batch, GET /health, /ready, /metadata, /metrics (Prometheus), /docs and a "
+        "quick-test page at /.")
     serve.add_argument("model", help="run folder, model folder or models:/NAME@ALIAS")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to bind (default: 127.0.0.1; 0.0.0.0 in a container)")

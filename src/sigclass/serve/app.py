@@ -8,7 +8,8 @@ request has a deadline (``request_timeout_s``). Routes stay short: they read the
 inputs to the model and shape the answer; every error goes through :mod:`sigclass.serve.errors`.
 Run it with ``sigclass serve`` or ``uvicorn --factory sigclass.serve.app:create_app`` (settings
 from ``SIGCLASS_SERVE_*``; add ``--http sigclass.serve.protocol:HeaderTimeoutProtocol`` for the
-request-head timeout).
+request-head timeout). ``GET /metrics`` serves the counters of :mod:`sigclass.serve.monitoring`
+to Prometheus.
 """
 
 from __future__ import annotations
@@ -153,8 +154,10 @@ def metadata(served: Served, request: Request) -> dict:
 
 @router.get("/metrics", dependencies=[Depends(check_metrics_key)],
             summary="Prometheus metrics: requests, latency, batches, predictions, drift",
-            response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}},
-                                                401: ERROR_RESPONSES[401]})
+            response_class=Response, responses={
+                200: {"description": "The Prometheus text exposition format",
+                      "content": {"text/plain": {"schema": {"type": "string"}}}},
+                401: ERROR_RESPONSES[401]})
 def metrics(request: Request) -> Response:
     return Response(request.app.state.monitor.exposition(), media_type=CONTENT_TYPE_LATEST)
 
