@@ -46,6 +46,7 @@ MAX_SIDE = 8192  # pixels of an image input side
 MAX_CHANNELS = 4096
 MAX_TIMEPOINTS = 10_000_000
 MAX_MEMBERS = 64
+MAX_DRIFT_BINS = 10
 FIX = "restore the model folder from its run or the model registry (the file was modified or damaged)"
 INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "box", "hamming", "lanczos")
 
@@ -148,6 +149,35 @@ class SignalDataConfig(_Strict):
     reader: ReaderOptions | None = None
 
 
+class DriftBins(_Strict):
+    """The quantile bins of one drift score and the reference's share in each."""
+
+    edges: list[Finite] = Field(max_length=MAX_DRIFT_BINS - 1)
+    proportions: list[Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]] = Field(
+        min_length=1, max_length=MAX_DRIFT_BINS)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DriftBins:
+        if len(self.proportions) != len(self.edges) + 1:
+            raise ValueError(f"{len(self.proportions)} proportion(s) for {len(self.edges)} edge(s); "
+                             "expected one more proportion than edges")
+        if any(b <= a for a, b in zip(self.edges, self.edges[1:], strict=False)):
+            raise ValueError("the edges must increase")
+        if abs(sum(self.proportions) - 1) > 1e-3:
+            raise ValueError(f"the proportions add up to {sum(self.proportions):.4f}, not 1")
+        return self
+
+
+class DriftReference(_Strict):
+    """The inputs a model was tested on, summarised for the service's drift statistic
+    (:mod:`sigclass.evaluation.drift`)."""
+
+    statistic: Literal["psi"]
+    part: Literal["test", "val"]
+    n_inputs: int = Field(ge=1)
+    scores: dict[Literal["input_rms", "confidence"], DriftBins] = Field(min_length=1)
+
+
 class ModelDocument(_Strict):
     """``model.json`` of a single model."""
 
@@ -162,6 +192,8 @@ class ModelDocument(_Strict):
     head: HeadSpec | None = None
     # temperature scaling of the logits (sigclass.evaluation.calibration); 1: none
     temperature: float = Field(default=1.0, ge=0.01, le=100, allow_inf_nan=False)
+    # the test part's drift scores (sigclass.evaluation.drift); null in models saved before
+    drift_reference: DriftReference | None = None
     info: dict[str, Any] = Field(default_factory=dict)
     files: dict[str, Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]] = Field(
         min_length=1, max_length=16)

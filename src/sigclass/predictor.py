@@ -85,6 +85,9 @@ class Predictor:
         engine: An inference engine already built for ``network`` (else built on first use).
         temperature: The logits are divided by it before the softmax (temperature scaling,
             fitted on the validation part by training; 1 leaves them as they are).
+        drift_reference: The test part's drift scores, which the service compares recent
+            inputs with (:func:`sigclass.evaluation.drift.reference_scores`); ``None`` for
+            models saved before it was recorded.
     """
 
     def __init__(
@@ -100,6 +103,7 @@ class Predictor:
         backend: str = "torch",
         engine=None,
         temperature: float = 1.0,
+        drift_reference: dict[str, Any] | None = None,
     ):
         self.network = network
         self.classes = [str(c) for c in classes]
@@ -113,6 +117,7 @@ class Predictor:
         self.preprocessor = modality_of(modality).preprocessor(data_config)
         self._engine = engine
         self.temperature = float(temperature)
+        self.drift_reference = drift_reference
         self.last_items_per_second: float | None = None
 
     @property
@@ -219,7 +224,8 @@ class Predictor:
         info["path"] = str(folder)
         return cls(network, document["classes"], document["data_config"],
                    modality=document["modality"], mode=document["mode"], head=head, info=info,
-                   device=device, backend=backend, temperature=document.get("temperature", 1.0))
+                   device=device, backend=backend, temperature=document.get("temperature", 1.0),
+                   drift_reference=document.get("drift_reference"))
 
     def __repr__(self) -> str:
         return (f"Predictor(model={self.model_name!r}, mode={self.mode!r}, modality={self.modality!r}, "

@@ -15,7 +15,8 @@ def add_commands(commands) -> None:
     serve = commands.add_parser(
         "serve", help="serve a model over HTTP (REST API, quick-test page)",
         description="Serve a trained model with FastAPI under uvicorn: POST /predict, "
-        "/predict/batch, GET /health, /ready, /metadata, /docs and a quick-test page at /.")
+        "/predict/batch, GET /health, /ready, /metadata, /metrics (Prometheus), /docs and a "
+        "quick-test page at /.")
     serve.add_argument("model", help="run folder, model folder or models:/NAME@ALIAS")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to bind (default: 127.0.0.1; 0.0.0.0 in a container)")
@@ -84,6 +85,10 @@ GUARD_OPTIONS = (
      "longest number in a JSON signal, in characters; longer gets 422 (default: 64)"),
     ("--max-csv-cell-chars", "max_csv_cell_chars", int, "N",
      "longest CSV cell, in characters; longer gets 422 (default: 256)"),
+    ("--drift-window", "drift_window", int, "N",
+     "recent inputs the drift statistic and mean confidence of /metrics cover (default: 500)"),
+    ("--drift-threshold", "drift_threshold", float, "PSI",
+     "population stability index above which /metadata reports drift (default: 0.25)"),
 )
 
 

@@ -8,7 +8,8 @@ request has a deadline (``request_timeout_s``). Routes stay short: they read the
 inputs to the model and shape the answer; every error goes through :mod:`sigclass.serve.errors`.
 Run it with ``sigclass serve`` or ``uvicorn --factory sigclass.serve.app:create_app`` (settings
 from ``SIGCLASS_SERVE_*``; add ``--http sigclass.serve.protocol:HeaderTimeoutProtocol`` for the
-request-head timeout).
+request-head timeout). ``GET /metrics`` serves the counters of :mod:`sigclass.serve.monitoring`
+to Prometheus.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse
-from fastapi.security import APIKeyHeader
+from fastapi.responses import FileResponse, Response
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
@@ -35,6 +36,7 @@ from .errors import ServiceError, install_error_handlers
 from .guards import ConcurrencyGuard, RequestGuard, release_memory
 from .inputs import Upload, media_type, parse_json
 from .model import ServedModel
+from .monitoring import CONTENT_TYPE_LATEST, MetricsMiddleware, Monitor
 from .schemas import (
     ERROR_RESPONSES,
     BatchResponse,
@@ -50,6 +52,8 @@ PAGE = Path(__file__).parent / "page"
 router = APIRouter()
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
                               description="Needed when the service was started with an API key")
+bearer = HTTPBearer(auto_error=False, description="/metrics also takes the API key as a bearer "
+                    "token (Prometheus' 'authorization' scrape setting)")
 
 
 def served_model(request: Request) -> ServedModel:
@@ -66,6 +70,11 @@ def check_api_key(request: Request, key: Annotated[str | None, Depends(api_key_h
                            "'X-API-Key' header.")
 
 
+def check_metrics_key(request: Request, key: Annotated[str | None, Depends(api_key_header)],
+                      token: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+    check_api_key(request, key or (token.credentials if token else None))
+
+
 Served = Annotated[ServedModel, Depends(served_model)]
 Authorized = Depends(check_api_key)
 Explain = Annotated[bool, Query(description="Add the class activation map (PNG overlay + raw map)")]
@@ -80,7 +89,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         served = await run_in_threadpool(ServedModel, settings)
-        batcher = MicroBatcher(served.run_batch, settings.max_batch_size, settings.max_wait_ms)
+        monitor.attach(served.classes, served.predictor.drift_reference,
+                       max(settings.max_batch_size, settings.max_batch_inputs))
+        batcher = MicroBatcher(served.run_batch, settings.max_batch_size, settings.max_wait_ms,
+                               on_batch=monitor.observe_batch)
         await batcher.start()
         app.state.served, app.state.batcher, app.state.ready = served, batcher, True
         app.state.explainer = Worker(settings.max_pending_explanations)
@@ -94,11 +106,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="sigclass scoring service", version=__version__, lifespan=lifespan,
                   description="Classify images or sensor signals with a model trained by sigclass.")
+    monitor = Monitor(settings.drift_window, settings.drift_threshold)  # this app's registry
     app.state.settings, app.state.served, app.state.ready = settings, None, False
+    app.state.monitor = monitor
     install_error_handlers(app)
     app.add_middleware(RequestGuard, max_bytes=settings.max_request_bytes,
                        body_timeout_s=settings.body_timeout_s)
-    app.add_middleware(ConcurrencyGuard, limit=settings.limit_concurrency)  # outermost: first
+    app.add_middleware(ConcurrencyGuard, limit=settings.limit_concurrency)
+    app.add_middleware(MetricsMiddleware, monitor=monitor)  # outermost: counts every answer
     app.include_router(router)
     app.mount("/page", StaticFiles(directory=PAGE), name="page")
     return app
@@ -133,7 +148,18 @@ def metadata(served: Served, request: Request) -> dict:
         "serving": {**served.engine_info, **limits, "load_seconds": round(served.load_seconds, 3),
                     "batches": request.app.state.batcher.stats.as_dict()},
         "info": _jsonable(predictor.info),
+        "monitoring": {"drift": request.app.state.monitor.drift_summary()},
     })
+
+
+@router.get("/metrics", dependencies=[Depends(check_metrics_key)],
+            summary="Prometheus metrics: requests, latency, batches, predictions, drift",
+            response_class=Response, responses={
+                200: {"description": "The Prometheus text exposition format",
+                      "content": {"text/plain": {"schema": {"type": "string"}}}},
+                401: ERROR_RESPONSES[401]})
+def metrics(request: Request) -> Response:
+    return Response(request.app.state.monitor.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 SERVING_LIMITS = ("max_batch_size", "max_wait_ms", "max_request_bytes", "max_batch_inputs",
@@ -283,13 +309,14 @@ async def score(request: Request, served: ServedModel, uploads: list[Upload], ex
                            f"model's classes {served.classes}.")
     batch, items = await prepare(request, served, uploads, explain)
     probabilities = await request.app.state.batcher.submit(batch)
-    del batch
     problems = [Problem(u.name, "gives the model non-finite outputs: its values are too large for "
                         "the network; rescale the input") for u, p in zip(uploads, probabilities,
                                                                            strict=True)
                 if not np.all(np.isfinite(p))]
     if problems:
         raise DataError(problems)
+    request.app.state.monitor.observe_predictions(batch, probabilities)
+    del batch
     explanations = [None] * len(uploads)
     if explain:
         explanations = [await _explain(request, served, item, target) for item in items]

@@ -43,11 +43,13 @@ class MicroBatcher:
             model thread only.
         max_batch_size: Most rows per call of ``run_batch``.
         max_wait_ms: Longest the first row of a batch waits for others.
+        on_batch: Called with the number of rows of every batch run (the service's metrics).
     """
 
     def __init__(self, run_batch: Callable[[np.ndarray], np.ndarray], max_batch_size: int = 16,
-                 max_wait_ms: float = 2.0):
+                 max_wait_ms: float = 2.0, on_batch: Callable[[int], None] | None = None):
         self.run_batch = run_batch
+        self.on_batch = on_batch
         self.max_batch_size = max_batch_size
         self.max_wait_ms = max_wait_ms
         self.stats = BatchStats()
@@ -139,6 +141,8 @@ class MicroBatcher:
         self.stats.rows += rows
         self.stats.largest = max(self.stats.largest, rows)
         self.stats.busy_seconds += seconds
+        if self.on_batch is not None:
+            self.on_batch(rows)
 
 
 class Busy(Exception):

@@ -59,6 +59,8 @@ class Metadata(BaseModel):
     input: dict[str, Any] = Field(description="What the model takes and how to send it")
     serving: dict[str, Any] = Field(description="Backend, device, batching and limits")
     info: dict[str, Any] = Field(description="Metadata saved with the model (metrics, lineage)")
+    monitoring: dict[str, Any] = Field(description="Drift: the reference saved with the model, the "
+                                       "window of recent inputs, the statistic and its threshold")
 
 
 class ErrorBody(BaseModel):

@@ -51,6 +51,10 @@ class Settings:
         limit_concurrency: Most connections and requests at once; more get 503.
         max_number_chars: Longest number (characters) in a JSON signal.
         max_csv_cell_chars: Longest CSV cell (characters).
+        drift_window: Recent inputs the drift statistic and the mean confidence of ``/metrics``
+            are computed over.
+        drift_threshold: The population stability index above which ``/metadata`` says the
+            inputs have drifted (0.25: the usual rule of thumb for a significant shift).
     """
 
     model: str = ""
@@ -76,6 +80,8 @@ class Settings:
     limit_concurrency: int = 256
     max_number_chars: int = 64
     max_csv_cell_chars: int = 256
+    drift_window: int = 500
+    drift_threshold: float = 0.25
 
     def __post_init__(self):
         problems = [choice_problem("backend", self.backend, BACKENDS),
@@ -83,13 +89,13 @@ class Settings:
         for name in ("max_batch_size", "max_request_bytes", "max_image_pixels", "max_batch_inputs",
                      "max_batch_pixels", "max_concurrent_decodes", "max_explain_pixels",
                      "max_pending_explanations", "limit_concurrency", "max_number_chars",
-                     "max_csv_cell_chars"):
+                     "max_csv_cell_chars", "drift_window"):
             if getattr(self, name) < 1:
                 problems.append(f"'{name}' must be at least 1. Got {getattr(self, name)!r}.")
         for name in ("max_wait_ms", "request_timeout_s"):
             if getattr(self, name) < 0:
                 problems.append(f"'{name}' must be 0 or more. Got {getattr(self, name)!r}.")
-        for name in ("header_timeout_s", "body_timeout_s", "keep_alive_s"):
+        for name in ("header_timeout_s", "body_timeout_s", "keep_alive_s", "drift_threshold"):
             if getattr(self, name) <= 0:
                 problems.append(f"'{name}' must be more than 0. Got {getattr(self, name)!r}.")
         if self.max_aspect_ratio < 1:

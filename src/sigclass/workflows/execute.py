@@ -14,6 +14,7 @@ from .._utils import environment_info, seed_everything, sha256_json, write_json
 from ..config import RunConfig, save_config
 from ..data.split import Split
 from ..evaluation.calibration import calibration_metrics
+from ..evaluation.drift import reference_scores
 from ..evaluation.metrics import evaluate
 from ..evaluation.plots import plot_reliability
 from ..exceptions import ExplainError
@@ -81,6 +82,7 @@ def execute(run_dir: Path, cfg: RunConfig, dataset, split: Split, progress: bool
     metrics["train_seconds"] = train_seconds
     metrics["calibration"] = _calibration(predictor, dataset, parts["test"], proba, run_dir)
     write_json(run_dir / "metrics.json", metrics)
+    predictor.drift_reference = _drift_reference(predictor, dataset, parts["test"], proba)
     predictor.info.update(_model_info(cfg, dataset, split, metrics, extra))
     predictor.save(run_dir / "model")
     if cfg.cam_examples:
@@ -102,6 +104,13 @@ def _calibration(predictor, dataset, test, proba, run_dir: Path) -> dict[str, An
     temperature = None if predictor.head is not None else predictor.temperature
     plot_reliability(proba, y, run_dir / "calibration.png", temperature)
     return calibration_metrics(proba, y, temperature)
+
+
+def _drift_reference(predictor, dataset, test, proba) -> dict[str, Any] | None:
+    """The test part's drift scores, which the service compares its recent inputs with."""
+    if not len(test):
+        return None
+    return reference_scores(predictor, dataset.subset(test).model_inputs(), proba)
 
 
 def data_report(cfg: RunConfig, dataset, split: Split) -> dict[str, Any]:
