@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -13,6 +14,14 @@ import time
 from pathlib import Path
 
 import httpx
+
+
+def free_port() -> int:
+    """A port free now. Servers started by the tests bind port 0 instead (no race); this is for
+    checking that a port stays free, or for a program that cannot report the port it bound."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def small_fridge(fridge: Path, root: Path, per_class: int = 8) -> Path:
