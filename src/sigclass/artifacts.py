@@ -98,6 +98,7 @@ def save_predictor(predictor, path: str | Path) -> Path:
         "network": predictor.network.model_spec,
         "head": head,
         "temperature": getattr(predictor, "temperature", 1.0),
+        "conformal": getattr(predictor, "conformal", None),
         "info": predictor.info,
         "files": files,
         "saved_with": {"sigclass": __version__, "python": platform.python_version(), **_versions()},

@@ -148,6 +148,17 @@ class SignalDataConfig(_Strict):
     reader: ReaderOptions | None = None
 
 
+class ConformalSpec(_Strict):
+    """The threshold of the prediction sets (see ``sigclass.evaluation.conformal``)."""
+
+    method: Literal["aps"] = "aps"
+    coverage: float = Field(gt=0, lt=1, allow_inf_nan=False)
+    # None: too few calibration items for the coverage, so every set is all classes
+    qhat: float | None = Field(default=None, ge=0, le=1.000001, allow_inf_nan=False)
+    n: int = Field(ge=0)
+    reason: Annotated[str, StringConstraints(max_length=500)] | None = None
+
+
 class ModelDocument(_Strict):
     """``model.json`` of a single model."""
 
@@ -162,6 +173,8 @@ class ModelDocument(_Strict):
     head: HeadSpec | None = None
     # temperature scaling of the logits (sigclass.evaluation.calibration); 1: none
     temperature: float = Field(default=1.0, ge=0.01, le=100, allow_inf_nan=False)
+    # conformal prediction sets (sigclass.evaluation.conformal); None: a model saved without them
+    conformal: ConformalSpec | None = None
     info: dict[str, Any] = Field(default_factory=dict)
     files: dict[str, Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]] = Field(
         min_length=1, max_length=16)

@@ -85,6 +85,8 @@ class Predictor:
         engine: An inference engine already built for ``network`` (else built on first use).
         temperature: The logits are divided by it before the softmax (temperature scaling,
             fitted on the validation part by training; 1 leaves them as they are).
+        conformal: The threshold of the prediction sets (``{"method", "coverage", "qhat", "n"}``,
+            see :mod:`sigclass.evaluation.conformal`); ``None`` for a model saved without one.
     """
 
     def __init__(
@@ -100,6 +102,7 @@ class Predictor:
         backend: str = "torch",
         engine=None,
         temperature: float = 1.0,
+        conformal: dict[str, Any] | None = None,
     ):
         self.network = network
         self.classes = [str(c) for c in classes]
@@ -113,6 +116,7 @@ class Predictor:
         self.preprocessor = modality_of(modality).preprocessor(data_config)
         self._engine = engine
         self.temperature = float(temperature)
+        self.conformal = dict(conformal) if conformal else None
         self.last_items_per_second: float | None = None
 
     @property
@@ -195,6 +199,16 @@ class Predictor:
         proba = self.predict_proba(inputs, batch_size, progress)
         return np.asarray(self.classes, dtype=object)[proba.argmax(axis=1)]
 
+    def prediction_sets(self, proba: np.ndarray) -> list[list[str]] | None:
+        """The conformal prediction set of every row of ``proba`` (class names, most probable
+        first), each holding the true class with probability ``conformal["coverage"]``; ``None``
+        for a model saved without a threshold."""
+        if self.conformal is None:
+            return None
+        from .evaluation.conformal import prediction_sets
+
+        return prediction_sets(proba, self.classes, self.conformal.get("qhat"))
+
     def save(self, path: str | Path) -> Path:
         """Save as a self-contained model folder (safetensors + JSON; see :mod:`sigclass.artifacts`)."""
         return save_predictor(self, path)
@@ -219,7 +233,8 @@ class Predictor:
         info["path"] = str(folder)
         return cls(network, document["classes"], document["data_config"],
                    modality=document["modality"], mode=document["mode"], head=head, info=info,
-                   device=device, backend=backend, temperature=document.get("temperature", 1.0))
+                   device=device, backend=backend, temperature=document.get("temperature", 1.0),
+                   conformal=document.get("conformal"))
 
     def __repr__(self) -> str:
         return (f"Predictor(model={self.model_name!r}, mode={self.mode!r}, modality={self.modality!r}, "
