@@ -5,6 +5,7 @@ Usage::
 
     .venv/bin/python bench/bench_conformal.py                 # the headless rows and GunPoint scratch
     .venv/bin/python bench/bench_conformal.py --rows fridgeObjects:headless GunPoint:scratch
+    .venv/bin/python bench/bench_conformal.py --rows GunPoint:scratch:val_size=0.4   # an override
 
 Protocol: ``sc.train(data, mode=MODE)`` with every other option at its default (coverage 0.9,
 val_size 0.15, test_size 0.2; the UCR/UEA sets keep their own test files). Headless runs are
@@ -34,19 +35,19 @@ RESULTS = Path(__file__).resolve().parent / "results" / "conformal.json"
 ROWS = ("fridgeObjects:headless", "BasicMotions:headless", "GunPoint:headless", "GunPoint:scratch")
 
 
-def run_row(dataset: str, mode: str, out: Path) -> dict:
-    """One default run; its coverage figures."""
+def run_row(dataset: str, mode: str, out: Path, overrides: dict) -> dict:
+    """One default run (with ``overrides``); its coverage figures."""
     import sigclass as sc
 
     data = str(FRIDGE) if dataset == "fridgeObjects" else f"aeon:{dataset}"
     started = time.perf_counter()
     run = sc.train(data, mode=mode, out=out, progress=False,
-                   **{"tracking.enabled": False, "cam_examples": 0})
+                   **{"tracking.enabled": False, "cam_examples": 0, **overrides})
     conformal = run.metrics["conformal"]
     summary = json.loads((out / "run.json").read_text())["conformal"]
     per_class = conformal["per_class"].values()
     return {
-        "dataset": dataset, "mode": mode, "model": run.config.model or run.predictor.model_name,
+        "dataset": dataset, "mode": mode, "overrides": overrides, "model": run.config.model or run.predictor.model_name,
         "n_classes": len(run.predictor.classes), "target_coverage": conformal["target_coverage"],
         "coverage": round(conformal["coverage"], 4), "mean_set_size": round(conformal["mean_set_size"], 3),
         "accuracy": round(run.metrics["accuracy"], 4), "n_test": conformal["n"],
@@ -63,6 +64,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
+    import yaml
 
     result = {
         "protocol": "sc.train(data, mode=MODE) with defaults (coverage 0.9); coverage and mean set "
@@ -78,18 +80,23 @@ def main() -> None:
         earlier = []
 
     def save() -> None:
-        done = {(r["dataset"], r["mode"]) for r in result["rows"]}
-        kept = [r for r in earlier if (r["dataset"], r["mode"]) not in done]
+        def key(r):
+            return r["dataset"], r["mode"], json.dumps(r.get("overrides") or {}, sort_keys=True)
+
+        done = {key(r) for r in result["rows"]}
+        kept = [r for r in earlier if key(r) not in done]
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps({**result, "rows": kept + result["rows"]}, indent=2) + "\n")
 
     with tempfile.TemporaryDirectory(prefix="sigclass-conformal-") as tmp:
         for spec in args.rows:
-            dataset, _, mode = spec.partition(":")
-            row = run_row(dataset, mode or "headless", Path(tmp) / spec.replace(":", "-"))
+            dataset, mode, *settings = spec.split(":")
+            overrides = {k: yaml.safe_load(v) for k, _, v in (s.partition("=") for s in settings)}
+            row = run_row(dataset, mode or "headless", Path(tmp) / spec.replace(":", "-").replace("=", "-"),
+                          overrides)
             result["rows"].append(row)
             save()
-            print(f"{dataset:<14} {row['mode']:<9} coverage {row['coverage']:.3f} (target "
+            print(f"{dataset:<14} {row['mode']:<9} {settings} coverage {row['coverage']:.3f} (target "
                   f"{row['target_coverage']})  set size {row['mean_set_size']:.2f} of "
                   f"{row['n_classes']}  accuracy {row['accuracy']:.3f}  n_test {row['n_test']}  "
                   f"{row['seconds']:.0f} s", flush=True)

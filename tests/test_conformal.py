@@ -27,19 +27,21 @@ CLASSES = ["a", "b", "c", "d"]
 
 def test_sets_take_classes_by_falling_probability_up_to_the_threshold():
     proba = np.array([[0.15, 0.5, 0.05, 0.3]])
-    np.testing.assert_allclose(aps_scores(proba), [[0.95, 0.5, 1.0, 0.8]])
-    assert prediction_sets(proba, CLASSES, 0.8) == [["b", "d"]]
-    assert prediction_sets(proba, CLASSES, 0.96) == [["b", "d", "a"]]
-    assert prediction_sets(proba, CLASSES, 0.3) == [["b"]]  # never empty: the top class stays
+    np.testing.assert_allclose(aps_scores(proba), [[0.8, 0.0, 0.95, 0.5]])  # the mass above
+    assert prediction_sets(proba, CLASSES, 0.5) == [["b", "d"]]
+    assert prediction_sets(proba, CLASSES, 0.9) == [["b", "d", "a"]]
+    assert prediction_sets(proba, CLASSES, 0.0) == [["b"]]  # never empty: the top class scores 0
     assert prediction_sets(proba, CLASSES, None) == [["b", "d", "a", "c"]]  # no threshold: all
+    ties = np.array([[0.4, 0.4, 0.2]])  # ties go by class order
+    assert prediction_sets(ties, CLASSES[:3], 0.0) == [["a"]]
 
 
 def test_the_threshold_is_the_finite_sample_quantile():
     proba = np.tile([0.6, 0.3, 0.1, 0.0], (9, 1))
-    y = np.array([0] * 5 + [1] * 3 + [2])  # scores 0.6 (5 times), 0.9 (3), 1.0 (1)
-    assert fit_threshold(proba, y, 0.9)["qhat"] == pytest.approx(1.0)  # rank ceil(10 * 0.9) = 9
-    assert fit_threshold(proba, y, 0.8)["qhat"] == pytest.approx(0.9)  # rank 8
-    assert fit_threshold(proba, y, 0.5)["qhat"] == pytest.approx(0.6)  # rank 5
+    y = np.array([0] * 5 + [1] * 3 + [2])  # scores 0 (5 times), 0.6 (3), 0.9 (1)
+    assert fit_threshold(proba, y, 0.9)["qhat"] == pytest.approx(0.9)  # rank ceil(10 * 0.9) = 9
+    assert fit_threshold(proba, y, 0.8)["qhat"] == pytest.approx(0.6)  # rank 8
+    assert fit_threshold(proba, y, 0.5)["qhat"] == 0.0  # rank 5
     too_few = fit_threshold(proba[:8], y[:8], 0.9)
     assert too_few["qhat"] is None and too_few["n"] == 8
     assert too_few["reason"] == ("8 calibration items; coverage 0.9 needs at least 9, so every "
@@ -73,14 +75,14 @@ def test_coverage_holds_on_average_whatever_the_calibration(sharpness):
 def test_per_class_coverage_and_set_size():
     proba = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.7, 0.3]])
     found = coverage_metrics(proba, np.array([0, 1, 1, 1]), ["x", "y"],
-                             {"coverage": 0.9, "qhat": 0.95, "n": 20})
+                             {"coverage": 0.9, "qhat": 0.5, "n": 20})
     # sets {x}, {x}, {y}, {x}: the second and fourth miss their true class y
     assert found["coverage"] == pytest.approx(0.5) and found["mean_set_size"] == pytest.approx(1.0)
     assert found["per_class"] == {"x": {"coverage": 1.0, "mean_set_size": 1.0, "n": 1},
                                   "y": {"coverage": pytest.approx(1 / 3), "mean_set_size": 1.0, "n": 3}}
-    wide = coverage_metrics(proba, np.array([0, 1, 1, 1]), ["x", "y"], {"coverage": 0.9, "qhat": 1.0})
-    assert wide["coverage"] == 1.0 and wide["mean_set_size"] == 2.0  # every score is at most 1
-    assert (found["target_coverage"], found["qhat"], found["n_calibration"]) == (0.9, 0.95, 20)
+    wide = coverage_metrics(proba, np.array([0, 1, 1, 1]), ["x", "y"], {"coverage": 0.9, "qhat": 0.7})
+    assert wide["coverage"] == 1.0 and wide["mean_set_size"] == 1.5  # y: 0.6 and 0.7 above it
+    assert (found["target_coverage"], found["qhat"], found["n_calibration"]) == (0.9, 0.5, 20)
 
 
 @pytest.mark.parametrize("bad", [0, 1, 1.5, -0.1, "high", True])
@@ -98,7 +100,7 @@ def test_a_bad_coverage_is_one_line_and_exit_2(colour_folder, capsys):
 
 def _check_run(run, calibrated_on: str):
     conformal = json.loads((run.dir / "metrics.json").read_text())["conformal"]
-    assert conformal["target_coverage"] == 0.9 and 0 < conformal["qhat"] <= 1 + 1e-6
+    assert conformal["target_coverage"] == 0.9 and 0 <= conformal["qhat"] <= 1 + 1e-6
     assert 0 <= conformal["coverage"] <= 1 and 1 <= conformal["mean_set_size"] <= len(run.predictor.classes)
     assert conformal["n"] == sum(c["n"] for c in conformal["per_class"].values())
     assert set(conformal["per_class"]) <= set(run.predictor.classes)
@@ -156,3 +158,17 @@ def test_too_few_calibration_items_give_every_class_and_say_why(colour_folder, t
     conformal = run.metrics["conformal"]
     assert conformal["coverage"] == 1.0 and conformal["mean_set_size"] == 3.0
     assert json.loads((run.dir / "model" / "model.json").read_text())["conformal"]["qhat"] is None
+
+
+def test_a_headless_run_with_its_own_validation_folder_is_calibrated_on_it(colour_folder, tmp_path):
+    root = tmp_path / "parts"
+    for image in sorted(colour_folder.rglob("*.png")):
+        index = int(image.stem.split("_")[1])
+        part = "train" if index < 5 else "val" if index < 9 else "test"
+        (root / part / image.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(image, root / part / image.parent.name / image.name)
+    run = sc.train(root, mode="headless", model="efficientnet_lite0", image_size=64,
+                   out=tmp_path / "hl", progress=False, **{"tracking.enabled": False})
+    summary = json.loads((run.dir / "run.json").read_text())["conformal"]
+    assert summary["calibrated_on"] == "the validation part (not trained on)" and summary["n"] == 12
+    assert run.metrics["conformal"]["n"] == 9

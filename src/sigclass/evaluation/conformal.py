@@ -3,12 +3,17 @@ prediction with adaptive prediction sets (APS; Romano, Sesia and Candès, *Class
 Valid and Adaptive Coverage*, NeurIPS 2020), randomization off so that a model's sets are
 deterministic.
 
-The score of an item is the probability mass of the classes ranked at or above its true class
-(the classes sorted by falling probability, ties by class order). On ``n`` held-out calibration
-items the threshold ``qhat`` is the ``ceil((n + 1) * coverage) / n`` empirical quantile of their
-scores; an item's set is every class whose score would be at most ``qhat``, and always the most
-probable class, so that no set is empty (that only adds coverage). If calibration and test items
-are exchangeable, a set holds the true class with probability at least ``coverage``.
+The score of an item is the probability mass of the classes ranked above its true class (the
+classes sorted by falling probability, ties by class order): APS's score ``mass above + U * p``
+with its uniform draw ``U`` at 0. (At ``U = 1``, the mass at or above, a confidently right item
+scores its own confidence, so a model that is right and sure most of the time gets a threshold
+near 1 and sets of nearly every class: on fridgeObjects sets of 2.1 classes of 4 at 96 %
+accuracy, against 1 at ``U = 0``.) On ``n`` held-out calibration items the threshold ``qhat`` is
+the ``ceil((n + 1) * coverage) / n`` empirical quantile of their scores; an item's set is every
+class whose score is at most ``qhat``, so it always holds the most probable class (score 0). The
+guarantee holds for any fixed score: if calibration and test items are exchangeable, a set holds
+the true class with probability at least ``coverage``. A model more often right than
+``coverage`` gets ``qhat = 0`` and sets of one class: its coverage is then its accuracy.
 
 With fewer than ``coverage / (1 - coverage)`` calibration items (9 for 0.9) the quantile level
 is above 1: no threshold can promise the coverage, so ``qhat`` is ``None`` and every set is all
@@ -27,12 +32,15 @@ TOLERANCE = 1e-9  # cumulative sums of the same probabilities may differ in the 
 
 
 def aps_scores(proba: np.ndarray) -> np.ndarray:
-    """The APS score of every class of every row: the mass of the classes ranked at or above it."""
+    """The score of every class of every row: the probability mass of the classes ranked above
+    it (0 for the most probable class)."""
     proba = np.asarray(proba, dtype=np.float64)
     order = np.argsort(-proba, axis=1, kind="stable")
-    cumulative = np.cumsum(np.take_along_axis(proba, order, axis=1), axis=1)
+    ranked = np.take_along_axis(proba, order, axis=1)
+    above = np.cumsum(ranked, axis=1) - ranked
+    above[:, 0] = 0.0  # exactly, whatever the rounding of the subtraction
     scores = np.empty_like(proba)
-    np.put_along_axis(scores, order, cumulative, axis=1)
+    np.put_along_axis(scores, order, above, axis=1)
     return scores
 
 
@@ -61,9 +69,7 @@ def prediction_masks(proba: np.ndarray, qhat: float | None) -> np.ndarray:
     proba = np.asarray(proba, dtype=np.float64)
     if qhat is None:
         return np.ones(proba.shape, dtype=bool)
-    masks = aps_scores(proba) <= qhat + TOLERANCE
-    masks[np.arange(len(proba)), proba.argmax(axis=1)] = True
-    return masks
+    return aps_scores(proba) <= qhat + TOLERANCE
 
 
 def prediction_sets(proba: np.ndarray, classes: list[str], qhat: float | None) -> list[list[str]]:

@@ -50,17 +50,27 @@ def fit_headless(cfg: RunConfig, dataset, parts, progress: bool):
     predictor = Predictor(featurizer.network_, dataset.classes, featurizer.data_config_,
                           modality=dataset.modality, mode="headless", head=head,
                           device=cfg.device, backend=cfg.backend, engine=featurizer.engine())
-    if user_val and len(parts["val"]):  # held out from the head: split conformal as for networks
-        val = dataset.subset(parts["val"])
-        proba = predictor.probabilities_from_outputs(featurizer.transform(val.model_inputs()))
-        source, labels = "the validation part (not trained on)", val.labels
-    else:  # every item trained the head: its out-of-fold probabilities on the same folds
-        proba = out_of_fold_proba(head, features, fit_part.labels, summary["cv_folds"], cfg.seed,
-                                  class_weight)
-        proba = proba[:, [list(np.unique(fit_part.labels)).index(c) for c in predictor.classes]]
-        source, labels = "out-of-fold probabilities of the head on its training items", fit_part.labels
-    conformal = conformalize(predictor, proba, labels, cfg.coverage, source)
+    weights = params.get("class_weight") if isinstance(params.get("class_weight"), dict) else None
+    val = dataset.subset(parts["val"]) if user_val and len(parts["val"]) else None
+    conformal = _conformalize_headless(cfg, predictor, featurizer, features, fit_part, val,
+                                       summary["cv_folds"], weights)
     return predictor, [], {"head": summary, "conformal": conformal}
+
+
+def _conformalize_headless(cfg: RunConfig, predictor, featurizer, features, fit_part, val,
+                           cv_folds: int, weights) -> dict:
+    """The prediction-set threshold of a headless predictor: calibrated on the validation part
+    ``val`` when the head never saw it, else on the head's out-of-fold probabilities on its own
+    training items (the same folds and sample weights as its search)."""
+    if val is not None:  # held out from the head: split conformal as for networks
+        proba = predictor.probabilities_from_outputs(featurizer.transform(val.model_inputs()))
+        return conformalize(predictor, proba, val.labels, cfg.coverage,
+                            "the validation part (not trained on)")
+    proba = out_of_fold_proba(predictor.head, features, fit_part.labels, cv_folds, cfg.seed, weights)
+    order = list(np.unique(fit_part.labels))  # the columns of cross_val_predict
+    proba = proba[:, [order.index(c) for c in predictor.classes]]
+    return conformalize(predictor, proba, fit_part.labels, cfg.coverage,
+                        "out-of-fold probabilities of the head on its training items")
 
 
 def fit_network(cfg: RunConfig, dataset, parts, run_dir: Path, progress: bool, callbacks,
