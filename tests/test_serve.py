@@ -93,6 +93,8 @@ def test_predict_image_matches_the_predictor(models, image_server, photos):
         np.testing.assert_allclose(list(body["probabilities"].values()), row, atol=1e-4)
         assert body["model"] == {"name": "image-run", "version": version}
         assert body["explanation"] is None
+        assert body["prediction_set"] == predictor.prediction_sets(row[None])[0]
+        assert body["prediction_set"][0] == body["class"]
     # a raw image/* body works as well as a form upload
     raw = httpx.post(base + "/predict", content=photos[0].read_bytes(),
                      headers={"content-type": "image/jpeg"}, timeout=60)
@@ -110,7 +112,9 @@ def test_health_ready_metadata_and_docs(models, image_server):
     assert meta["network"] == "efficientnet_lite0"
     assert (meta["input"]["height"], meta["input"]["width"], meta["input"]["channels"]) == (64, 64, 3)
     assert meta["serving"]["backend"] == "torch" and meta["serving"]["max_batch_size"] == 16
-    assert "/predict" in httpx.get(base + "/openapi.json").json()["paths"]
+    openapi = httpx.get(base + "/openapi.json").json()
+    assert "/predict" in openapi["paths"]
+    assert "prediction_set" in openapi["components"]["schemas"]["Prediction"]["properties"]
     assert httpx.get(base + "/docs").status_code == 200
 
 

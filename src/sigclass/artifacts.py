@@ -99,6 +99,7 @@ def save_predictor(predictor, path: str | Path) -> Path:
         "head": head,
         "temperature": getattr(predictor, "temperature", 1.0),
         "drift_reference": getattr(predictor, "drift_reference", None),
+        "conformal": getattr(predictor, "conformal", None),
         "info": predictor.info,
         "files": files,
         "saved_with": {"sigclass": __version__, "python": platform.python_version(), **_versions()},

@@ -215,6 +215,10 @@ class RunConfig:
         head_params: Fixed settings of the head instead of its cross-validated search, e.g.
             ``{C: 0.1}`` (logreg, SVMs) or ``{alpha: 1.0}`` (ridge); set by ``sigclass tune``.
         cv_folds: Cross-validation folds used to choose the head's regularization.
+        coverage: The probability that a prediction set holds the true class (split conformal
+            prediction, see :mod:`sigclass.evaluation.conformal`), between 0 and 1 exclusive.
+            Networks are calibrated on the validation part, headless heads on out-of-fold
+            probabilities of the training items (or on a validation part set aside by the user).
         backend: Inference backend of the featurizer: ``auto``, ``torch`` or ``onnx``.
         cache_dir: Feature cache folder (default ``~/.cache/sigclass``).
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
@@ -260,6 +264,7 @@ class RunConfig:
     head: str = "auto"
     head_params: dict[str, Any] = field(default_factory=dict)
     cv_folds: int = 5
+    coverage: float = 0.9
     backend: str = "auto"
     cache_dir: str | None = None
     device: str = "auto"
@@ -301,6 +306,10 @@ class RunConfig:
                             f"Got {self.max_file_mb!r}.")
         if self.cv_folds < 2:
             problems.append(f"The 'cv_folds' option must be at least 2. Got {self.cv_folds}.")
+        if not (isinstance(self.coverage, int | float) and not isinstance(self.coverage, bool)
+                and 0 < self.coverage < 1):
+            problems.append(f"The 'coverage' option must be a probability between 0 and 1 "
+                            f"(exclusive), e.g. 0.9. Got {self.coverage!r}.")
         raise_problems(problems)
         return self
 

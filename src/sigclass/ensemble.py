@@ -89,6 +89,11 @@ class EnsemblePredictor:
         proba = self.predict_proba(inputs, batch_size, progress)
         return np.asarray(self.classes, dtype=object)[proba.argmax(axis=1)]
 
+    def prediction_sets(self, proba: np.ndarray) -> None:
+        """``None``: an ensemble has no conformal threshold of its own (its members were
+        calibrated on different items)."""
+        return None
+
     def use_backend(self, backend: str, onnx_path=None) -> EnsemblePredictor:
         """Switch every member's inference backend (each keeps its own ONNX graph)."""
         for member in self.members:

@@ -178,6 +178,17 @@ class DriftReference(_Strict):
     scores: dict[Literal["input_rms", "confidence"], DriftBins] = Field(min_length=1)
 
 
+class ConformalSpec(_Strict):
+    """The threshold of the prediction sets (see ``sigclass.evaluation.conformal``)."""
+
+    method: Literal["aps"] = "aps"
+    coverage: float = Field(gt=0, lt=1, allow_inf_nan=False)
+    # None: too few calibration items for the coverage, so every set is all classes
+    qhat: float | None = Field(default=None, ge=0, le=1.000001, allow_inf_nan=False)
+    n: int = Field(ge=0)
+    reason: Annotated[str, StringConstraints(max_length=500)] | None = None
+
+
 class ModelDocument(_Strict):
     """``model.json`` of a single model."""
 
@@ -194,6 +205,8 @@ class ModelDocument(_Strict):
     temperature: float = Field(default=1.0, ge=0.01, le=100, allow_inf_nan=False)
     # the test part's drift scores (sigclass.evaluation.drift); null in models saved before
     drift_reference: DriftReference | None = None
+    # conformal prediction sets (sigclass.evaluation.conformal); None: a model saved without them
+    conformal: ConformalSpec | None = None
     info: dict[str, Any] = Field(default_factory=dict)
     files: dict[str, Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]] = Field(
         min_length=1, max_length=16)

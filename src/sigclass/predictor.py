@@ -88,6 +88,8 @@ class Predictor:
         drift_reference: The test part's drift scores, which the service compares recent
             inputs with (:func:`sigclass.evaluation.drift.reference_scores`); ``None`` for
             models saved before it was recorded.
+        conformal: The threshold of the prediction sets (``{"method", "coverage", "qhat", "n"}``,
+            see :mod:`sigclass.evaluation.conformal`); ``None`` for a model saved without one.
     """
 
     def __init__(
@@ -104,6 +106,7 @@ class Predictor:
         engine=None,
         temperature: float = 1.0,
         drift_reference: dict[str, Any] | None = None,
+        conformal: dict[str, Any] | None = None,
     ):
         self.network = network
         self.classes = [str(c) for c in classes]
@@ -118,6 +121,7 @@ class Predictor:
         self._engine = engine
         self.temperature = float(temperature)
         self.drift_reference = drift_reference
+        self.conformal = dict(conformal) if conformal else None
         self.last_items_per_second: float | None = None
 
     @property
@@ -200,6 +204,16 @@ class Predictor:
         proba = self.predict_proba(inputs, batch_size, progress)
         return np.asarray(self.classes, dtype=object)[proba.argmax(axis=1)]
 
+    def prediction_sets(self, proba: np.ndarray) -> list[list[str]] | None:
+        """The conformal prediction set of every row of ``proba`` (class names, most probable
+        first), each holding the true class with probability ``conformal["coverage"]``; ``None``
+        for a model saved without a threshold."""
+        if self.conformal is None:
+            return None
+        from .evaluation.conformal import prediction_sets
+
+        return prediction_sets(proba, self.classes, self.conformal.get("qhat"))
+
     def save(self, path: str | Path) -> Path:
         """Save as a self-contained model folder (safetensors + JSON; see :mod:`sigclass.artifacts`)."""
         return save_predictor(self, path)
@@ -225,7 +239,8 @@ class Predictor:
         return cls(network, document["classes"], document["data_config"],
                    modality=document["modality"], mode=document["mode"], head=head, info=info,
                    device=device, backend=backend, temperature=document.get("temperature", 1.0),
-                   drift_reference=document.get("drift_reference"))
+                   drift_reference=document.get("drift_reference"),
+                   conformal=document.get("conformal"))
 
     def __repr__(self) -> str:
         return (f"Predictor(model={self.model_name!r}, mode={self.mode!r}, modality={self.modality!r}, "

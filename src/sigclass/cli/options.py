@@ -57,6 +57,8 @@ RUN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
                                          "(mean and max of the last stages too) or auto (default: "
                                          "stages where the backbone has them)"}),
     (("--head",), "head", {"choices": HEADS, "help": "classic ML head of headless mode (default: auto, logreg; ridge above 5,000 features)"}),
+    (("--coverage",), "coverage", {"type": float, "help": "probability that a prediction set "
+                                   "holds the true class (conformal prediction; default: 0.9)"}),
     (("--weights",), "weights", {"help": "local .safetensors/.pth weights for the network"}),
     (("--masks",), "masks", {"help": "images: folder of mask files mirroring the data "
                              "(<class>/<stem>.png, white = area blanked while training)"}),

@@ -320,8 +320,10 @@ async def score(request: Request, served: ServedModel, uploads: list[Upload], ex
     explanations = [None] * len(uploads)
     if explain:
         explanations = [await _explain(request, served, item, target) for item in items]
-    return [_prediction(u.name, p, served.classes, e)
-            for u, p, e in zip(uploads, probabilities, explanations, strict=True)]
+    sets = served.predictor.prediction_sets(np.asarray(probabilities))
+    sets = sets if sets is not None else [None] * len(uploads)
+    return [_prediction(u.name, p, served.classes, e, s)
+            for u, p, e, s in zip(uploads, probabilities, explanations, sets, strict=True)]
 
 
 async def _explain(request: Request, served: ServedModel, item, target: str | None) -> dict:
@@ -334,11 +336,12 @@ async def _explain(request: Request, served: ServedModel, item, target: str | No
                            headers={"Retry-After": "5"}) from None
 
 
-def _prediction(name: str, proba: np.ndarray, classes: list[str], explanation) -> dict[str, Any]:
+def _prediction(name: str, proba: np.ndarray, classes: list[str], explanation,
+                prediction_set: list[str] | None) -> dict[str, Any]:
     best = int(np.argmax(proba))
     return {"input": name, "class": classes[best], "confidence": float(proba[best]),
             "probabilities": {c: float(p) for c, p in zip(classes, proba, strict=True)},
-            "explanation": explanation}
+            "prediction_set": prediction_set, "explanation": explanation}
 
 
 def _jsonable(value):

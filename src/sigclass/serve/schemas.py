@@ -28,6 +28,10 @@ class Prediction(BaseModel):
     predicted_class: str = Field(alias="class", description="The most probable class")
     confidence: float = Field(description="Probability of the predicted class")
     probabilities: dict[str, float] = Field(description="Probability of every class, by name")
+    prediction_set: list[str] | None = Field(
+        default=None, description="The conformal prediction set, most probable class first: it "
+                                  "holds the true class with the model's coverage probability "
+                                  "(info.conformal.coverage); null for a model saved without one")
     explanation: ExplanationOut | None = None
 
 

@@ -128,3 +128,24 @@ def fit_head(name: str, features: np.ndarray, labels: np.ndarray, cv_folds: int 
         "cv_accuracy": float(search.best_score_),
     }
     return search.best_estimator_, summary
+
+
+def out_of_fold_proba(head, features: np.ndarray, labels: np.ndarray, cv_folds: int, seed: int = 0,
+                      class_weight: dict[str, float] | None = None) -> np.ndarray:
+    """Probabilities of every training item from a copy of ``head`` (a fitted pipeline of
+    :func:`fit_head`, its chosen settings fixed) fitted on the other folds: the same stratified
+    folds as its search. Columns follow ``head.classes_``.
+
+    They are held out from the head that made them, so they can calibrate what the head trained
+    on all items will do on new ones (a cross-validation approximation: each fold's head saw a
+    fraction ``1 - 1 / cv_folds`` of the items).
+    """
+    from sklearn.base import clone
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    folds = StratifiedKFold(n_splits=cv_folds, shuffle=True, random_state=seed)
+    params = {}
+    if class_weight is not None:
+        params["clf__sample_weight"] = np.array([class_weight[label] for label in labels], dtype=np.float64)
+    return cross_val_predict(clone(head), features, labels, cv=folds, method="predict_proba",
+                             params=params or None)

@@ -14,6 +14,7 @@ from .._utils import environment_info, seed_everything, sha256_json, write_json
 from ..config import RunConfig, save_config
 from ..data.split import Split
 from ..evaluation.calibration import calibration_metrics
+from ..evaluation.conformal import coverage_metrics
 from ..evaluation.drift import reference_scores
 from ..evaluation.metrics import evaluate
 from ..evaluation.plots import plot_reliability
@@ -81,6 +82,7 @@ def execute(run_dir: Path, cfg: RunConfig, dataset, split: Split, progress: bool
                               return_proba=True)
     metrics["train_seconds"] = train_seconds
     metrics["calibration"] = _calibration(predictor, dataset, parts["test"], proba, run_dir)
+    metrics["conformal"] = _conformal(predictor, dataset, parts["test"], proba)
     write_json(run_dir / "metrics.json", metrics)
     predictor.drift_reference = _drift_reference(predictor, dataset, parts["test"], proba)
     predictor.info.update(_model_info(cfg, dataset, split, metrics, extra))
@@ -111,6 +113,16 @@ def _drift_reference(predictor, dataset, test, proba) -> dict[str, Any] | None:
     if not len(test):
         return None
     return reference_scores(predictor, dataset.subset(test).model_inputs(), proba)
+
+
+def _conformal(predictor, dataset, test, proba) -> dict[str, Any] | None:
+    """Empirical coverage and mean size of the prediction sets on the test part, overall and
+    per class."""
+    if not len(test) or predictor.conformal is None:
+        return None
+    index = {c: i for i, c in enumerate(predictor.classes)}
+    y = np.array([index[c] for c in dataset.subset(test).labels])
+    return coverage_metrics(proba, y, predictor.classes, predictor.conformal)
 
 
 def data_report(cfg: RunConfig, dataset, split: Split) -> dict[str, Any]:

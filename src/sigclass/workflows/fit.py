@@ -15,11 +15,12 @@ import numpy as np
 from .._utils import write_json
 from ..config import RunConfig
 from ..evaluation.calibration import fit_temperature
+from ..evaluation.conformal import fit_threshold
 from ..evaluation.plots import plot_training_curves
 from ..modalities import modality_of
 from ..predictor import Predictor
 from ..training import distributed
-from ..training.heads import fit_head
+from ..training.heads import fit_head, out_of_fold_proba
 from ..training.schedule import head_class_weight
 from ..training.trainer import Trainer
 
@@ -49,7 +50,27 @@ def fit_headless(cfg: RunConfig, dataset, parts, progress: bool):
     predictor = Predictor(featurizer.network_, dataset.classes, featurizer.data_config_,
                           modality=dataset.modality, mode="headless", head=head,
                           device=cfg.device, backend=cfg.backend, engine=featurizer.engine())
-    return predictor, [], {"head": summary}
+    weights = params.get("class_weight") if isinstance(params.get("class_weight"), dict) else None
+    val = dataset.subset(parts["val"]) if user_val and len(parts["val"]) else None
+    conformal = _conformalize_headless(cfg, predictor, featurizer, features, fit_part, val,
+                                       summary["cv_folds"], weights)
+    return predictor, [], {"head": summary, "conformal": conformal}
+
+
+def _conformalize_headless(cfg: RunConfig, predictor, featurizer, features, fit_part, val,
+                           cv_folds: int, weights) -> dict:
+    """The prediction-set threshold of a headless predictor: calibrated on the validation part
+    ``val`` when the head never saw it, else on the head's out-of-fold probabilities on its own
+    training items (the same folds and sample weights as its search)."""
+    if val is not None:  # held out from the head: split conformal as for networks
+        proba = predictor.probabilities_from_outputs(featurizer.transform(val.model_inputs()))
+        return conformalize(predictor, proba, val.labels, cfg.coverage,
+                            "the validation part (not trained on)")
+    proba = out_of_fold_proba(predictor.head, features, fit_part.labels, cv_folds, cfg.seed, weights)
+    order = list(np.unique(fit_part.labels))  # the columns of cross_val_predict
+    proba = proba[:, [order.index(c) for c in predictor.classes]]
+    return conformalize(predictor, proba, fit_part.labels, cfg.coverage,
+                        "out-of-fold probabilities of the head on its training items")
 
 
 def fit_network(cfg: RunConfig, dataset, parts, run_dir: Path, progress: bool, callbacks,
@@ -71,17 +92,37 @@ def fit_network(cfg: RunConfig, dataset, parts, run_dir: Path, progress: bool, c
                           modality=dataset.modality, mode=cfg.mode, device=cfg.device)
     extra = trainer.summary()  # the plan (epochs_planned, selection, class weights) and its outcome
     extra.update(sized)
-    extra["calibration"] = calibrate(predictor, dataset.subset(parts["val"]))
+    val = dataset.subset(parts["val"])
+    logits = predictor.transform(val.model_inputs()) if len(val) else None
+    extra["calibration"] = calibrate(predictor, val, logits)
+    # the temperature-scaled probabilities of the validation part calibrate the prediction sets
+    proba = predictor.probabilities_from_outputs(logits) if len(val) else np.zeros((0, predictor.n_classes))
+    extra["conformal"] = conformalize(predictor, proba, val.labels if len(val) else [], cfg.coverage,
+                                      "the validation part (temperature-scaled probabilities)")
     return predictor, trainer.history_, extra
 
 
-def calibrate(predictor, val) -> dict:
+def calibrate(predictor, val, logits: np.ndarray | None = None) -> dict:
     """Fit the temperature of ``predictor``'s logits on the validation items ``val`` (see
-    :mod:`sigclass.evaluation.calibration`); returns the fit's summary."""
+    :mod:`sigclass.evaluation.calibration`); returns the fit's summary. ``logits``: the
+    network's outputs on ``val``, when they were already computed."""
     if not len(val):
         return {"temperature": 1.0, "n": 0, "reason": "no validation part"}
-    logits = predictor.transform(val.model_inputs())
+    if logits is None:
+        logits = predictor.transform(val.model_inputs())
     index = {c: i for i, c in enumerate(predictor.classes)}
     temperature, summary = fit_temperature(logits, np.array([index[c] for c in val.labels]))
     predictor.temperature = temperature
     return {"temperature": temperature, **summary}
+
+
+def conformalize(predictor, proba: np.ndarray, labels, coverage: float, source: str) -> dict:
+    """Set the prediction-set threshold of ``predictor`` from the held-out probabilities
+    ``proba`` of items labelled ``labels`` (see :mod:`sigclass.evaluation.conformal`); returns
+    it with where the calibration items came from."""
+    index = {c: i for i, c in enumerate(predictor.classes)}
+    threshold = fit_threshold(proba, np.array([index[c] for c in labels], dtype=int), coverage)
+    predictor.conformal = threshold
+    if threshold["qhat"] is None:
+        logger.warning("No prediction-set threshold: %s", threshold["reason"])
+    return {**threshold, "calibrated_on": source}

@@ -50,7 +50,10 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
 def predict_files(predictor, inputs: Iterable[str | Path], output: str | Path,
                   batch_size: int = 64, progress: bool = True) -> int:
     """Score image files, or the cases of signal files, into a CSV or Parquet file
-    (``input, predicted, confidence, p_<class>..., error``).
+    (``input, predicted, confidence, p_<class>..., prediction_set, error``).
+
+    ``prediction_set`` is the row's conformal prediction set, its classes joined by ``|``, most
+    probable first (empty for a model saved without a threshold, and for an ensemble).
 
     A signal file gives one row per case, its input named ``<file>#<case id>``; the file is read
     with the model's reading options (windowing, columns).
@@ -67,7 +70,8 @@ def predict_files(predictor, inputs: Iterable[str | Path], output: str | Path,
     todo = [f for f in files if f not in done]
     if done:
         logger.info("Resuming: %d of %d inputs already scored in %s", len(done), len(files), output)
-    fields = ["input", "predicted", "confidence", *[f"p_{c}" for c in predictor.classes], "error"]
+    fields = ["input", "predicted", "confidence", *[f"p_{c}" for c in predictor.classes],
+              "prediction_set", "error"]
     output.parent.mkdir(parents=True, exist_ok=True)
     new_file = not output.is_file() or output.stat().st_size == 0
     bar = None
@@ -103,22 +107,31 @@ def _score_chunk(predictor, chunk: list[str], batch_size: int, cases: dict) -> l
 
     try:
         proba = predictor.predict_proba(payload(chunk), batch_size=batch_size)
-        return [_row(predictor, item, p) for item, p in zip(chunk, proba, strict=True)]
+        sets = _sets(predictor, proba)
+        return [_row(predictor, item, p, s) for item, p, s in zip(chunk, proba, sets, strict=True)]
     except DataError:
         rows = []  # find the bad inputs one by one; the others are scored normally
         for item in chunk:
             try:
-                rows.append(_row(predictor, item, predictor.predict_proba(payload([item]))[0]))
+                proba = predictor.predict_proba(payload([item]))
+                rows.append(_row(predictor, item, proba[0], _sets(predictor, proba)[0]))
             except DataError as exc:
                 rows.append({"input": item, "error": str(exc)})
         return rows
 
 
-def _row(predictor, item: str, proba: np.ndarray) -> dict:
+def _sets(predictor, proba: np.ndarray) -> list[str]:
+    """The prediction set of every row, joined by ``|`` (empty without a threshold)."""
+    sets = predictor.prediction_sets(proba)
+    return ["|".join(s) for s in sets] if sets is not None else [""] * len(proba)
+
+
+def _row(predictor, item: str, proba: np.ndarray, prediction_set: str) -> dict:
     best = int(np.argmax(proba))
     return {
         "input": item, "predicted": predictor.classes[best], "confidence": float(proba[best]),
-        **{f"p_{c}": float(v) for c, v in zip(predictor.classes, proba, strict=True)}, "error": "",
+        **{f"p_{c}": float(v) for c, v in zip(predictor.classes, proba, strict=True)},
+        "prediction_set": prediction_set, "error": "",
     }
 
 
@@ -135,7 +148,8 @@ def _predict_to_parquet(predictor, inputs, output: Path, batch_size: int, progre
         # a finished output: carry its rows over, so that new inputs are added to them
         pd.read_parquet(output).to_csv(journal, index=False)
     written = predict_files(predictor, inputs, journal, batch_size, progress)
-    table = pd.read_csv(journal, dtype={"input": str, "predicted": str, "error": str},
+    table = pd.read_csv(journal, dtype={"input": str, "predicted": str, "prediction_set": str,
+                                        "error": str},
                         keep_default_na=False, na_values={"confidence": [""]})
     for column in [c for c in table.columns if c.startswith("p_") or c == "confidence"]:
         table[column] = pd.to_numeric(table[column], errors="coerce")
