@@ -18,6 +18,7 @@ writes checkpoints, and a stop decided on any process (time budget) stops them a
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import math
 import os
@@ -254,8 +255,6 @@ class Trainer:
     def parameter_digest(self) -> str:
         """SHA-256 of the network's parameters (names and exact values): equal on every process
         of a distributed run whose gradients were all-reduced."""
-        import hashlib
-
         digest = hashlib.sha256()
         for name, param in self.network.named_parameters():
             digest.update(name.encode())
