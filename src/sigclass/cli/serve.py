@@ -53,6 +53,9 @@ def add_commands(commands) -> None:
                         "training items, checked on its test part (writes quantization.json)")
     export.add_argument("--calibration-items", type=int, default=200, metavar="N",
                         help="with --quantize: training items the ranges are calibrated on (default: 200)")
+    export.add_argument("--calibration-method", choices=("minmax", "percentile", "entropy"),
+                        default="minmax", help="with --quantize: how activation ranges are read "
+                        "from the calibration items (default: minmax)")
     export.add_argument("--max-accuracy-drop", type=float, default=1.0, metavar="POINTS",
                         help="with --quantize: --precision int8 refuses a graph that loses more "
                         "test accuracy than this (default: 1.0 point)")
@@ -131,7 +134,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         from ..workflows.quantize import quantize_model
 
         report = quantize_model(args.model, args.output, n_calibration=args.calibration_items,
-                                max_accuracy_drop=args.max_accuracy_drop)
+                                max_accuracy_drop=args.max_accuracy_drop,
+                                calibration_method=args.calibration_method)
         accuracy, speed = report["accuracy"], report["items_per_second"]
         print(f"int8 graph written to {report['path']}: test accuracy {accuracy['int8']:.1%} "
               f"(fp32 {accuracy['fp32']:.1%}, {report['accuracy_drop_points']:+.1f} points lost), "

@@ -22,6 +22,7 @@ import numpy as np
 
 from .._utils import atomic_write, write_json
 from ..artifacts import find_model_dir
+from ..choices import check_choice
 from ..config import RunConfig, load_config
 from ..data.split import Split
 from ..evaluation.metrics import classification_metrics
@@ -36,8 +37,12 @@ logger = logging.getLogger(__name__)
 __all__ = ["quantize_model"]
 
 
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+
+
 def quantize_model(model: str | Path, output: str | Path | None = None, n_calibration: int = 200,
-                   max_accuracy_drop: float = 1.0, batch_size: int = 32, seed: int = 0) -> dict[str, Any]:
+                   max_accuracy_drop: float = 1.0, batch_size: int = 32, seed: int = 0,
+                   calibration_method: str = "minmax") -> dict[str, Any]:
     """Quantize ``model``'s network to int8 and report what it costs.
 
     Args:
@@ -49,6 +54,9 @@ def quantize_model(model: str | Path, output: str | Path | None = None, n_calibr
             still be used by ``--precision int8``.
         batch_size: Batch size of calibration and scoring.
         seed: Seed of the calibration sample.
+        calibration_method: How activation ranges are read from the calibration items:
+            ``minmax`` (their extremes), ``percentile`` (99.999th percentile of magnitudes) or
+            ``entropy`` (the range that keeps the histogram's information).
 
     Returns:
         The report (also written to ``quantization.json``): fp32 and int8 accuracy, macro-F1,
@@ -61,6 +69,7 @@ def quantize_model(model: str | Path, output: str | Path | None = None, n_calibr
     """
     if not 1 <= n_calibration <= 10_000:
         raise ConfigError(f"The 'calibration_items' option takes 1 to 10,000 items. Got {n_calibration}.")
+    check_choice("calibration_method", calibration_method, CALIBRATION_METHODS)
     if not 0 <= max_accuracy_drop <= 100:
         raise ConfigError("The 'max_accuracy_drop' option is in accuracy points, 0 to 100. "
                           f"Got {max_accuracy_drop}.")
@@ -91,7 +100,7 @@ def quantize_model(model: str | Path, output: str | Path | None = None, n_calibr
                                 replace=False))
     calibration = _preprocessed(predictor, dataset.subset(chosen), batch_size)
     started = time.perf_counter()
-    _quantize(fp32_path, int8_path, calibration)
+    _quantize(fp32_path, int8_path, calibration, calibration_method)
     quantize_seconds = time.perf_counter() - started
 
     test = dataset.subset(parts["test"])
@@ -106,7 +115,8 @@ def quantize_model(model: str | Path, output: str | Path | None = None, n_calibr
     report = {
         "model": predictor.model_name,
         "graph": int8_path.name,
-        "format": "QDQ, per-channel int8 weights, uint8 activations (MinMax calibration)",
+        "format": f"QDQ, per-channel int8 weights, uint8 activations ({calibration_method} calibration)",
+        "calibration_method": calibration_method,
         "calibration_items": int(len(chosen)),
         "test_items": int(len(test)),
         "accuracy": {k: m["accuracy"] for k, m in metrics.items()},
@@ -139,9 +149,10 @@ def _preprocessed(predictor, dataset, batch_size: int) -> list[np.ndarray]:
             for i in range(0, len(items), batch_size)]
 
 
-def _quantize(fp32_path: Path, int8_path: Path, batches: list[np.ndarray]) -> None:
+def _quantize(fp32_path: Path, int8_path: Path, batches: list[np.ndarray], method: str) -> None:
     from onnxruntime.quantization import (
         CalibrationDataReader,
+        CalibrationMethod,
         QuantFormat,
         QuantType,
         quantize_static,
@@ -165,7 +176,10 @@ def _quantize(fp32_path: Path, int8_path: Path, batches: list[np.ndarray]) -> No
         def write(path: Path) -> None:
             quantize_static(str(prepared), str(path), Reader(), quant_format=QuantFormat.QDQ,
                             per_channel=True, weight_type=QuantType.QInt8,
-                            activation_type=QuantType.QUInt8)
+                            activation_type=QuantType.QUInt8,
+                            calibrate_method={"minmax": CalibrationMethod.MinMax,
+                                              "percentile": CalibrationMethod.Percentile,
+                                              "entropy": CalibrationMethod.Entropy}[method])
 
         int8_path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(int8_path, write)
