@@ -127,7 +127,7 @@ def test_quantizing_needs_the_runs_own_data(run, tmp_path):
     lone = shutil.copytree(run / "model", tmp_path / "lone-model")
     with pytest.raises(ConfigError, match="int8 calibration needs the run's own data"):
         quantize_model(lone)
-    for bad in ({"n_calibration": 0}, {"max_accuracy_drop": -1}):
+    for bad in ({"n_calibration": 0}, {"max_accuracy_drop": -1}, {"calibration_method": "mean"}):
         with pytest.raises(ConfigError, match="option"):
             quantize_model(run, **bad)
 
@@ -142,3 +142,11 @@ def test_the_service_serves_the_int8_graph(run, quantized, cache):
         answer = httpx.post(base + "/predict", json=X[0].tolist(), timeout=30)
         assert answer.status_code == 200, answer.text
         assert answer.json()["class"] in {str(c) for c in set(y)}
+
+
+def test_histogram_calibration_methods_quantize(run, cache):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SIGCLASS_CACHE_DIR", str(cache))
+        report = quantize_model(run, n_calibration=36, calibration_method="entropy")  # 32 + 4
+    assert report["calibration_method"] == "entropy" and report["calibration_items"] == 36
+    assert report["accuracy"]["int8"] > 0.5

@@ -161,6 +161,9 @@ def _quantize(fp32_path: Path, int8_path: Path, batches: list[np.ndarray], metho
 
     input_name = OnnxEngine(fp32_path).input_name
 
+    if method != "minmax":  # histogram calibrators stack the batches: all of one size
+        batches = [batch[i:i + 1] for batch in batches for i in range(len(batch))]
+
     class Reader(CalibrationDataReader):
         def __init__(self):
             self.pending = iter(batches)
