@@ -94,8 +94,13 @@ class EnsemblePredictor:
         calibrated on different items)."""
         return None
 
-    def use_backend(self, backend: str, onnx_path=None) -> EnsemblePredictor:
-        """Switch every member's inference backend (each keeps its own ONNX graph)."""
+    def use_backend(self, backend: str, onnx_path=None, precision: str = "fp32") -> EnsemblePredictor:
+        """Switch every member's inference backend (each keeps its own ONNX graph); the int8
+        graphs are made and checked per member, so ``precision`` must be ``fp32``."""
+        if precision != "fp32":
+            raise ConfigError("--precision int8 runs one model's quantized graph; an ensemble "
+                              "averages several. Score with --precision fp32, or quantize and "
+                              "serve a member (members/<name> in the ensemble's folder).")
         for member in self.members:
             member.use_backend(backend)
         return self
