@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import gc
+import hashlib
 import logging
 import os
 from collections.abc import Iterator
@@ -185,3 +186,13 @@ def all_gather_objects(value: Any) -> list[Any]:
 def any_process(flag: bool) -> bool:
     """True on every process when ``flag`` is true on any of them."""
     return any(all_gather_objects(bool(flag)))
+
+
+def parameter_digest(network) -> str:
+    """SHA-256 of ``network``'s parameters (names and exact values): equal on every process of a
+    distributed run whose gradients were all-reduced."""
+    digest = hashlib.sha256()
+    for name, param in network.named_parameters():
+        digest.update(name.encode())
+        digest.update(param.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()

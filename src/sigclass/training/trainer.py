@@ -18,7 +18,6 @@ writes checkpoints, and a stop decided on any process (time budget) stops them a
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import math
 import os
@@ -75,7 +74,7 @@ class Trainer:
             that a resumed run went on with its saved optimizer state).
         best_epoch_: 1-based epoch whose weights were restored.
         stopped_early_: Early stopping ended training before the planned epochs.
-        replica_digests_: In a distributed run, each process's :meth:`parameter_digest` at the
+        replica_digests_: In a distributed run, each process's :func:`~sigclass.training.distributed.parameter_digest` at the
             end of training (all equal unless the gradients were not all-reduced).
     """
 
@@ -220,7 +219,8 @@ class Trainer:
             epoch += 1
         self._call("on_train_end")
         if self.world_size_ > 1:  # DDP keeps the replicas identical; a difference is a bug
-            self.replica_digests_ = distributed.all_gather_objects(self.parameter_digest())
+            self.replica_digests_ = distributed.all_gather_objects(
+                distributed.parameter_digest(self.network))
             if len(set(self.replica_digests_)) > 1:
                 logger.warning("The processes ended with different weights: %s", self.replica_digests_)
         self.forward_module_ = self.network  # drop the DDP wrapper (and its hold on the group)
@@ -244,22 +244,13 @@ class Trainer:
 
     def summary(self) -> dict[str, Any]:
         """The plan and what happened, for the run summary (``run.json``); a distributed run adds
-        each process's :meth:`parameter_digest` at the end of training."""
+        each process's :func:`~sigclass.training.distributed.parameter_digest` at the end of training."""
         summary = {**self.plan_.to_dict(), "batch_size": self.global_batch_size_,
                    "epochs_run": len(self.history_), "best_epoch": self.best_epoch_,
                    "stopped_early": self.stopped_early_}
         if self.replica_digests_:
             summary["replica_digests"] = self.replica_digests_
         return summary
-
-    def parameter_digest(self) -> str:
-        """SHA-256 of the network's parameters (names and exact values): equal on every process
-        of a distributed run whose gradients were all-reduced."""
-        digest = hashlib.sha256()
-        for name, param in self.network.named_parameters():
-            digest.update(name.encode())
-            digest.update(param.detach().float().cpu().contiguous().numpy().tobytes())
-        return digest.hexdigest()
 
     def _optimizer_steps(self) -> int:
         """The largest step count in the optimizer's state (0 before the first step)."""
