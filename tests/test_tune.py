@@ -59,7 +59,13 @@ def shared_study(tmp_path_factory):
     workers = [subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True) for _ in range(2)]
     with stopped(*workers):
-        outputs = [w.communicate(timeout=600) for w in workers]
+        try:
+            outputs = [w.communicate(timeout=600) for w in workers]
+        except subprocess.TimeoutExpired:
+            for w in workers:
+                w.kill()
+            tails = [w.communicate()[1][-2000:] for w in workers]
+            pytest.fail("a tune worker ran past 600 s; stderr tails:\n" + "\n---\n".join(tails))
     for worker, (_, stderr) in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, stderr[-3000:]
     return data, out, {f"{socket.gethostname()}:{w.pid}": stdout

@@ -63,7 +63,9 @@ def audit_labels(dataset, out: str | Path | None = None, model: str = "efficient
 
     y = dataset.y
     proba = out_of_fold_proba(dataset_features(dataset, model, cache_dir), y, folds, seed)
-    order = find_label_issues(y, proba, return_indices_ranked_by="self_confidence")
+    # n_jobs=1: cleanlab's multiprocessing pool, forked from a process holding torch and
+    # worker threads, can deadlock on terminate; the sets audited here are small.
+    order = find_label_issues(y, proba, return_indices_ranked_by="self_confidence", n_jobs=1)
     quality = get_label_quality_scores(y, proba)
     paths = modality_of(dataset).item_paths(dataset)
     issues = [{"id": dataset.ids[i], "path": paths[i], "given": dataset.classes[y[i]],

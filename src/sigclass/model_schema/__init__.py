@@ -29,52 +29,41 @@ from pydantic import (
     model_validator,
 )
 
-from .choices import LABEL_RULES, LENGTH_POLICIES, MODALITIES, MODES, RESIZE_MODES, TTA_CHOICES
-from .data.signal_options import SignalConfig
-from .exceptions import ArtifactError
-
-FORMAT = "sigclass-model"
-ENSEMBLE = "ensemble"
-FORMAT_VERSION = 1
-MODEL_JSON = "model.json"
-WEIGHTS = "weights.safetensors"
-
-MAX_BYTES = 4 * 1024 * 1024  # a model.json is a few KB; class lists of 100k names still fit
-MAX_DEPTH = 32  # the deepest real document nests 4 levels (info.head.best_params)
-MAX_CLASSES = 100_000
-MAX_SIDE = 8192  # pixels of an image input side
-MAX_CHANNELS = 4096
-MAX_TIMEPOINTS = 10_000_000
-MAX_MEMBERS = 64
-MAX_DRIFT_BINS = 10
-FIX = "restore the model folder from its run or the model registry (the file was modified or damaged)"
-INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "box", "hamming", "lanczos")
-
-# Network options that could point the loader at a file, a folder or a URL.
-PATH_KEY = re.compile(r"path|file|dir|url|uri|checkpoint|weight|pretrained|cache|hub|cfg|root|"
-                      r"location|download|load", re.IGNORECASE)
-RESERVED_KEYS = frozenset({"name", "n_classes", "in_chans", "modality"})
-KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
-# A string option is a short word (a render mode, a timm name such as resnet18.a1_in1k): no
-# separator, no drive or scheme, no file suffix.
-WORD = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
-FILE_SUFFIX = re.compile(r"\.(pth?|bin|ckpt|safetensors|onnx|npz|npy|json|pkl|pickle|h5|skops|"
-                         r"ya?ml|txt|csv|zip|tar|gz|so|py)$", re.IGNORECASE)
-FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
-# The names pydantic gives the branches of a union in an error's location.
-UNION_TAG = re.compile(r"str|int|float|bool|none|(literal|list|dict|function-\w+|constrained-\w+)\[.*")
-
-Name = Annotated[str, StringConstraints(min_length=1, max_length=256)]
-Word = Annotated[str, StringConstraints(min_length=1, max_length=256)]
-Finite = Annotated[float, Field(allow_inf_nan=False)]
-Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+from ..choices import LABEL_RULES, LENGTH_POLICIES, MODALITIES, MODES, RESIZE_MODES, TTA_CHOICES
+from ..data.signal_options import SignalConfig
+from ..exceptions import ArtifactError
+from .fields import (
+    ENSEMBLE,
+    FILE_NAME,
+    FILE_SUFFIX,
+    FIX,
+    FORMAT,
+    FORMAT_VERSION,
+    INTERPOLATIONS,
+    KEY,
+    MAX_BYTES,
+    MAX_CHANNELS,
+    MAX_CLASSES,
+    MAX_DEPTH,
+    MAX_MEMBERS,
+    MAX_SIDE,
+    MAX_TIMEPOINTS,
+    MODEL_JSON,
+    PATH_KEY,
+    RESERVED_KEYS,
+    UNION_TAG,
+    WEIGHTS,
+    WORD,
+    Finite,
+    Name,
+    Positive,
+    StrictModel,
+    Word,
+)
+from .trust import ConformalSpec, DriftReference
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
-
-
-class NetworkSpec(_Strict):
+class NetworkSpec(StrictModel):
     """How to rebuild the network: a registry name and its options (no file, no URL)."""
 
     name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")]
@@ -84,14 +73,14 @@ class NetworkSpec(_Strict):
     kwargs: dict[str, Any] = Field(default_factory=dict, max_length=64)
 
 
-class HeadSpec(_Strict):
+class HeadSpec(StrictModel):
     """The scikit-learn head of a headless model."""
 
     file: Annotated[str, StringConstraints(max_length=128)]
     type: Annotated[str, StringConstraints(max_length=1000)] = ""
 
 
-class ImageDataConfig(_Strict):
+class ImageDataConfig(StrictModel):
     """The preprocessing of an image model (see ``sigclass.data.image_preprocess``)."""
 
     input_size: list[Annotated[int, Field(ge=1, le=MAX_SIDE)]] = Field(min_length=3, max_length=3)
@@ -106,7 +95,7 @@ class ImageDataConfig(_Strict):
     far_aspect: float = Field(default=1.5, ge=1, le=1000, allow_inf_nan=False)
 
 
-class ReaderOptions(_Strict):
+class ReaderOptions(StrictModel):
     """How signal files are read (:class:`~sigclass.data.signal_options.SignalConfig`); an
     option added there is taken as a JSON scalar until it is typed here."""
 
@@ -136,7 +125,7 @@ class ReaderOptions(_Strict):
         return self
 
 
-class SignalDataConfig(_Strict):
+class SignalDataConfig(StrictModel):
     """The preprocessing of a signal model (see ``sigclass.data.signal_preprocess``)."""
 
     modality: Literal["signal"] = "signal"
@@ -149,47 +138,7 @@ class SignalDataConfig(_Strict):
     reader: ReaderOptions | None = None
 
 
-class DriftBins(_Strict):
-    """The quantile bins of one drift score and the reference's share in each."""
-
-    edges: list[Finite] = Field(max_length=MAX_DRIFT_BINS - 1)
-    proportions: list[Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]] = Field(
-        min_length=1, max_length=MAX_DRIFT_BINS)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> DriftBins:
-        if len(self.proportions) != len(self.edges) + 1:
-            raise ValueError(f"{len(self.proportions)} proportion(s) for {len(self.edges)} edge(s); "
-                             "expected one more proportion than edges")
-        if any(b <= a for a, b in zip(self.edges, self.edges[1:], strict=False)):
-            raise ValueError("the edges must increase")
-        if abs(sum(self.proportions) - 1) > 1e-3:
-            raise ValueError(f"the proportions add up to {sum(self.proportions):.4f}, not 1")
-        return self
-
-
-class DriftReference(_Strict):
-    """The inputs a model was tested on, summarised for the service's drift statistic
-    (:mod:`sigclass.evaluation.drift`)."""
-
-    statistic: Literal["psi"]
-    part: Literal["test", "val"]
-    n_inputs: int = Field(ge=1)
-    scores: dict[Literal["input_rms", "confidence"], DriftBins] = Field(min_length=1)
-
-
-class ConformalSpec(_Strict):
-    """The threshold of the prediction sets (see ``sigclass.evaluation.conformal``)."""
-
-    method: Literal["aps"] = "aps"
-    coverage: float = Field(gt=0, lt=1, allow_inf_nan=False)
-    # None: too few calibration items for the coverage, so every set is all classes
-    qhat: float | None = Field(default=None, ge=0, le=1.000001, allow_inf_nan=False)
-    n: int = Field(ge=0)
-    reason: Annotated[str, StringConstraints(max_length=500)] | None = None
-
-
-class ModelDocument(_Strict):
+class ModelDocument(StrictModel):
     """``model.json`` of a single model."""
 
     format: Literal[FORMAT]  # type: ignore[valid-type]
@@ -213,7 +162,7 @@ class ModelDocument(_Strict):
     saved_with: dict[str, Any] = Field(default_factory=dict)
 
 
-class Member(_Strict):
+class Member(StrictModel):
     """One member of an ensemble: its folder (``members/<name>``) and weight."""
 
     folder: Annotated[str, StringConstraints(max_length=200)]
@@ -222,7 +171,7 @@ class Member(_Strict):
     mode: Literal[MODES] | None = None  # type: ignore[valid-type]
 
 
-class EnsembleDocument(_Strict):
+class EnsembleDocument(StrictModel):
     """``model.json`` of an ensemble (see :mod:`sigclass.ensemble`)."""
 
     format: Literal[FORMAT]  # type: ignore[valid-type]
