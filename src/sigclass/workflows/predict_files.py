@@ -70,8 +70,7 @@ def predict_files(predictor, inputs: Iterable[str | Path], output: str | Path,
     todo = [f for f in files if f not in done]
     if done:
         logger.info("Resuming: %d of %d inputs already scored in %s", len(done), len(files), output)
-    fields = ["input", "predicted", "confidence", *[f"p_{c}" for c in predictor.classes],
-              "prediction_set", "error"]
+    fields = output_fields(predictor)
     output.parent.mkdir(parents=True, exist_ok=True)
     new_file = not output.is_file() or output.stat().st_size == 0
     bar = None
@@ -85,7 +84,7 @@ def predict_files(predictor, inputs: Iterable[str | Path], output: str | Path,
         if new_file:
             writer.writeheader()
         for chunk in _chunks(todo, batch_size):
-            for row in _score_chunk(predictor, chunk, batch_size, cases):
+            for row in score_rows(predictor, chunk, batch_size, cases):
                 writer.writerow(row)
                 failed += bool(row["error"])
             handle.flush()
@@ -101,7 +100,9 @@ def predict_files(predictor, inputs: Iterable[str | Path], output: str | Path,
     return written
 
 
-def _score_chunk(predictor, chunk: list[str], batch_size: int, cases: dict) -> list[dict]:
+def score_rows(predictor, chunk: list[str], batch_size: int, cases: dict) -> list[dict]:
+    """The output rows of the inputs ``chunk`` (keys of ``cases``, their payloads); an input
+    that cannot be read gets a row with its error and the others are scored normally."""
     def payload(keys: list[str]) -> list:
         return [cases[k] for k in keys]
 
@@ -148,6 +149,31 @@ def _predict_to_parquet(predictor, inputs, output: Path, batch_size: int, progre
         # a finished output: carry its rows over, so that new inputs are added to them
         pd.read_parquet(output).to_csv(journal, index=False)
     written = predict_files(predictor, inputs, journal, batch_size, progress)
+    journal_to_parquet(journal, output)
+    return written
+
+
+def output_fields(predictor) -> list[str]:
+    """The columns of a batch scoring output, in order."""
+    return ["input", "predicted", "confidence", *[f"p_{c}" for c in predictor.classes],
+            "prediction_set", "error"]
+
+
+def scored_inputs(output: Path) -> set[str]:
+    """The inputs already in a finished CSV or Parquet output (none when it does not exist)."""
+    if output.suffix.lower() == ".parquet":
+        if not output.is_file():
+            return set()
+        import pandas as pd
+
+        return set(pd.read_parquet(output, columns=["input"])["input"].astype(str))
+    return _completed(output)
+
+
+def journal_to_parquet(journal: Path, output: Path) -> None:
+    """Write the CSV ``journal`` as the Parquet file ``output`` (atomically) and remove it."""
+    import pandas as pd
+
     table = pd.read_csv(journal, dtype={"input": str, "predicted": str, "prediction_set": str,
                                         "error": str},
                         keep_default_na=False, na_values={"confidence": [""]})
@@ -155,4 +181,3 @@ def _predict_to_parquet(predictor, inputs, output: Path, batch_size: int, progre
         table[column] = pd.to_numeric(table[column], errors="coerce")
     atomic_write(output, lambda tmp: table.to_parquet(tmp, index=False))
     journal.unlink()
-    return written
