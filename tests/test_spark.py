@@ -69,6 +69,11 @@ def _table(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, keep_default_na=False, dtype=str)
 
 
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
 def _same_rows(local: Path, spark: Path) -> None:
     a, b = _table(local), _table(spark)
     assert list(a.columns) == list(b.columns)
@@ -93,7 +98,7 @@ def test_spark_scores_images_like_the_local_path(image_run, tmp_path):
                 "--spark-master", "local[2]", "--partitions", "3")
     assert done.returncode == 0, done.stderr[-3000:]
     _same_rows(local, spark)
-    rows = list(csv.DictReader(open(spark, newline="")))
+    rows = _csv_rows(spark)
     assert len(rows) == 33 and sum(bool(r["error"]) for r in rows) == 1
     assert not (tmp_path / "spark.csv.spark-parts").exists()  # the parts are joined and removed
 
@@ -114,7 +119,7 @@ def test_an_interrupted_spark_job_resumes_by_partition(signal_run, cases, tmp_pa
     assert kept == ["part-00000.csv", "part-00001.csv", "part-00003.csv"]
     # mark a finished partition: a resumed job must keep it, not score it again
     first = parts / "part-00000.csv"
-    rows = list(csv.DictReader(open(first, newline="")))
+    rows = _csv_rows(first)
     rows[0]["error"] = "kept from the first attempt"
     with open(first, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
@@ -145,3 +150,41 @@ def test_spark_without_java_says_what_to_install(signal_run, cases, tmp_path):
 def test_spark_options_need_the_spark_engine(signal_run, cases, tmp_path):
     done = _cli("predict", signal_run, cases, "-o", tmp_path / "out.csv", "--partitions", "4")
     assert done.returncode == 2 and "--engine spark" in done.stderr
+
+
+UDF_JOB = """
+import json, sys
+import mlflow.pyfunc
+from pyspark.sql import SparkSession
+spark = SparkSession.builder.master("local[2]").getOrCreate()
+model, paths = sys.argv[1], json.loads(sys.argv[2])
+photos = spark.createDataFrame([(p,) for p in paths], "path string")
+udf = mlflow.pyfunc.spark_udf(spark, model, env_manager="local", result_type=sys.argv[3])
+rows = photos.withColumn("scores", udf("path")).select("path", "scores.*").toPandas()
+print(rows.to_json(orient="records"))
+spark.stop()
+"""
+
+
+@needs_spark
+def test_the_pyfunc_model_scores_a_spark_table_with_spark_udf(image_run, tmp_path):
+    """The README's ``mlflow.pyfunc.spark_udf`` path: a table with a column of image paths."""
+    import json
+
+    import sigclass as sc
+    from sigclass.tracking.pyfunc import save_pyfunc
+
+    predictor = sc.load(image_run)
+    save_pyfunc(image_run / "model", tmp_path / "pyfunc")
+    paths = [str(p) for p in sorted((image_run.parent / "data").rglob("*_1*.jpg"))][:6]
+    schema = "label string, " + ", ".join(f"p_{c} double" for c in predictor.classes)
+    done = subprocess.run([sys.executable, "-c", UDF_JOB, str(tmp_path / "pyfunc"), json.dumps(paths),
+                           schema], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYSPARK_PYTHON": sys.executable})
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [r["path"] for r in rows] == paths
+    proba = predictor.predict_proba(paths)
+    np.testing.assert_allclose([[r[f"p_{c}"] for c in predictor.classes] for r in rows], proba,
+                               atol=1e-5)
+    assert [r["label"] for r in rows] == [predictor.classes[i] for i in proba.argmax(axis=1)]
