@@ -64,12 +64,7 @@ def predict_files(predictor, inputs: Iterable[str | Path], output: str | Path,
     output = Path(output)
     if output.suffix.lower() == ".parquet":
         return _predict_to_parquet(predictor, inputs, output, batch_size, progress)
-    cases = modality_of(predictor).read_files(inputs, predictor.data_config)
-    files = list(cases)
-    done = _completed(output)
-    todo = [f for f in files if f not in done]
-    if done:
-        logger.info("Resuming: %d of %d inputs already scored in %s", len(done), len(files), output)
+    cases, todo = pending_inputs(predictor, inputs, output)
     fields = output_fields(predictor)
     output.parent.mkdir(parents=True, exist_ok=True)
     new_file = not output.is_file() or output.stat().st_size == 0
@@ -151,6 +146,16 @@ def _predict_to_parquet(predictor, inputs, output: Path, batch_size: int, progre
     written = predict_files(predictor, inputs, journal, batch_size, progress)
     journal_to_parquet(journal, output)
     return written
+
+
+def pending_inputs(predictor, inputs, output: Path) -> tuple[dict, list[str]]:
+    """The inputs read for scoring (key: payload) and the keys not yet in ``output``."""
+    cases = modality_of(predictor).read_files(inputs, predictor.data_config)
+    done = scored_inputs(output)
+    todo = [key for key in cases if key not in done]
+    if done:
+        logger.info("Resuming: %d of %d inputs already scored in %s", len(done), len(cases), output)
+    return cases, todo
 
 
 def output_fields(predictor) -> list[str]:

@@ -40,13 +40,12 @@ import numpy as np
 from .._utils import atomic_write, write_json
 from ..exceptions import ConfigError, EngineError
 from ..loading import load, model_folder
-from ..modalities import modality_of
 from .predict_files import (
     journal_path,
     journal_to_parquet,
     output_fields,
+    pending_inputs,
     score_rows,
-    scored_inputs,
 )
 
 logger = logging.getLogger(__name__)
@@ -84,12 +83,8 @@ def predict_spark(model: str | Path, inputs: Iterable[str | Path], output: str |
     _check_spark()
     folder = model_folder(model)
     predictor = load(folder)
-    cases = modality_of(predictor).read_files(inputs, predictor.data_config)
     output = Path(output)
-    done = scored_inputs(output)
-    todo = [key for key in cases if key not in done]
-    if done:
-        logger.info("Resuming: %d of %d inputs already scored in %s", len(done), len(cases), output)
+    cases, todo = pending_inputs(predictor, inputs, output)
     if not todo:
         return 0
     files = _model_files(folder)
