@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .._utils import write_json
+from ..artifacts import ENSEMBLE, read_model_json
 from ..config import RunConfig, load_config
 from ..data.additions import allow_single_class
 from ..data.split import Split, make_split
@@ -44,8 +45,8 @@ __all__ = ["UPDATE_FILE", "UpdateResult", "run_dataset", "update"]
 
 UPDATE_FILE = "update.json"  # in a run folder made by update: its base run and the items added
 # what an update may change: nothing the featurizer or the saved split depends on
-UPDATABLE = ("tracking", "cam_examples", "coverage", "head", "head_params", "cv_folds", "device",
-             "backend", "cache_dir")
+UPDATABLE = ("tracking", "cam_examples", "audit", "coverage", "head", "head_params", "cv_folds",
+             "device", "backend", "cache_dir")
 _HEAD_KEYS = ("head", "cv_folds", "best_params", "cv_accuracy", "class_weights",
               "class_weights_reason")
 
@@ -154,6 +155,10 @@ def _base_run(base_dir: Path, overrides: dict[str, Any]) -> tuple[RunConfig, Pre
                           f"featurizer and split depend on it. It may change "
                           f"{', '.join(repr(k) for k in UPDATABLE)}; train a new model for the rest.")
     cfg = RunConfig.from_dict(load_config(base_dir / "config.yaml")).updated(overrides).validate()
+    if read_model_json(base_dir / "model").get("kind") == ENSEMBLE:
+        raise ConfigError(f"'{base_dir}' holds an ensemble of models; update refits the head of "
+                          "one headless model: update a headless member's run, then build the "
+                          "ensemble again.")
     predictor = Predictor.load(base_dir / "model", device=cfg.device)
     if predictor.mode != "headless" or predictor.head is None:
         raise ConfigError(
