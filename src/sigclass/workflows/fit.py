@@ -61,7 +61,18 @@ def fit_head_parts(cfg: RunConfig, predictor, features_of, fit_part, val, featur
     head (an out-of-distribution score) belongs here too. ``features_of(part)``: the features
     of a dataset's items. Returns ``(predictor, history, summary)`` as the fits of a run do.
     """
+    from threadpoolctl import threadpool_limits
+
     features = features_of(fit_part)
+    # One BLAS thread: a head's matrices are small, and threads that wait for each other on
+    # shared cores made its search up to 50 times slower (bench/results/update.json).
+    with threadpool_limits(1, user_api="blas"):
+        return _fit_head_parts(cfg, predictor, features_of, features, fit_part, val,
+                               featurizer_summary)
+
+
+def _fit_head_parts(cfg: RunConfig, predictor, features_of, features, fit_part, val,
+                    featurizer_summary: dict):
     params = dict(cfg.head_params)
     class_weight, reason = head_class_weight(cfg.train.class_weights, fit_part.labels)
     if class_weight is not None:  # the same option as for networks
