@@ -161,3 +161,28 @@ def test_cli_update_exit_codes(base_run, tmp_path, capsys):
     assert "already exists and is not empty" in capsys.readouterr().err
     assert main(["update", str(tmp_path / "nowhere"), new, "--out", str(tmp_path / "s")]) == 2
     assert "is not a sigclass run folder" in capsys.readouterr().err
+
+
+def test_update_is_a_new_mlflow_run_and_registry_version(base_run, tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("SIGCLASS_TRACKING", "on")
+    uri = f"sqlite:///{(tmp_path / 'mlflow.db').as_posix()}"
+    track = {"tracking.enabled": True, "tracking.uri": uri}
+    new = base_run["root"] / "new"
+    first = sc.update(base_run["run"], new, tmp_path / "run2", progress=False, register="fridge",
+                      **track)
+    assert first.summary["registered"] == [{"name": "fridge", "version": 1}]
+    # an update of a registered model is a new version of it, with no name given
+    second = sc.update(tmp_path / "run2", new, tmp_path / "run3", progress=False, **track)
+    assert second.summary["registered"] == [{"name": "fridge", "version": 2}]
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    run_id = json.loads((tmp_path / "run3" / "tracking.json").read_text())["run_id"]
+    run = client.get_run(run_id)
+    assert run.data.tags["sigclass.kind"] == "update"
+    assert run.data.tags["sigclass.base_run"] == str((tmp_path / "run2").resolve())
+    assert run.data.metrics["test_accuracy"] == pytest.approx(second.metrics["accuracy"])
+    assert client.get_model_version("fridge", "2").run_id == run_id
+    with pytest.raises(ConfigError, match=r"--register 'x' needs tracking"):
+        sc.update(base_run["run"], new, tmp_path / "run4", register="x",
+                  **{"tracking.enabled": False})

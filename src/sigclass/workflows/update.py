@@ -14,6 +14,7 @@ a new version of every registered model that holds ``RUN``'s model (or of ``regi
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import re
@@ -92,16 +93,14 @@ def update(run: str | Path, new_data, out: str | Path, progress: bool = True,
     added = _read_added(new_data, cfg, predictor)
     base_data = run_dataset(base_dir, cfg)
     old_split = Split.load(base_dir / "split.json")
-    old_parts = old_split.indices(base_data)
+    old_split.indices(base_data)  # every id present and unchanged, or a clear error
     modality = modality_of(base_data)
     prefix = _prefix(base_dir, base_data.ids)
     joined = modality.join(base_data, added, prefix, str(_source(new_data)))
     split = _joined_split(old_split, added, prefix, cfg)
     summary = _summary(base_dir, new_data, prefix, base_data, added, split, cfg)
     featurizer = modality.saved_featurizer(predictor, cfg, progress)
-    old_test = base_data.subset(old_parts["test"])
-    old_features = featurizer.transform(old_test.model_inputs()) if len(old_test) else None
-    summary["old_test_accuracy_before"] = _accuracy(predictor, old_features, old_test.labels)
+    summary["old_test_accuracy_before"] = _accuracy(base_dir, old_split.test)
     new = Predictor(featurizer.network_, joined.classes, featurizer.data_config_,
                     modality=joined.modality, mode="headless", device=cfg.device,
                     backend=cfg.backend, engine=featurizer.engine(),
@@ -117,7 +116,7 @@ def update(run: str | Path, new_data, out: str | Path, progress: bool = True,
     run_dir.mkdir(parents=True, exist_ok=True)
     tags = {"sigclass.kind": "update", "sigclass.base_run": str(base_dir.resolve())}
     result = tracked_execute(run_dir, cfg, joined, split, progress, (), None, refit, tags)
-    summary["old_test_accuracy_after"] = _accuracy(new, old_features, old_test.labels)
+    summary["old_test_accuracy_after"] = _accuracy(run_dir, old_split.test)
     summary["accuracy"] = result.metrics.get("accuracy")
     summary["update_seconds"] = result.train_seconds
     summary["registered"] = _register(base_dir, run_dir, register, cfg)
@@ -267,12 +266,18 @@ def _normal(name: str) -> str:
     return re.sub(r"[^0-9a-z]", "", name.lower())
 
 
-def _accuracy(predictor: Predictor, features: np.ndarray | None, labels) -> float | None:
-    if features is None or not len(labels):
+def _accuracy(run_dir: Path, ids: list[str]) -> float | None:
+    """The accuracy of a run's model on the items ``ids`` of its test part, read from the
+    run's ``predictions.csv`` (``None`` without one)."""
+    wanted = set(ids)
+    try:
+        with open(run_dir / "predictions.csv", newline="") as handle:
+            rows = [row for row in csv.DictReader(handle) if row["id"] in wanted]
+    except (OSError, KeyError):
         return None
-    proba = predictor.probabilities_from_outputs(features)
-    predicted = np.asarray(predictor.classes, dtype=object)[proba.argmax(axis=1)]
-    return float(np.mean(predicted == np.asarray(labels, dtype=object)))
+    if not rows:
+        return None
+    return float(np.mean([row["label"] == row["predicted"] for row in rows]))
 
 
 def _register(base_dir: Path, run_dir: Path, name: str | None, cfg: RunConfig) -> list[dict]:
