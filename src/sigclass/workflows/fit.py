@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .._utils import write_json
 from ..config import RunConfig
@@ -61,8 +62,6 @@ def fit_head_parts(cfg: RunConfig, predictor, features_of, fit_part, val, featur
     head (an out-of-distribution score) belongs here too. ``features_of(part)``: the features
     of a dataset's items. Returns ``(predictor, history, summary)`` as the fits of a run do.
     """
-    from threadpoolctl import threadpool_limits
-
     features = features_of(fit_part)
     # One BLAS thread: a head's matrices are small, and threads that wait for each other on
     # shared cores made its search up to 50 times slower (bench/results/update.json).

@@ -30,7 +30,7 @@ from ..artifacts import ENSEMBLE, read_model_json
 from ..config import RunConfig, load_config
 from ..data.additions import allow_single_class
 from ..data.split import Split, make_split
-from ..exceptions import ArtifactError, ConfigError, DataError
+from ..exceptions import ArtifactError, ConfigError, DataError, TrackingError
 from ..modalities import modality_of
 from ..predictor import Predictor
 from ..tracking import resolve_settings
@@ -90,16 +90,8 @@ def update(run: str | Path, new_data, out: str | Path, progress: bool = True,
     if register and not resolve_settings(cfg.tracking, cfg.data).enabled:
         raise ConfigError(f"--register '{register}' needs tracking, which is off for this update; "
                           "drop --no-track (or tracking.enabled: false), or drop --register.")
-    added = _read_added(new_data, cfg, predictor)
-    base_data = run_dataset(base_dir, cfg)
-    old_split = Split.load(base_dir / "split.json")
-    old_split.indices(base_data)  # every id present and unchanged, or a clear error
-    modality = modality_of(base_data)
-    prefix = _prefix(base_dir, base_data.ids)
-    joined = modality.join(base_data, added, prefix, str(_source(new_data)))
-    split = _joined_split(old_split, added, prefix, cfg)
-    summary = _summary(base_dir, new_data, prefix, base_data, added, split, cfg)
-    featurizer = modality.saved_featurizer(predictor, cfg, progress)
+    joined, old_split, split, summary = _joined(base_dir, new_data, cfg, predictor)
+    featurizer = modality_of(joined).saved_featurizer(predictor, cfg, progress)
     summary["old_test_accuracy_before"] = _accuracy(base_dir, old_split.test)
     new = Predictor(featurizer.network_, joined.classes, featurizer.data_config_,
                     modality=joined.modality, mode="headless", device=cfg.device,
@@ -113,16 +105,31 @@ def update(run: str | Path, new_data, out: str | Path, progress: bool = True,
         return fit_head_parts(cfg, new, lambda part: featurizer.transform(part.model_inputs()),
                               fit_part, val, kept)
 
+    names = _registry_names(base_dir, register, cfg, summary)  # before the work: fail early
     run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / UPDATE_FILE, summary)  # recorded with the run; completed below
     tags = {"sigclass.kind": "update", "sigclass.base_run": str(base_dir.resolve())}
     result = tracked_execute(run_dir, cfg, joined, split, progress, (), None, refit, tags)
     summary["old_test_accuracy_after"] = _accuracy(run_dir, old_split.test)
     summary["accuracy"] = result.metrics.get("accuracy")
     summary["update_seconds"] = result.train_seconds
-    summary["registered"] = _register(base_dir, run_dir, register, cfg)
+    summary["registered"] = _register(run_dir, names)
     write_json(run_dir / UPDATE_FILE, summary)
     return UpdateResult(result.dir, result.predictor, result.metrics, result.val_metrics,
                         result.config, result.history, result.train_seconds, summary)
+
+
+def _joined(base_dir: Path, new_data, cfg: RunConfig, predictor: Predictor):
+    """``(joined dataset, old split, joined split, summary)``: the base run's items and the
+    new ones, checked against the model."""
+    added = _read_added(new_data, cfg, predictor)
+    base_data = run_dataset(base_dir, cfg)
+    old_split = Split.load(base_dir / "split.json")
+    old_split.indices(base_data)  # every id present and unchanged, or a clear error
+    prefix = _prefix(base_dir, base_data.ids)
+    joined = modality_of(base_data).join(base_data, added, prefix, _source(new_data))
+    split = _joined_split(old_split, added, prefix, cfg)
+    return joined, old_split, split, _summary(base_dir, new_data, prefix, base_data, added, split)
 
 
 def run_dataset(run_dir: str | Path, cfg: RunConfig | None = None):
@@ -230,8 +237,7 @@ def _joined_split(old: Split, added, prefix: str, cfg: RunConfig) -> Split:
                  hashes, old.grouped or drawn.grouped, sources)
 
 
-def _summary(base_dir: Path, new_data, prefix: str, base_data, added, split: Split,
-             cfg: RunConfig) -> dict[str, Any]:
+def _summary(base_dir: Path, new_data, prefix: str, base_data, added, split: Split) -> dict[str, Any]:
     """What the update adds: new classes, more examples of old ones, confusable names."""
     old_classes = list(base_data.classes)
     counts = {str(c): int(n) for c, n in zip(*np.unique(added.labels.astype(str), return_counts=True),
@@ -258,7 +264,7 @@ def _summary(base_dir: Path, new_data, prefix: str, base_data, added, split: Spl
         "split_counts": {n: len(split.part(n)) for n in ("train", "val", "test")},
         "new_items_split": {n: sum(i.startswith(prefix) for i in split.part(n))
                             for n in ("train", "val", "test")},
-        "head": cfg.head, "started": time.time(),
+        "started": time.time(),
     }
 
 
@@ -280,11 +286,22 @@ def _accuracy(run_dir: Path, ids: list[str]) -> float | None:
     return float(np.mean([row["label"] == row["predicted"] for row in rows]))
 
 
-def _register(base_dir: Path, run_dir: Path, name: str | None, cfg: RunConfig) -> list[dict]:
-    """A new version of each registered model that holds the base run's model (and ``name``)."""
+def _registry_names(base_dir: Path, name: str | None, cfg: RunConfig,
+                    summary: dict[str, Any]) -> list[str]:
+    """The registered models that get the new model as a version: those that hold the base
+    run's model, and ``name``; none with tracking off."""
     if not resolve_settings(cfg.tracking, cfg.data).enabled:
         return []
-    names = sorted(set(registered_names(base_dir)) | ({name} if name else set()))
+    try:
+        names = set(registered_names(base_dir))
+    except TrackingError as exc:  # the base run's store is gone: register what was asked only
+        logger.warning("Cannot read the registry of the base run: %s", exc)
+        summary["notes"].append(f"the base run's registered models are unknown ({exc})")
+        names = set()
+    return sorted(names | ({name} if name else set()))
+
+
+def _register(run_dir: Path, names: list[str]) -> list[dict]:
     done = []
     for model_name in names:
         version = register_run(run_dir, model_name)
