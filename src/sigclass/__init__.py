@@ -38,6 +38,7 @@ _EXPORTS = {
     "Featurizer": "sigclass.training.image_featurizer",
     "Trainer": "sigclass.training.trainer",
     "train": "sigclass.workflows.train",
+    "update": "sigclass.workflows.update",
     "evaluate": "sigclass.evaluation",
     "load_dataset": "sigclass.workflows.prepare",
     "load": "sigclass.loading",

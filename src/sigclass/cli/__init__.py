@@ -2,7 +2,7 @@
 
 Configuration flows one way: dataclass defaults, then ``--config FILE`` (YAML), then flags
 (``--set key=value`` reaches any key). ``sigclass COMMAND --help`` documents every option. Each
-module of this package adds its commands: :mod:`.train` (``train``, ``compare``), :mod:`.use`
+module of this package adds its commands: :mod:`.train` (``train``, ``compare``, ``update``), :mod:`.use`
 (``evaluate``, ``predict``, ``explain``, ``audit``, ``networks``), :mod:`.serve` (``serve``,
 ``export``), :mod:`.tracking` (``register``, ``promote``, ``models``, ``ui``) and :mod:`.tune`.
 """

@@ -1,4 +1,4 @@
-"""``sigclass train`` and ``sigclass compare``, and how a finished run is printed.
+"""``sigclass train``, ``sigclass compare`` and ``sigclass update``, and how a finished run is printed.
 
 A command imports its workflow when it runs (PyTorch and scikit-learn load then), so that
 ``sigclass --help`` answers at once.
@@ -17,7 +17,7 @@ from .options import add_run_options, resolve_config
 
 
 def add_commands(commands) -> None:
-    """Add ``train`` and ``compare`` to the ``sigclass`` sub-command parser."""
+    """Add ``train``, ``compare`` and ``update`` to the ``sigclass`` sub-command parser."""
     train = commands.add_parser("train", help="train, evaluate and save one model",
                                 description="Train one model (headless, finetune or scratch), "
                                 "evaluate it on the test part and save it in a run folder.")
@@ -41,6 +41,23 @@ def add_commands(commands) -> None:
                          "entries without time left are not run")
     add_run_options(compare)
     compare.set_defaults(func=cmd_compare)
+
+    update = commands.add_parser(
+        "update", help="add a class (or examples) to a headless model in seconds",
+        description="Refit only the head of the headless model in RUN on its training items and "
+        "the items of NEW_DATA (a new class, or more examples of old ones), and save the result "
+        "as a new run folder; RUN's test items are tested again, NEW_DATA's are split too.")
+    update.add_argument("run", type=Path, help="run folder of a headless model")
+    update.add_argument("new_data", help="the items to add: a folder of class subfolders (one "
+                        "class is enough), a manifest or a signal file")
+    update.add_argument("--out", type=Path, required=True, help="the new run folder (must not "
+                        "exist or be empty)")
+    update.add_argument("--register", metavar="NAME", help="also register the new model under NAME "
+                        "(the names that hold RUN's model get a new version anyway)")
+    update.add_argument("--tracking-uri", help="MLflow tracking URI (default: the run's)")
+    update.add_argument("--no-track", action="store_true", help="do not record the update in MLflow")
+    update.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    update.set_defaults(func=cmd_update)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -76,6 +93,36 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print_split(args.out)
     print(f"comparison folder: {args.out}")
     print_tracking(args.out)
+    return 0
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    from ..workflows.update import update
+
+    overrides: dict[str, Any] = {}
+    if args.no_track:
+        overrides["tracking.enabled"] = False
+    if args.tracking_uri:
+        overrides["tracking.uri"] = args.tracking_uri
+    result = update(args.run, args.new_data, args.out, progress=not args.quiet,
+                    register=args.register, **overrides)
+    summary = result.summary
+    print(f"added: {summary['added']['n_items']} item(s) of {summary['added']['data']} "
+          f"({', '.join(f'{c}: {n}' for c, n in summary['added']['counts'].items())})")
+    print(f"classes: {', '.join(summary['classes_after'])}"
+          + (f" (new: {', '.join(summary['new_classes'])})" if summary["new_classes"] else ""))
+    for note in summary["notes"]:
+        print(f"note: {note}")
+    print_split(result.dir)
+    before, after = summary["old_test_accuracy_before"], summary["old_test_accuracy_after"]
+    if before is not None and after is not None:
+        print(f"old test items     accuracy {before:.4f} before, {after:.4f} after")
+    print_metrics(result.metrics)
+    print(f"head refitted in {summary['update_seconds']:.1f} s")
+    for version in summary["registered"]:
+        print(f"registered: {version['name']} version {version['version']}")
+    print(f"run folder: {result.dir}")
+    print_tracking(result.dir)
     return 0
 
 

@@ -27,3 +27,16 @@ def merge_image_parts(parts: dict[str, ImageDataset], sources: dict[str, str],
                           [p for d in parts.values() for p in d.ignored], where)
     merged.predefined = apply_rules({p: (sources[p], ids[p]) for p in order}, where)
     return merged
+
+
+def join_image_datasets(base: ImageDataset, added: ImageDataset, prefix: str) -> ImageDataset:
+    """The items of ``base`` and those of ``added`` (ids prefixed by ``prefix``) as one dataset
+    (``sigclass update``); ``base``'s ids, root and predefined parts are kept, so its split
+    still applies."""
+    renamed = [ImageItem(f"{prefix}{i.key}", i.path, i.label, i.sha256) for i in added.items]
+    items = list(base.items) + renamed
+    joined = ImageDataset(items, sorted({i.label for i in items}), base.root,
+                          [*base.skipped, *added.skipped], [*base.ignored, *added.ignored],
+                          base.source)
+    joined.predefined = base.predefined
+    return joined

@@ -20,6 +20,7 @@ import numpy as np
 from .._utils import sha256_json
 from ..choices import BAD_FILE_POLICIES, check_choice
 from ..exceptions import ConfigError, DataError, Problem
+from .additions import min_classes
 from .file_checks import DEFAULT_MAX_FILE_MB, FileLimits, file_problem
 from .image_augment import ImageTensorDataset
 from .image_files import ImageItem, check_files, find_duplicates
@@ -265,9 +266,9 @@ class ImageDataset:
         if small:
             raise DataError(small + class_problems)
         classes = sorted(counts)
-        if len(classes) < 2:
+        if len(classes) < min_classes():
             raise DataError(
-                Problem(source, f"need at least 2 classes with usable images, found {classes}")
+                Problem(source, f"need at least {min_classes()} classes with usable images, found {classes}")
             )
         skipped = problems + class_problems
         if skipped:

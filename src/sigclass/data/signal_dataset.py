@@ -15,6 +15,7 @@ import numpy as np
 
 from .._utils import sha256_bytes, sha256_json
 from ..exceptions import ConfigError, DataError, Problem
+from .additions import min_classes
 from .leakage import DEFAULT_THRESHOLDS, signal_vectors
 from .signal_augment import SignalAugmentConfig, SignalTensorDataset
 from .signal_preprocess import standardize
@@ -149,5 +150,5 @@ def check_classes(labels: np.ndarray, min_per_class: int, source: str) -> None:
              for label, n in sorted(counts.items()) if n < min_per_class]
     if small:
         raise DataError(small)
-    if len(counts) < 2:
-        raise DataError(Problem(source, f"need at least 2 classes, found {sorted(counts)}"))
+    if len(counts) < min_classes():
+        raise DataError(Problem(source, f"need at least {min_classes()} classes, found {sorted(counts)}"))

@@ -72,3 +72,29 @@ def merge_parts(parts: dict[str, SignalDataset], sources: dict[str, str], where:
                          first.channel_names, groups, where, predefined.fixed_test,
                          [s for p in order for s in parts[p].skipped], first.options,
                          first.summary, predefined)
+
+
+def join_signal_datasets(base: SignalDataset, added: SignalDataset, prefix: str,
+                         where: str) -> SignalDataset:
+    """The cases of ``base`` and those of ``added`` (ids prefixed by ``prefix``) as one dataset
+    (``sigclass update``); both need the same channels and length. ``base``'s ids, options and
+    predefined parts are kept, so its split still applies."""
+    if added.X.shape[1:] != base.X.shape[1:]:
+        raise DataError(Problem(where, f"{added.n_channels} channel(s) x {added.n_timepoints} "
+                                f"timepoints per case, the model takes {base.n_channels} x "
+                                f"{base.n_timepoints}; give cases of that shape (cut or pad them, "
+                                "e.g. with signal.window or signal.length_policy and signal.length "
+                                "in the run's config)"))
+    groups = None
+    if base.group_ids is not None or added.group_ids is not None:  # a recording stays in one part
+        groups = np.concatenate([
+            base.group_ids if base.group_ids is not None else np.asarray(base.case_ids, dtype=object),
+            np.array([f"{prefix}{g}" for g in (added.group_ids if added.group_ids is not None
+                                                else added.case_ids)], dtype=object)])
+    labels = np.concatenate([base.label_values, added.label_values])
+    return SignalDataset(np.concatenate([base.X, added.X]).astype(base.X.dtype, copy=False), labels,
+                         sorted(set(map(str, labels.tolist()))),
+                         [*base.case_ids, *(f"{prefix}{i}" for i in added.case_ids)],
+                         base.channel_names, groups, base.source, base.fixed_test,
+                         [*base.skipped, *added.skipped], base.options, base.summary,
+                         base.predefined)

@@ -149,6 +149,19 @@ class Modality(ABC):
         tune``, where :attr:`tunes_augmentation`)."""
         return {}
 
+    # -- updating a headless model (``sigclass update``) ------------------------------------------
+
+    @abstractmethod
+    def saved_featurizer(self, predictor, cfg: RunConfig, progress: bool = False):
+        """The fitted featurizer of the saved headless model ``predictor`` (its frozen network
+        and preprocessing, as training left them), whose features its head takes."""
+
+    @abstractmethod
+    def join(self, base, added, prefix: str, where: str):
+        """The items of ``base`` and those of ``added`` (their ids prefixed by ``prefix``) as one
+        dataset whose ids of ``base`` are unchanged; data ``added`` that does not fit the model
+        trained on ``base`` (another shape) is refused, naming ``where``."""
+
     # -- the label audit -------------------------------------------------------------------------
 
     @abstractmethod

@@ -12,7 +12,7 @@ from ..choices import MODES
 from ..config import Entry, RunConfig
 from ..data.file_checks import DEFAULT_MAX_FILE_MB
 from ..data.image_files import read_image_inputs
-from ..data.image_parts import merge_image_parts
+from ..data.image_parts import join_image_datasets, merge_image_parts
 from ..data.image_preprocess import ImagePreprocessor, image_data_config
 from ..data.images import ImageDataset
 from ..data.sources import is_named_source, load_named
@@ -118,6 +118,17 @@ class ImageModality(Modality):
     def featurizer_summary(self, featurizer: Featurizer) -> dict[str, Any]:
         return {"tta": featurizer.tta_, "tta_scores": featurizer.tta_scores_,
                 "pooling": featurizer.network_.model_spec["kwargs"].get("feature_pool", "final")}
+
+    def saved_featurizer(self, predictor, cfg: RunConfig, progress: bool = False) -> Featurizer:
+        """Its features of image files come from the feature cache that training filled (the
+        same network, weights and preprocessing key it)."""
+        return Featurizer.from_network(predictor.network, predictor.data_config, cfg.model,
+                                       cfg.cache_dir, cfg.train.forward_batch_size, cfg.backend,
+                                       cfg.device, progress)
+
+    def join(self, base, added, prefix: str, where: str) -> ImageDataset:
+        # images of any size and colour mode fit: the model's preprocessing resizes and converts
+        return join_image_datasets(base, added, prefix)
 
     def default_entries(self) -> list[Entry]:
         """The three modes with their default networks and the non-deep baseline (HOG + LBP

@@ -8,7 +8,7 @@ from typing import Any
 from ..config import Entry, RunConfig
 from ..data.file_checks import DEFAULT_MAX_FILE_MB
 from ..data.signal_layout import case_from_csv, case_from_json, cases_from_frame
-from ..data.signal_parts import merge_parts, split_files
+from ..data.signal_parts import join_signal_datasets, merge_parts, split_files
 from ..data.signal_preprocess import SignalPreprocessor, signal_data_config
 from ..data.signals import SignalDataset, load_signals, read_signal_inputs
 from ..exceptions import ConfigError, DataError
@@ -116,6 +116,14 @@ class SignalModality(Modality):
     def fit_featurizer(self, featurizer: SignalFeaturizer, part) -> SignalFeaturizer:
         # Unlike a frozen image network, MiniRocket is fitted, on the training cases only.
         return featurizer.fit(part)
+
+    def saved_featurizer(self, predictor, cfg: RunConfig, progress: bool = False) -> SignalFeaturizer:
+        return SignalFeaturizer.from_network(predictor.network, predictor.data_config, cfg.model,
+                                             cfg.train.forward_batch_size, cfg.backend, cfg.device,
+                                             progress)
+
+    def join(self, base, added, prefix: str, where: str):
+        return join_signal_datasets(base, added, prefix, where)
 
     def default_entries(self) -> list[Entry]:
         return default_entries()

@@ -198,3 +198,15 @@ def _model_folder(target: Path, text: str) -> Path:
         raise TrackingError(f"'{text}' holds no sigclass model (no model.json in {target}); "
                             "it was not logged by sigclass.")
     return found[0].parent
+
+
+def registered_names(run: str | Path) -> list[str]:
+    """The registered models that hold a version of a run folder's model: none for a run never
+    recorded in MLflow (``--no-track``) or never registered."""
+    try:
+        saved = json.loads((Path(run) / TRACKING_FILE).read_text())
+    except (OSError, ValueError):
+        return []
+    client, _ = _client(saved.get("tracking_uri"))
+    versions = client.search_model_versions(f"run_id='{saved['run_id']}'")
+    return sorted({version.name for version in versions})

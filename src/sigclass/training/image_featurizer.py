@@ -108,21 +108,42 @@ class Featurizer(BaseFeaturizer):
             raise ConfigError("tta='auto' chooses the test-time views from labeled data: call "
                               "fit(X, y) with the training images and labels, or set tta to "
                               "'none', 'hflip', 'flips' or 'dihedral'.")
-        self.network_ = _featurizer_network(self.model, self.pretrained, self.weights, self.pooling)
-        base = image_data_config(self.network_, self.image_size, self.resize, self.crop_pct, "none")
-        self.preprocessor_ = ImagePreprocessor(base)
-        self.n_features_out_ = int(self.network_.num_features)
-        self.cache_key_ = sha256_json({
-            "model": self.model, "weights": _state_hash(self.network_),
-            "data_config": base, "version": FEATURE_VERSION,
-        })[:24]
-        self.engine_ = None
-        self.tta_scores_: dict[str, float] = {}
+        network = _featurizer_network(self.model, self.pretrained, self.weights, self.pooling)
+        base = image_data_config(network, self.image_size, self.resize, self.crop_pct, "none")
+        self._set_network(network, base)
         if tta == "auto":
             tta, self.tta_scores_ = choose_tta(self, X, y)
         self.tta_ = tta
         self.data_config_ = {**base, "tta": tta}
         return self
+
+    @classmethod
+    def from_network(cls, network, data_config: dict[str, Any], model: str,
+                     cache_dir: str | Path | bool | None = None, batch_size: int = 32,
+                     backend: str = "auto", device: str | None = "auto",
+                     progress: bool = False) -> Featurizer:
+        """The fitted featurizer of a saved headless model: its frozen ``network`` and its
+        preprocessing ``data_config`` (TTA included), as ``fit`` left them, so its features come
+        from the cache that training filled. ``model``: the name it was trained under."""
+        tta = data_config.get("tta", "none")
+        featurizer = cls(model, False, None, tta=tta, batch_size=batch_size, backend=backend,
+                         cache_dir=cache_dir, device=device, progress=progress)
+        featurizer._set_network(network.eval(), {**data_config, "tta": "none"})
+        featurizer.tta_ = tta
+        featurizer.data_config_ = dict(data_config)
+        return featurizer
+
+    def _set_network(self, network, base: dict[str, Any]) -> None:
+        """The frozen network, its preprocessing without views, and the cache key of both."""
+        self.network_ = network
+        self.preprocessor_ = ImagePreprocessor(base)
+        self.n_features_out_ = int(network.num_features)
+        self.cache_key_ = sha256_json({
+            "model": self.model, "weights": _state_hash(network),
+            "data_config": base, "version": FEATURE_VERSION,
+        })[:24]
+        self.engine_ = None
+        self.tta_scores_: dict[str, float] = {}
 
     def _onnx_path(self) -> Path | None:
         """The ONNX export is cached beside the features."""

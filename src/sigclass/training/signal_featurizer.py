@@ -89,6 +89,22 @@ class SignalFeaturizer(BaseFeaturizer):
         self.fit_seconds_ = time.perf_counter() - started
         return self
 
+    @classmethod
+    def from_network(cls, network, data_config: dict[str, Any], model: str, batch_size: int = 64,
+                     backend: str = "auto", device: str | None = "auto",
+                     progress: bool = False) -> SignalFeaturizer:
+        """The fitted featurizer of a saved headless model: its fitted ``network`` and its
+        preprocessing ``data_config``, as ``fit`` left them. ``model``: its featurizer name."""
+        featurizer = cls(model, False, None, None, batch_size, backend, device, progress)
+        featurizer.data_config_ = dict(data_config)
+        featurizer.preprocessor_ = SignalPreprocessor(featurizer.data_config_)
+        featurizer.network_ = network.eval()
+        featurizer.n_features_in_ = int(data_config["n_channels"]) * int(data_config["n_timepoints"])
+        featurizer.n_features_out_ = int(network.num_features)
+        featurizer.engine_ = None
+        featurizer.fit_seconds_ = 0.0
+        return featurizer
+
     def transform(self, X) -> np.ndarray:
         """Feature matrix ``(n_cases, n_features_out_)``."""
         self._check_fitted()

@@ -53,8 +53,12 @@ class RunResult:
 
 
 def execute(run_dir: Path, cfg: RunConfig, dataset, split: Split, progress: bool, callbacks,
-            resume_from) -> RunResult:
-    """Train the model of ``cfg`` on ``split``, evaluate it and write the run folder."""
+            resume_from, fit=None) -> RunResult:
+    """Train the model of ``cfg`` on ``split``, evaluate it and write the run folder.
+
+    ``fit(parts)``, when given, replaces the training of ``cfg.mode`` (``sigclass update``
+    refits a saved model's head): it returns ``(predictor, history, summary)`` as
+    :func:`~sigclass.workflows.fit.fit_headless` does."""
     if not distributed.is_main_process():
         return _execute_follower(run_dir, cfg, dataset, split, callbacks, resume_from)
     seed_everything(cfg.seed)
@@ -65,7 +69,9 @@ def execute(run_dir: Path, cfg: RunConfig, dataset, split: Split, progress: bool
     parts = split.indices(dataset)
     started = time.perf_counter()
     try:
-        if cfg.mode == "headless":
+        if fit is not None:
+            predictor, history, extra = fit(parts)
+        elif cfg.mode == "headless":
             predictor, history, extra = fit_headless(cfg, dataset, parts, progress)
         else:
             predictor, history, extra = fit_network(cfg, dataset, parts, run_dir, progress,

@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .._utils import write_json
 from ..config import RunConfig
@@ -30,40 +31,69 @@ logger = logging.getLogger(__name__)
 def fit_headless(cfg: RunConfig, dataset, parts, progress: bool):
     """A featurizer fitted on the training items (frozen for images), then a cross-validated
     head on its features."""
+    modality = modality_of(dataset)
+    fit_part, val = head_parts(dataset, parts)
+    featurizer = modality.fit_featurizer(modality.featurizer(cfg, progress), fit_part)
+    predictor = Predictor(featurizer.network_, dataset.classes, featurizer.data_config_,
+                          modality=dataset.modality, mode="headless", device=cfg.device,
+                          backend=cfg.backend, engine=featurizer.engine())
+    return fit_head_parts(cfg, predictor, lambda part: featurizer.transform(part.model_inputs()),
+                          fit_part, val, modality.featurizer_summary(featurizer))
+
+
+def head_parts(dataset, parts):
+    """``(fit_part, val)``: the items a head learns from, and the validation items it never sees
+    (``None`` unless the user set them aside)."""
     # Cross-validation on the training data picks the head's regularization, so the validation
     # part is not needed for model selection: the head learns from both.
     # A validation part the user set aside themselves (a val/ folder, --val-dir) is not trained on.
-    modality = modality_of(dataset)
     predefined = getattr(dataset, "predefined", None)
     user_val = predefined is not None and "val" in predefined.parts
     fit_part = dataset.subset(parts["train"] if user_val else np.concatenate([parts["train"], parts["val"]]))
-    featurizer = modality.fit_featurizer(modality.featurizer(cfg, progress), fit_part)
-    features = featurizer.transform(fit_part.model_inputs())
+    val = dataset.subset(parts["val"]) if user_val and len(parts["val"]) else None
+    return fit_part, val
+
+
+def fit_head_parts(cfg: RunConfig, predictor, features_of, fit_part, val, featurizer_summary: dict):
+    """Everything of a headless ``predictor`` that depends on its head, fitted on the features
+    of ``fit_part``: the cross-validated head and its prediction-set threshold.
+
+    ``sigclass update`` refits a saved model through here, so a new part that depends on the
+    head (an out-of-distribution score) belongs here too. ``features_of(part)``: the features
+    of a dataset's items. Returns ``(predictor, history, summary)`` as the fits of a run do.
+    """
+    features = features_of(fit_part)
+    # One BLAS thread: a head's matrices are small, and threads that wait for each other on
+    # shared cores made its search up to 50 times slower (bench/results/update.json).
+    with threadpool_limits(1, user_api="blas"):
+        return _fit_head_parts(cfg, predictor, features_of, features, fit_part, val,
+                               featurizer_summary)
+
+
+def _fit_head_parts(cfg: RunConfig, predictor, features_of, features, fit_part, val,
+                    featurizer_summary: dict):
     params = dict(cfg.head_params)
     class_weight, reason = head_class_weight(cfg.train.class_weights, fit_part.labels)
     if class_weight is not None:  # the same option as for networks
         params.setdefault("class_weight", class_weight)
     logger.info("Class weights of the head: %s", reason if class_weight is not None else f"none, {reason}")
     head, summary = fit_head(cfg.head, features, fit_part.labels, cfg.cv_folds, cfg.seed, params)
+    predictor.head = head
     summary = {**summary, "class_weights": class_weight, "class_weights_reason": reason,
-               **modality.featurizer_summary(featurizer)}
-    predictor = Predictor(featurizer.network_, dataset.classes, featurizer.data_config_,
-                          modality=dataset.modality, mode="headless", head=head,
-                          device=cfg.device, backend=cfg.backend, engine=featurizer.engine())
+               **featurizer_summary}
     weights = params.get("class_weight") if isinstance(params.get("class_weight"), dict) else None
-    val = dataset.subset(parts["val"]) if user_val and len(parts["val"]) else None
-    conformal = _conformalize_headless(cfg, predictor, featurizer, features, fit_part, val,
+    conformal = _conformalize_headless(cfg, predictor, features_of, features, fit_part, val,
                                        summary["cv_folds"], weights)
     return predictor, [], {"head": summary, "conformal": conformal}
 
 
-def _conformalize_headless(cfg: RunConfig, predictor, featurizer, features, fit_part, val,
+def _conformalize_headless(cfg: RunConfig, predictor, features_of, features, fit_part, val,
                            cv_folds: int, weights) -> dict:
     """The prediction-set threshold of a headless predictor: calibrated on the validation part
     ``val`` when the head never saw it, else on the head's out-of-fold probabilities on its own
     training items (the same folds and sample weights as its search)."""
     if val is not None:  # held out from the head: split conformal as for networks
-        proba = predictor.probabilities_from_outputs(featurizer.transform(val.model_inputs()))
+        proba = predictor.probabilities_from_outputs(features_of(val))
         return conformalize(predictor, proba, val.labels, cfg.coverage,
                             "the validation part (not trained on)")
     proba = out_of_fold_proba(predictor.head, features, fit_part.labels, cv_folds, cfg.seed, weights)

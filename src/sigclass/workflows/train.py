@@ -26,7 +26,7 @@ from .prepare import dataset_for, resolve_defaults, resolve_split
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RunResult", "train"]
+__all__ = ["RunResult", "train", "tracked_execute"]
 
 
 def train(
@@ -71,7 +71,7 @@ def train(
         cfg = resolve_defaults(cfg, dataset)
         run_dir = _new_run_dir(out, cfg)
         split = resolve_split(split, cfg, dataset)
-        return _tracked(run_dir, cfg, dataset, split, progress, callbacks, resume_from=None)
+        return tracked_execute(run_dir, cfg, dataset, split, progress, callbacks, resume_from=None)
 
 
 def _new_run_dir(out, cfg: RunConfig) -> Path:
@@ -103,8 +103,8 @@ def _resume(out, data, progress: bool, callbacks: tuple) -> RunResult:
         split = Split.load(run_dir / "split.json")
         split.indices(dataset)
         checkpoint = run_dir / "checkpoints" / "last.pt"
-        return _tracked(run_dir, cfg, dataset, split, progress, callbacks,
-                        resume_from=checkpoint if checkpoint.is_file() else None)
+        return tracked_execute(run_dir, cfg, dataset, split, progress, callbacks,
+                               resume_from=checkpoint if checkpoint.is_file() else None)
 
 
 def _read_status(run_dir: Path) -> dict[str, Any]:
@@ -114,14 +114,16 @@ def _read_status(run_dir: Path) -> dict[str, Any]:
         return {}
 
 
-def _tracked(run_dir: Path, cfg: RunConfig, dataset, split: Split, progress: bool, callbacks,
-             resume_from) -> RunResult:
-    """:func:`~sigclass.workflows.execute.execute` recorded in MLflow (unless tracking is off);
-    the store is checked first."""
+def tracked_execute(run_dir: Path, cfg: RunConfig, dataset, split: Split, progress: bool, callbacks,
+                    resume_from, fit=None, tags: dict[str, str] | None = None) -> RunResult:
+    """:func:`~sigclass.workflows.execute.execute` (``fit`` passed on) recorded in MLflow
+    (unless tracking is off), with ``tags`` on the MLflow run; the store is checked first."""
     if not distributed.is_main_process():  # one MLflow run per distributed run: rank 0's
-        return execute(run_dir, cfg, dataset, split, progress, callbacks, resume_from)
+        return execute(run_dir, cfg, dataset, split, progress, callbacks, resume_from, fit)
     with tracking_run(cfg, run_dir, dataset) as record:
+        if tags and record.run.enabled:
+            record.run.set_tags(tags)
         result = execute(run_dir, cfg, dataset, split, progress, (*callbacks, *record.callbacks()),
-                         resume_from)
+                         resume_from, fit)
         record.finish(result)
     return result
