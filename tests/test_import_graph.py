@@ -37,6 +37,7 @@ LAZY_LIBRARIES = frozenset({
     "sklearn", "scipy", "skimage", "skops", "cleanlab", "imagehash",  # ~1 s together
     "aeon",  # numba kernels, ~3 s
     "onnxruntime", "onnxscript", "onnx",  # the CPU inference engine
+    "pyspark",  # the spark extra (and a JVM)
     "pandas", "pyarrow", "matplotlib", "PIL", "tqdm", "yaml",  # tables, plots, images, files
     "mlflow", "optuna", "sqlalchemy", "filelock",  # tracking and tuning extras
     "fastapi", "starlette", "uvicorn",  # the service extra
