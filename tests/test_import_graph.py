@@ -24,8 +24,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("training, inference, evaluation, explanations and the modalities",
      ("sigclass.training", "sigclass.inference", "sigclass.evaluation", "sigclass.explain",
       "sigclass.modalities")),
-    ("trained models: predictor, artifacts and their schema, tracking store and registry, loading",
+    ("trained models: predictor, artifacts and their schema, tracking store and registry, loading, "
+     "the lean serving runtime",
      ("sigclass.predictor", "sigclass.artifacts", "sigclass.model_schema", "sigclass.ensemble",
+      "sigclass.runtime",
       "sigclass.tracking", "sigclass.loading")),
     ("workflows", ("sigclass.workflows", "sigclass.audit")),
     ("front ends", ("sigclass.serve", "sigclass.cli", "sigclass.__main__")),

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from ..choices import BACKENDS, PRECISIONS
+from ..exceptions import ConfigError
 from ..serve.settings import Settings
 
 
@@ -17,7 +18,8 @@ def add_commands(commands) -> None:
         description="Serve a trained model with FastAPI under uvicorn: POST /predict, "
         "/predict/batch, GET /health, /ready, /metadata, /metrics (Prometheus), /docs and a "
         "quick-test page at /.")
-    serve.add_argument("model", help="run folder, model folder or models:/NAME@ALIAS")
+    serve.add_argument("model", help="run folder, model folder, models:/NAME@ALIAS, or a bundle "
+                       "folder (`sigclass export --format bundle`: served without PyTorch)")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to bind (default: 127.0.0.1; 0.0.0.0 in a container)")
     serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
@@ -46,8 +48,12 @@ def add_commands(commands) -> None:
                                  "(dynamic batch axis) and check that ONNX Runtime gives the "
                                  "PyTorch outputs.")
     export.add_argument("model", help="run folder, model folder or models:/NAME@ALIAS")
-    export.add_argument("--format", choices=("onnx",), default="onnx", help="export format")
-    export.add_argument("-o", "--output", type=Path, required=True, help="destination .onnx file")
+    export.add_argument("--format", choices=("onnx", "bundle"), default="onnx",
+                        help="onnx: the network as one .onnx file; bundle: a folder the lean "
+                        "runtime serves without PyTorch (graph, model.json, head coefficients, "
+                        "checksums; `pip install sigclass[serve]`)")
+    export.add_argument("-o", "--output", type=Path, required=True,
+                        help="destination .onnx file (a folder with --format bundle)")
     export.add_argument("--quantize", choices=("int8",), default=None,
                         help="int8: ONNX Runtime static quantization calibrated on the run's own "
                         "training items, checked on its test part (writes quantization.json)")
@@ -105,7 +111,7 @@ def _add_guard_options(serve) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from ..serve.model import load_servable
+    from ..runtime import is_bundle
 
     settings = Settings(
         model=args.model, backend=args.backend, device=args.device, precision=args.precision,
@@ -119,7 +125,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # A broken model fails here, as one line and exit code 2, before the port is bound; each
     # worker then loads it again in its lifespan.
-    load_servable(args.model)
+    if is_bundle(args.model):  # the lean runtime: no PyTorch, timm, scikit-learn or MLflow
+        from ..runtime.serving import BundleServedModel
+
+        BundleServedModel(settings)
+    else:
+        from ..serve.model import load_servable
+
+        load_servable(args.model)
     uvicorn.run("sigclass.serve.app:create_app", factory=True, host=args.host, port=args.port,
                 workers=args.workers, log_level=args.log_level, timeout_graceful_shutdown=10,
                 http="sigclass.serve.protocol:HeaderTimeoutProtocol",
@@ -130,6 +143,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from ..serve.export import export_model  # loads the model: when the command runs
 
+    if args.format == "bundle":
+        if args.quantize:
+            raise ConfigError("--quantize int8 makes an .onnx file; a bundle holds the fp32 graph. "
+                              "Drop --quantize, or export --format onnx.")
+        from ..workflows.bundle import export_bundle
+
+        report = export_bundle(args.model, args.output)
+        head = f", head as {report['head']} coefficients" if report["head"] else ""
+        print(f"Bundle written to {report['path']} ({', '.join(report['files'])}{head}; "
+              f"max |runtime - PyTorch| probability = {report['max_abs_diff']:.2e} on "
+              f"{report['n_checked']} inputs); serve it with `sigclass serve {report['path']}`")
+        return 0
     if args.quantize:
         from ..workflows.quantize import quantize_model
 

@@ -110,8 +110,9 @@ def build_image_transform(data_config: dict[str, Any], augment=None):
     _, height, width = data_config["input_size"]
     size = (height, width)
     interpolation = InterpolationMode(data_config.get("interpolation", "bilinear"))
-    steps: list[Any] = [v2.ToImage()]
+    steps: list[Any] = []
     if augment is not None and augment.enabled:
+        steps.append(v2.ToImage())
         if data_config.get("resize") == "letterbox":  # train on what evaluation will show
             steps.append(LetterboxPad(data_config["mean"]))
         if augment.scale_min < 1.0:
@@ -139,6 +140,10 @@ def build_image_transform(data_config: dict[str, Any], augment=None):
                                       float(data_config.get("far_aspect", FAR_ASPECT))))
         else:
             steps += near_steps
+        # Resized while still a PIL image: Pillow's resampling, which the lean serving runtime
+        # (sigclass.runtime, NumPy and Pillow only) repeats to the bit; torchvision's uint8
+        # kernel differs from Pillow's by a grey level on ~0.3% of the pixels.
+        steps.append(v2.ToImage())
     steps += [
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(mean=data_config["mean"], std=data_config["std"]),
@@ -165,11 +170,18 @@ class AspectSwitch:
         self.near, self.far, self.aspect = near, far, float(aspect)
 
     def __call__(self, image):
-        height, width = (int(v) for v in image.shape[-2:])
+        height, width = _height_width(image)
         return self.far(image) if max(height, width) > self.aspect * min(height, width) else self.near(image)
 
     def __repr__(self) -> str:
         return f"AspectSwitch(aspect={self.aspect}, near={self.near!r}, far={self.far!r})"
+
+
+def _height_width(image) -> tuple[int, int]:
+    """``(height, width)`` of a PIL image or a ``(..., H, W)`` tensor."""
+    if hasattr(image, "shape"):
+        return int(image.shape[-2]), int(image.shape[-1])
+    return int(image.height), int(image.width)
 
 
 def letterbox_padding(height: int, width: int) -> tuple[int, int, int, int]:
@@ -191,9 +203,18 @@ class LetterboxPad:
     def __call__(self, image):
         from torchvision.transforms.v2 import functional as F
 
-        height, width = image.shape[-2:]
+        height, width = _height_width(image)
         if height == width:
             return image
+        if not hasattr(image, "shape"):  # a PIL image (preprocessing, not augmentation)
+            from PIL import Image
+
+            left, top, _, _ = letterbox_padding(height, width)
+            fill = tuple(round(m * 255) for m in self.mean)
+            canvas = Image.new(image.mode, (max(height, width),) * 2,
+                               fill[0] if image.mode == "L" else fill)
+            canvas.paste(image, (left, top))
+            return canvas
         scale = 255.0 if not image.dtype.is_floating_point else 1.0
         fill = [round(m * scale) if scale > 1 else m for m in self.mean]
         return F.pad(image, list(letterbox_padding(int(height), int(width))), fill=fill)

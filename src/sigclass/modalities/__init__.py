@@ -8,17 +8,30 @@ a file of its own, added to :data:`MODALITIES` here (and its name to
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from ..choices import MODALITIES as NAMES
 from ..choices import check_choice
 from .base import Modality
-from .image import ImageModality
-from .signal import SignalModality
 
 __all__ = ["MODALITIES", "Modality", "detect_modality", "modality_of", "resolve_modality"]
 
-MODALITIES: dict[str, Modality] = {m.name: m for m in (ImageModality(), SignalModality())}
+
+@cache
+def _registry() -> dict[str, Modality]:
+    # Built on first use: the modalities import the networks (PyTorch), which the lean serving
+    # runtime (sigclass.runtime) must not load when it reaches sigclass.modalities.uploads.
+    from .image import ImageModality
+    from .signal import SignalModality
+
+    return {m.name: m for m in (ImageModality(), SignalModality())}
+
+
+def __getattr__(name: str):
+    if name == "MODALITIES":  # the registry, {name: modality}
+        return _registry()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 #: What a source no modality claims is read as: a folder of class subfolders or a CSV manifest.
 FALLBACK = "image"
 
@@ -32,15 +45,16 @@ def modality_of(thing: Any) -> Modality:
     """
     name = thing if isinstance(thing, str) else getattr(thing, "modality", None)
     if name is None and hasattr(thing, "map"):
-        name = next((m.name for m in MODALITIES.values() if m.map_ndim == thing.map.ndim), None)
+        name = next((m.name for m in _registry().values() if m.map_ndim == thing.map.ndim), None)
     check_choice("modality", name, NAMES)
-    return MODALITIES[name]
+    return _registry()[name]
 
 
 def detect_modality(source: str) -> Modality:
     """The modality that claims a data source, else :data:`FALLBACK`."""
     text = str(source)
-    return next((m for m in MODALITIES.values() if m.claims(text)), MODALITIES[FALLBACK])
+    registry = _registry()
+    return next((m for m in registry.values() if m.claims(text)), registry[FALLBACK])
 
 
 def resolve_modality(name: str, source) -> Modality:

@@ -19,7 +19,7 @@ import json
 import secrets
 from contextlib import asynccontextmanager
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
@@ -30,12 +30,10 @@ from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
 from ..exceptions import DataError, Problem
-from ..modalities import modality_of
 from .batching import Busy, MicroBatcher, Worker
 from .errors import ServiceError, install_error_handlers
 from .guards import ConcurrencyGuard, RequestGuard, release_memory
 from .inputs import Upload, media_type, parse_json
-from .model import ServedModel
 from .monitoring import CONTENT_TYPE_LATEST, MetricsMiddleware, Monitor
 from .schemas import (
     ERROR_RESPONSES,
@@ -48,6 +46,9 @@ from .schemas import (
 )
 from .settings import Settings, get_settings
 
+if TYPE_CHECKING:
+    from .model import ServedModel
+
 PAGE = Path(__file__).parent / "page"
 router = APIRouter()
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
@@ -56,7 +57,22 @@ bearer = HTTPBearer(auto_error=False, description="/metrics also takes the API k
                     "token (Prometheus' 'authorization' scrape setting)")
 
 
-def served_model(request: Request) -> ServedModel:
+def open_model(settings: Settings):
+    """The served model of ``settings.model``: a bundle folder runs on the lean runtime
+    (:mod:`sigclass.runtime`, no PyTorch is imported), anything else as a
+    :class:`~sigclass.serve.model.ServedModel`."""
+    from ..runtime import is_bundle
+
+    if is_bundle(settings.model):
+        from ..runtime.serving import BundleServedModel
+
+        return BundleServedModel(settings)
+    from .model import ServedModel
+
+    return ServedModel(settings)
+
+
+def served_model(request: Request):
     served = getattr(request.app.state, "served", None)
     if served is None or not request.app.state.ready:
         raise ServiceError(503, "not_ready", "The model is still loading; retry in a moment.")
@@ -75,7 +91,7 @@ def check_metrics_key(request: Request, key: Annotated[str | None, Depends(api_k
     check_api_key(request, key or (token.credentials if token else None))
 
 
-Served = Annotated[ServedModel, Depends(served_model)]
+Served = Annotated[Any, Depends(served_model)]  # a ServedModel or a BundleServedModel
 Authorized = Depends(check_api_key)
 Explain = Annotated[bool, Query(description="Add the class activation map (PNG overlay + raw map)")]
 Target = Annotated[str | None, Query(max_length=200, description="Class the map explains "
@@ -88,7 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        served = await run_in_threadpool(ServedModel, settings)
+        served = await run_in_threadpool(open_model, settings)
         monitor.attach(served.classes, served.predictor.drift_reference,
                        max(settings.max_batch_size, settings.max_batch_inputs))
         batcher = MicroBatcher(served.run_batch, settings.max_batch_size, settings.max_wait_ms,
@@ -209,7 +225,7 @@ async def read_uploads(request: Request, served: ServedModel, many: bool) -> lis
     kind = media_type(request.headers.get("content-type"))
     body = await request.body()
     field = "files" if many else "file"
-    modality = modality_of(served)
+    modality = served.handler
     how = modality.upload_hint(field)
     if not body:
         raise ServiceError(400, "empty_body", f"The request body is empty; send the input as {how}.")
@@ -258,7 +274,7 @@ async def _form_uploads(request: Request, field: str) -> list[Upload]:
 def prepare_one(served: ServedModel, upload: Upload, keep: bool) -> tuple[np.ndarray, Any, int]:
     """One input decoded and preprocessed (in a worker thread): its ``(1, ...)`` row, the
     decoded item when ``keep`` (scaled down for its explanation) and its pixel count."""
-    modality = modality_of(served)
+    modality = served.handler
     item = modality.decode_upload(upload, served.predictor.data_config,
                                   served.settings.upload_limits())
     pixels = item.width * item.height if hasattr(item, "width") else 0

@@ -138,6 +138,11 @@ class ServedModel:
     def classes(self) -> list[str]:
         return self.predictor.classes
 
+    @property
+    def handler(self):
+        """How the service reads this model's uploads: its modality."""
+        return modality_of(self.predictor)
+
     def preprocess(self, items: list, names: list[str] | None = None) -> np.ndarray:
         """Inputs (decoded images or signal arrays) as one float32 ``(n, ...)`` array; every bad
         input is named by ``names`` in one error."""

@@ -1,0 +1,146 @@
+"""The training-side preprocessing redone with NumPy and Pillow, for the lean serving runtime.
+
+Images follow :func:`sigclass.data.image_preprocess.build_image_transform` step by step: the
+resize mode of the image's aspect (:func:`~sigclass.data.image_preprocess.resize_for`), a centre
+crop (the shorter side resized to ``size / crop_pct``, torchvision's rounding), a letterbox pad
+with the mean colour or a plain resize, then ``/ 255``, ``- mean`` and ``/ std`` in float32.
+Pillow resizes where torchvision resizes a uint8 tensor; both antialias, and a pixel may differ
+by one grey level (the README's parity figures measure what that costs). Signals reuse the
+training-side checks and standardization (:mod:`sigclass.data.signal_preprocess`), which need
+NumPy only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.image_preprocess import letterbox_padding, load_image, resize_for
+from ..data.signal_preprocess import SignalPreprocessor, standardize
+from ..data.views import views_of
+from ..exceptions import DataError, Problem
+
+# torchvision's InterpolationMode names as Pillow's filters (Image.Resampling values)
+PIL_FILTERS = {"nearest": 0, "nearest-exact": 0, "box": 4, "bilinear": 2, "hamming": 5,
+               "bicubic": 3, "lanczos": 1}
+
+
+class ImageInputs:
+    """Images (paths, bytes, PIL images, arrays) as one normalized float32 ``(N, C, H, W)`` batch."""
+
+    modality = "image"
+
+    def __init__(self, data_config: dict[str, Any]):
+        self.data_config = data_config
+        self.channels = int(data_config["input_size"][0])
+        self.mean = np.asarray(data_config["mean"], dtype=np.float32)[:, None, None]
+        self.std = np.asarray(data_config["std"], dtype=np.float32)[:, None, None]
+        self.filter = PIL_FILTERS[str(data_config.get("interpolation", "bilinear"))]
+
+    @property
+    def item_shape(self) -> tuple[int, ...]:
+        return tuple(int(v) for v in self.data_config["input_size"])
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        return views_of(self.data_config)
+
+    def as_list(self, inputs) -> list:
+        """One input or many, as a list (as :meth:`ImagePreprocessor.as_list`)."""
+        if isinstance(inputs, str | Path | bytes | bytearray) or hasattr(inputs, "getexif"):
+            return [inputs]
+        if isinstance(inputs, np.ndarray):
+            if inputs.ndim == 4 or (inputs.ndim == 3 and inputs.shape[-1] not in (1, 3, 4)):
+                return list(inputs)
+            return [inputs]
+        return list(inputs)
+
+    def decode(self, items: list, names: list[str] | None = None) -> list:
+        images, problems = [], []
+        for index, item in enumerate(items):
+            try:
+                images.append(load_image(item, self.channels))
+            except DataError as exc:
+                problems += exc.problems
+            except Exception as exc:  # noqa: BLE001 - any decoding failure names the input
+                name = names[index] if names else str(item) if isinstance(item, str | Path) else f"input {index}"
+                problems.append(Problem(name, f"cannot be read as an image: {exc}"))
+        if problems:
+            raise DataError(problems)
+        return images
+
+    def __call__(self, items: list, names: list[str] | None = None) -> np.ndarray:
+        images = self.decode(items, names)
+        if not images:
+            return np.zeros((0, *self.item_shape), dtype=np.float32)
+        return np.stack([self.transform(image) for image in images])
+
+    def transform(self, image) -> np.ndarray:
+        """One decoded PIL image as the normalized ``(C, H, W)`` float32 input of the network."""
+        _, height, width = self.item_shape
+        mode = resize_for(self.data_config, image.height, image.width)
+        if mode == "center_crop":
+            image = self._center_crop(image, height, width)
+        else:
+            if mode == "letterbox":
+                image = self._letterbox(image)
+            if image.size != (width, height):
+                image = image.resize((width, height), self.filter)
+        array = np.asarray(image, dtype=np.uint8)
+        array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+        scaled = array.astype(np.float32) / np.float32(255.0)
+        return np.ascontiguousarray((scaled - self.mean) / self.std, dtype=np.float32)
+
+    def _center_crop(self, image, height: int, width: int):
+        short = int(round(min(height, width) / float(self.data_config.get("crop_pct", 1.0))))
+        w, h = image.size
+        # torchvision's Resize(int): the shorter side becomes `short`, the longer keeps the ratio
+        size = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
+        if size != (w, h):
+            image = image.resize(size, self.filter)
+        w, h = image.size
+        if w < width or h < height:  # torchvision pads a crop larger than the image with zeros
+            from PIL import Image
+
+            canvas = Image.new(image.mode, (max(w, width), max(h, height)), 0)
+            canvas.paste(image, ((max(w, width) - w) // 2, (max(h, height) - h) // 2))
+            image, (w, h) = canvas, canvas.size
+        top, left = int(round((h - height) / 2.0)), int(round((w - width) / 2.0))
+        return image.crop((left, top, left + width, top + height))
+
+    def _letterbox(self, image):
+        from PIL import Image
+
+        w, h = image.size
+        if w == h:
+            return image
+        left, top, _, _ = letterbox_padding(h, w)
+        fill = tuple(round(float(m) * 255) for m in self.data_config["mean"])
+        side = max(w, h)
+        canvas = Image.new(image.mode, (side, side), fill[0] if image.mode == "L" else fill)
+        canvas.paste(image, (left, top))
+        return canvas
+
+
+class SignalInputs(SignalPreprocessor):
+    """Signal cases as one standardized float32 ``(N, C, T)`` batch: the training-side checks
+    (channels, NaN, length policy) and standardization, without PyTorch."""
+
+    def __call__(self, items: list, names: list[str] | None = None) -> np.ndarray:
+        cases, problems = [], []
+        for index, item in enumerate(items):
+            case, found = self.check(item, names[index] if names else f"input {index}")
+            problems += found
+            cases.append(case)
+        if problems:
+            raise DataError(problems)
+        if not cases:
+            return np.zeros((0, *self.item_shape), dtype=np.float32)
+        return standardize(np.stack(cases), self.data_config)
+
+
+def inputs_for(modality: str, data_config: dict[str, Any]):
+    """The preprocessing of a bundle's ``modality``."""
+    return ImageInputs(data_config) if modality == "image" else SignalInputs(data_config)

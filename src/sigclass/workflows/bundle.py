@@ -1,0 +1,133 @@
+"""``sigclass export MODEL --format bundle``: a model folder as a bundle the lean runtime serves.
+
+The bundle (see :mod:`sigclass.runtime.bundle`) holds the ONNX graph, ``model.json``, the head
+as coefficients and ``bundle.json`` with the SHA-256 of every file; no pickle. After writing it,
+the bundle is loaded by the runtime and its probabilities are compared with the PyTorch
+predictor's on the same preprocessed inputs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._utils import write_json
+from ..artifacts import read_model_json
+from ..exceptions import ConfigError
+from ..inference import export_onnx
+from ..loading import load
+from ..model_schema.fields import MODEL_JSON
+from ..runtime.bundle import BUNDLE_FORMAT, BUNDLE_JSON, BUNDLE_VERSION, Bundle, file_sha256
+from ..runtime.heads import HEAD_KINDS
+
+__all__ = ["export_bundle", "head_document"]
+
+GRAPH, HEAD = "model.onnx", "head.json"
+
+
+def head_document(head, classes: list[str]) -> dict[str, Any]:
+    """``head.json`` of a scikit-learn head: a ``LogisticRegression``, alone or after a
+    ``StandardScaler`` in a ``Pipeline``.
+
+    Raises:
+        ConfigError: Any other head (SVMs, ridge, forests and boosting have no coefficient form
+            the runtime evaluates).
+    """
+    steps = list(getattr(head, "steps", [("clf", head)]))
+    scaler = steps[0][1] if len(steps) == 2 and type(steps[0][1]).__name__ == "StandardScaler" else None
+    clf = steps[-1][1]
+    kinds = " -> ".join(type(s).__name__ for _, s in steps)
+    multi_class = getattr(clf, "multi_class", "auto")
+    if (type(clf).__name__ != "LogisticRegression" or len(steps) > (2 if scaler is not None else 1)
+            or multi_class == "ovr"):
+        raise ConfigError(f"The head of this model ({kinds}) cannot be exported to a bundle: the "
+                          f"lean runtime evaluates {', '.join(HEAD_KINDS)} heads (the default "
+                          "'logreg' head) as coefficients, without scikit-learn. Train with "
+                          "--head logreg, or serve the model folder with the full install.")
+    return {
+        "kind": "logistic_regression",
+        "classes": [str(c) for c in clf.classes_],
+        "mean": None if scaler is None or scaler.mean_ is None else scaler.mean_.tolist(),
+        "scale": None if scaler is None or scaler.scale_ is None else scaler.scale_.tolist(),
+        "coef": np.asarray(clf.coef_, dtype=np.float64).tolist(),
+        "intercept": np.asarray(clf.intercept_, dtype=np.float64).reshape(-1).tolist(),
+    }
+
+
+def export_bundle(model: str, output: str | Path, n_check: int = 8, atol: float = 1e-4,
+                  seed: int = 0) -> dict[str, Any]:
+    """Write the bundle of ``model`` to the folder ``output`` and check it.
+
+    Args:
+        model: A run folder, model folder or ``models:/NAME@ALIAS``.
+        output: The bundle folder (created; an existing bundle there is replaced).
+        n_check: Random preprocessed inputs the runtime and PyTorch are compared on.
+        atol: Largest probability difference allowed between them.
+
+    Returns:
+        ``{"path", "files", "max_abs_diff", "n_checked", "head"}``.
+
+    Raises:
+        ConfigError: An ensemble, a network or head that cannot be exported, an output folder
+            that holds something else, or a bundle whose probabilities differ by more than ``atol``.
+    """
+    import torch
+
+    predictor = load(model)
+    if getattr(predictor, "members", None):
+        raise ConfigError(f"'{model}' is an ensemble; export each member's bundle "
+                          "(members/<name> in the ensemble's folder).")
+    network = predictor.network.eval().float().cpu()
+    if not getattr(network, "onnx_exportable", True):
+        raise ConfigError(f"'{predictor.model_name}' cannot be exported to ONNX (it runs code "
+                          "outside PyTorch), so it has no bundle; serve the model folder instead.")
+    head = head_document(predictor.head, predictor.classes) if predictor.head is not None else None
+    folder = _prepare_folder(Path(output))
+    shape = tuple(predictor.preprocessor.item_shape)
+    export_onnx(network, shape, folder / GRAPH)
+    document = read_model_json(Path(predictor.info["path"]))
+    document.pop("head", None)
+    if head is not None:
+        write_json(folder / HEAD, head)
+        document["head"] = {"file": HEAD, "type": "logistic_regression"}
+    write_json(folder / MODEL_JSON, document)
+    names = [MODEL_JSON, GRAPH] + ([HEAD] if head is not None else [])
+    files = {name: file_sha256(folder / name) for name in names}
+    write_json(folder / BUNDLE_JSON, {
+        "format": BUNDLE_FORMAT, "format_version": BUNDLE_VERSION, "graph": GRAPH,
+        "head": HEAD if head is not None else None,
+        "outputs": ["features" if head is not None else "logits"], "files": files,
+        "info": {"source": str(model), "model": predictor.model_name},
+    })
+
+    bundle = Bundle(folder)
+    batch = np.random.default_rng(seed).standard_normal((n_check, *shape), dtype=np.float32)
+    with torch.inference_mode():
+        outputs = network(torch.from_numpy(batch)).float().numpy()
+    expected = predictor.probabilities_from_outputs(outputs)
+    got = bundle.probabilities_from_outputs(bundle.session.run(None, {bundle.input_name: batch})[0])
+    diff = float(np.max(np.abs(got - expected)))
+    if diff > atol:
+        raise ConfigError(f"The bundle in '{folder}' gives probabilities {diff:.3g} away from "
+                          f"PyTorch's (tolerance {atol:g}); serve the model folder instead.")
+    return {"path": str(folder), "files": files, "max_abs_diff": diff, "n_checked": n_check,
+            "head": "logistic_regression" if head is not None else None}
+
+
+def _prepare_folder(folder: Path) -> Path:
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"The bundle destination '{folder}' is a file; give a folder path.")
+    if folder.is_dir() and any(folder.iterdir()):
+        if not (folder / BUNDLE_JSON).is_file():
+            raise ConfigError(f"The bundle destination '{folder}' holds other files; give an "
+                              "empty or new folder (an existing bundle there is replaced).")
+        manifest = json.loads((folder / BUNDLE_JSON).read_text())
+        for name in list(manifest.get("files", {})) + [BUNDLE_JSON]:
+            path = folder / str(name)
+            if path.is_file() and path.parent == folder:
+                path.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
