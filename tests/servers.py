@@ -69,14 +69,16 @@ def listening_port(pid: int) -> int | None:
 
 
 @contextlib.contextmanager
-def running_server(model: Path | str, *flags: str, startup_s: float = 240.0, env=None):
-    """``sigclass serve MODEL`` on 127.0.0.1; yields ``(base_url, process)``.
+def running_server(model: Path | str, *flags: str, startup_s: float = 240.0, env=None,
+                   python: str | Path | None = None):
+    """``sigclass serve MODEL`` on 127.0.0.1 (run by ``python``, default this interpreter);
+    yields ``(base_url, process)``.
 
     The server binds port 0 and the test reads the port the system gave it from the process's
     listening socket: no port is picked, released and bound later, so no other process can take
     it in between.
     """
-    command = [sys.executable, "-m", "sigclass", "serve", str(model), "--port", "0",
+    command = [str(python or sys.executable), "-m", "sigclass", "serve", str(model), "--port", "0",
                "--log-level", "warning", *flags]
     environment = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", **(env or {})}
     log = tempfile.NamedTemporaryFile("w+", prefix="sigclass-serve-", suffix=".log", delete=False)  # noqa: SIM115

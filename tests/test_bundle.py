@@ -1,0 +1,199 @@
+"""The lean serving bundle: export, checksums, preprocessing parity with the PyTorch predictor,
+and a service in a fresh virtual environment that holds no PyTorch, timm, scikit-learn or MLflow."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+import sigclass as sc
+from servers import running_server, small_fridge
+from sigclass.exceptions import ArtifactError, ConfigError
+from sigclass.runtime import load_bundle
+from sigclass.workflows.bundle import export_bundle, head_document
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "timm", "sklearn", "mlflow")
+
+
+@pytest.fixture(scope="module")
+def runs(fridge, tmp_path_factory):
+    """A headless image model (EfficientNet-Lite0 features at 32 px, logistic head) and a
+    scratch FCN on BasicMotions (one epoch), trained once with the costly extras off."""
+    out = tmp_path_factory.mktemp("bundle-runs")
+    quick = {"audit": False, "cam_examples": 0, "progress": False, "tracking.enabled": False}
+    sc.train(small_fridge(fridge, out / "data", per_class=6), mode="headless",
+             model="efficientnet_lite0", image_size=32, head="logreg", head_params={"C": 0.1},
+             cv_folds=3, near_duplicates="off", backend="torch", out=out / "image-run", **quick)
+    sc.train("aeon:BasicMotions", mode="scratch", model="fcn", out=out / "signal-run",
+             **{"train.epochs": 1, **quick})
+    return out / "image-run", out / "signal-run"
+
+
+@pytest.fixture(scope="module")
+def image_bundle(runs, tmp_path_factory) -> Path:
+    """The image model's bundle, written by the command line."""
+    folder = tmp_path_factory.mktemp("bundles") / "image"
+    done = subprocess.run([sys.executable, "-m", "sigclass", "export", str(runs[0]), "--format",
+                           "bundle", "-o", str(folder)], capture_output=True, text=True,
+                          env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Bundle written to" in done.stdout
+    return folder
+
+
+@pytest.fixture(scope="module")
+def signal_bundle(runs, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("bundles") / "signal"
+    report = export_bundle(str(runs[1]), folder)
+    assert report["head"] is None and report["max_abs_diff"] < 1e-4
+    return folder
+
+
+@pytest.fixture(scope="module")
+def motions():
+    from aeon.datasets import load_basic_motions
+
+    X, _ = load_basic_motions(split="test")
+    return X.astype(np.float32)
+
+
+def _photos(fridge: Path) -> list[Path]:
+    return sorted(p for p in fridge.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+
+
+def test_image_bundle_matches_the_predictor(runs, image_bundle, fridge):
+    photos = _photos(fridge)
+    expected = sc.load(runs[0]).predict_proba(photos)
+    got = load_bundle(image_bundle).predict_proba(photos)
+    assert got.shape == expected.shape == (len(photos), 4)
+    assert np.max(np.abs(got - expected)) <= 1e-4
+    assert (got.argmax(1) == expected.argmax(1)).all()
+
+
+def test_signal_bundle_matches_the_predictor(runs, signal_bundle, motions):
+    expected = sc.load(runs[1]).predict_proba(motions)
+    bundle = load_bundle(signal_bundle)
+    assert np.max(np.abs(bundle.predict_proba(motions) - expected)) <= 1e-4
+    assert bundle.predict(motions[:3]).tolist() == sc.load(runs[1]).predict(motions[:3]).tolist()
+
+
+def test_the_bundle_lists_every_file_and_holds_no_pickle(image_bundle):
+    manifest = json.loads((image_bundle / "bundle.json").read_text())
+    on_disk = sorted(p.name for p in image_bundle.iterdir())
+    assert on_disk == sorted([*manifest["files"], "bundle.json"])
+    assert sorted(manifest["files"]) == ["head.json", "model.json", "model.onnx"]
+    assert not any(name.endswith((".skops", ".pkl", ".pickle", ".pt", ".safetensors")) for name in on_disk)
+    document = json.loads((image_bundle / "model.json").read_text())
+    assert document["head"] == {"file": "head.json", "type": "logistic_regression"}
+    assert json.loads((image_bundle / "head.json").read_text())["kind"] == "logistic_regression"
+
+
+def _copy(bundle: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(bundle, tmp_path / "copy"))
+
+
+def test_a_modified_file_is_refused_by_its_checksum(image_bundle, tmp_path):
+    folder = _copy(image_bundle, tmp_path)
+    graph = folder / "model.onnx"
+    data = bytearray(graph.read_bytes())
+    data[-10] ^= 0xFF
+    graph.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=r"checksum mismatch for 'model.onnx'.*modified or "
+                       r"damaged.*fix: export the bundle again"):
+        load_bundle(folder)
+    (folder / "head.json").unlink()
+    with pytest.raises(ArtifactError, match="'head.json' is missing from the bundle folder"):
+        load_bundle(folder)
+
+
+def test_model_json_is_checked_by_the_model_schema(image_bundle, tmp_path):
+    folder = _copy(image_bundle, tmp_path)
+    document = json.loads((folder / "model.json").read_text())
+    document["temperature"] = -1.0
+    document["not_a_field"] = 1
+    (folder / "model.json").write_text(json.dumps(document))
+    manifest = json.loads((folder / "bundle.json").read_text())
+    from sigclass.runtime.bundle import file_sha256
+
+    manifest["files"]["model.json"] = file_sha256(folder / "model.json")  # a consistent forgery
+    (folder / "bundle.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError) as error:
+        load_bundle(folder)
+    assert "field 'temperature'" in str(error.value) and "field 'not_a_field'" in str(error.value)
+
+
+def test_a_head_without_coefficients_is_refused_clearly():
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    head = Pipeline([("scale", StandardScaler()), ("clf", RandomForestClassifier(n_estimators=3))])
+    head.fit(rng.standard_normal((20, 4)), ["a", "b"] * 10)
+    with pytest.raises(ConfigError, match=r"\(StandardScaler -> RandomForestClassifier\) cannot be "
+                       r"exported to a bundle.*--head logreg"):
+        head_document(head, ["a", "b"])
+
+
+def test_the_runtime_imports_no_heavy_library(image_bundle, fridge):
+    code = ("import sys; from sigclass.runtime.serving import BundleServedModel; "
+            "from sigclass.serve.app import create_app; from sigclass.serve.settings import Settings; "
+            f"served = BundleServedModel(Settings(model={str(image_bundle)!r})); "
+            f"served.predictor.predict_proba([{str(_photos(fridge)[0])!r}]); "
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def _serve_requirements() -> list[str]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["serve"]
+
+
+@pytest.fixture(scope="module")
+def lean_python(tmp_path_factory) -> Path:
+    """A new virtual environment with the ``serve`` extra only (sigclass itself from src/)."""
+    venv = tmp_path_factory.mktemp("lean") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    done = subprocess.run([str(python), "-m", "pip", "install", "--quiet", *_serve_requirements()],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return python
+
+
+def test_a_bundle_is_served_from_a_venv_without_pytorch(lean_python, image_bundle, signal_bundle,
+                                                        fridge, motions):
+    missing = subprocess.run([str(lean_python), "-c", "import torch"], capture_output=True)
+    assert missing.returncode != 0  # the environment really has no PyTorch
+    env = {"PYTHONPATH": str(ROOT / "src"), "PATH": os.environ.get("PATH", "")}
+    photo = _photos(fridge)[0]
+    with running_server(image_bundle, python=lean_python, env=env) as (base, _):
+        metadata = httpx.get(base + "/metadata", timeout=30).json()
+        assert metadata["serving"]["runtime"] == "lean"
+        assert metadata["serving"]["heavy_modules_loaded"] == []
+        answer = httpx.post(base + "/predict", files={"file": (photo.name, photo.read_bytes(),
+                                                               "image/jpeg")}, timeout=60).json()
+        expected = load_bundle(image_bundle).predict_proba([photo])[0]
+        got = np.array([answer["probabilities"][c] for c in metadata["classes"]])
+        assert np.max(np.abs(got - expected)) < 1e-6
+        assert set(answer) >= {"class", "confidence", "probabilities", "prediction_set", "model"}
+        refused = httpx.post(base + "/predict?explain=true", timeout=60,
+                             files={"file": (photo.name, photo.read_bytes(), "image/jpeg")})
+        assert refused.status_code == 422 and refused.json()["error"] == "explain_unavailable"
+    with running_server(signal_bundle, python=lean_python, env=env) as (base, _):
+        answer = httpx.post(base + "/predict", json=motions[0].tolist(), timeout=60).json()
+        expected = load_bundle(signal_bundle).predict_proba(motions[:1])[0]
+        classes = load_bundle(signal_bundle).classes
+        assert np.max(np.abs(np.array([answer["probabilities"][c] for c in classes]) - expected)) < 1e-6
+        assert httpx.get(base + "/metadata", timeout=30).json()["serving"]["heavy_modules_loaded"] == []
