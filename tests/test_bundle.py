@@ -115,6 +115,16 @@ def test_a_modified_file_is_refused_by_its_checksum(image_bundle, tmp_path):
     (folder / "head.json").unlink()
     with pytest.raises(ArtifactError, match="'head.json' is missing from the bundle folder"):
         load_bundle(folder)
+    # the service refuses it before binding its port: one line, exit code 2
+    done = subprocess.run([sys.executable, "-m", "sigclass", "serve", str(folder), "--port", "0"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "checksum mismatch for 'model.onnx'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_full_loader_points_at_the_runtime(image_bundle):
+    with pytest.raises(ArtifactError, match=r"is a serving bundle.*sigclass.runtime.load_bundle"):
+        sc.load(image_bundle)
 
 
 def test_model_json_is_checked_by_the_model_schema(image_bundle, tmp_path):

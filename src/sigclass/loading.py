@@ -12,7 +12,9 @@ from pathlib import Path
 
 from .artifacts import ENSEMBLE, find_model_dir, read_model_json
 from .ensemble import EnsemblePredictor
+from .exceptions import ArtifactError
 from .predictor import Predictor
+from .runtime.bundle import is_bundle
 from .tracking.registry import download_model
 
 
@@ -42,4 +44,9 @@ def model_folder(path: str | Path) -> Path:
     text = str(path)
     if text.startswith("models:/"):
         path = download_model(text)
+    if is_bundle(path):
+        raise ArtifactError(f"'{path}' is a serving bundle (`sigclass export --format bundle`), not "
+                            "a model folder: it holds no PyTorch weights. Serve it with `sigclass "
+                            "serve`, load it with sigclass.runtime.load_bundle, or use the run or "
+                            "model folder it was exported from.")
     return find_model_dir(path)
