@@ -43,15 +43,16 @@ def add_commands(commands) -> None:
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     serve.set_defaults(func=cmd_serve)
 
-    export = commands.add_parser("export", help="export a model's network to ONNX",
+    export = commands.add_parser("export", help="export a model's network to ONNX, or a bundle",
                                  description="Export the network of a trained model to ONNX "
-                                 "(dynamic batch axis) and check that ONNX Runtime gives the "
+                                 "(dynamic batch axis), or the whole model as a serving bundle "
+                                 "(--format bundle), and check that ONNX Runtime gives the "
                                  "PyTorch outputs.")
     export.add_argument("model", help="run folder, model folder or models:/NAME@ALIAS")
     export.add_argument("--format", choices=("onnx", "bundle"), default="onnx",
                         help="onnx: the network as one .onnx file; bundle: a folder the lean "
                         "runtime serves without PyTorch (graph, model.json, head coefficients, "
-                        "checksums; `pip install sigclass[serve]`)")
+                        "checksums; it needs only the `serve` extra, README: Lean serving bundle)")
     export.add_argument("-o", "--output", type=Path, required=True,
                         help="destination .onnx file (a folder with --format bundle)")
     export.add_argument("--quantize", choices=("int8",), default=None,
