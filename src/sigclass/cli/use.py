@@ -42,6 +42,9 @@ def add_commands(commands) -> None:
                          help="auto: ONNX Runtime on a CPU, PyTorch on CUDA")
     predict.add_argument("--precision", choices=PRECISIONS, default="fp32",
                          help="int8: the graph made by `sigclass export --quantize int8`")
+    predict.add_argument("--reject-unknown", action="store_true",
+                         help="leave 'predicted' empty for inputs far from the training data (the "
+                         "model's out-of-distribution score; needs a model trained with it)")
     predict.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     predict.set_defaults(func=cmd_predict)
 
@@ -122,12 +125,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from ..loading import load
+    from ..predictor import require_ood
     from ..workflows.predict_files import predict_files
 
     predictor = load(args.run)
+    if args.reject_unknown:
+        require_ood(predictor, args.run)
     predictor.use_backend(args.backend, precision=args.precision)
     count = predict_files(predictor, args.inputs, args.output, batch_size=args.batch_size,
-                          progress=not args.quiet)
+                          progress=not args.quiet, reject_unknown=args.reject_unknown)
     print(f"{count} predictions written to {args.output}")
     return 0
 
