@@ -46,8 +46,9 @@ def fit_ood(cfg, predictor, reference: np.ndarray, labels, held_out: np.ndarray 
     spec = {"method": method, "k": k, **found, "n_reference": int(len(reference)),
             "dim": int(reference.shape[1])}
     predictor.ood, predictor.ood_reference = spec, tensors
-    logger.info("Unknown inputs: %s score above %.4g (%s)", method, found["threshold"],
-                found["calibrated_on"])
+    level = logging.WARNING if "leave-one-out" in found["calibrated_on"] else logging.INFO
+    logger.log(level, "Unknown inputs: %s score above %.4g (threshold fitted on %s)", method,
+               found["threshold"], found["calibrated_on"])
     return dict(spec)
 
 
