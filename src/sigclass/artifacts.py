@@ -22,6 +22,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from . import __version__
 from ._utils import atomic_write, sha256_file, write_json
 from .exceptions import ArtifactError
@@ -236,7 +238,6 @@ def _save_ood(predictor, folder: Path, files: dict[str, str]) -> dict[str, Any] 
     spec, reference = getattr(predictor, "ood", None), getattr(predictor, "ood_reference", None)
     if not spec or not reference:
         return None
-    import numpy as np
     from safetensors.numpy import save_file
 
     tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in reference.items()}
@@ -275,17 +276,11 @@ def read_ood_reference(folder: Path, document: dict[str, Any], feature_width: in
     if feature_width is not None and feature_width != spec["dim"]:
         problems.append(f"field 'ood.dim' is {spec['dim']}, the network's pooled features have "
                         f"{feature_width}")
-    if any(not _finite(t) for t in tensors.values()):
+    if any(not np.all(np.isfinite(t)) for t in tensors.values()):
         problems.append("holds values that are not finite numbers")
     if problems:
         raise fail(path, ["does not fit field 'ood' of model.json: " + "; ".join(problems[:3])])
     return tensors
-
-
-def _finite(array) -> bool:
-    import numpy as np
-
-    return bool(np.all(np.isfinite(array)))
 
 
 def model_files(folder: str | Path | None) -> dict[str, str]:
