@@ -4,12 +4,12 @@ before and after in metrics.json, the reliability diagram, the temperature kept 
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 
 import sigclass as sc
+from model_folders import edited_copy
 from sigclass.evaluation.calibration import (
     MIN_ITEMS,
     brier_score,
@@ -106,10 +106,7 @@ def test_the_loaded_model_returns_calibrated_probabilities(network_run):
 
 @pytest.mark.parametrize("bad", ["hot", 0, -1.0, 1e9, True, None])
 def test_a_tampered_temperature_is_refused(network_run, tmp_path, bad):
-    folder = shutil.copytree(network_run.dir / "model", tmp_path / "model")
-    document = json.loads((folder / "model.json").read_text())
-    document["temperature"] = bad
-    (folder / "model.json").write_text(json.dumps(document))
+    folder = edited_copy(network_run.dir / "model", tmp_path / "model", temperature=bad)
     with pytest.raises(ArtifactError, match="temperature"):
         sc.load(folder)
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import sigclass as sc
+from model_folders import edited_copy
 from sigclass.cli import main
 from sigclass.evaluation.calibration import softmax
 from sigclass.evaluation.conformal import (
@@ -125,10 +126,9 @@ def test_a_network_run_is_calibrated_on_its_validation_part(network_run):
 
 
 def test_a_tampered_threshold_is_refused(network_run, tmp_path):
-    folder = shutil.copytree(network_run.dir / "model", tmp_path / "model")
-    document = json.loads((folder / "model.json").read_text())
-    document["conformal"] = {**document["conformal"], "coverage": 1.5, "extra": 1}
-    (folder / "model.json").write_text(json.dumps(document))
+    conformal = network_run.predictor.conformal
+    folder = edited_copy(network_run.dir / "model", tmp_path / "model",
+                         conformal={**conformal, "coverage": 1.5, "extra": 1})
     with pytest.raises(ArtifactError, match="conformal"):
         sc.load(folder)
 

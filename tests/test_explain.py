@@ -332,6 +332,11 @@ def test_runs_keep_the_maps_of_their_best_and_worst_test_predictions(which, imag
         assert (run.dir / "cam" / entry["png"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         values = np.load(run.dir / "cam" / entry["map"])
         assert values.ndim == (2 if which == "image" else 1) and 0 <= values.min() <= values.max() <= 1
+    # the page opens with the test part's calibration and its reliability diagram
+    page = (run.dir / "cam" / "report.html").read_text()
+    ece = run.metrics["calibration"]["ece"]
+    assert f"(ECE, 15 bins) {ece:.3f}" in page
+    assert "src='../calibration.png'" in page and (run.dir / "calibration.png").is_file()
 
 
 def test_no_map_for_minirocket_or_a_tree_head():

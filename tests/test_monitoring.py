@@ -21,6 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import sigclass as sc
+from model_folders import own_cache
 from servers import free_port, running_server, train_signal_model
 from sigclass.artifacts import read_model_json
 from sigclass.evaluation.drift import fit_bins, noise_floor, psi
@@ -34,9 +35,7 @@ WINDOW = 40
 
 @pytest.fixture(scope="module", autouse=True)
 def _module_env(tmp_path_factory):
-    out = tmp_path_factory.mktemp("monitoring-env")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SIGCLASS_CACHE_DIR", str(out / "cache"))
+    with own_cache(tmp_path_factory.mktemp("monitoring-env")):
         yield
 
 

@@ -24,6 +24,7 @@ import pytest
 from PIL import Image
 
 import sigclass as sc
+from model_folders import own_cache
 from servers import running_server, train_image_model, train_signal_model
 
 pytestmark = pytest.mark.slow
@@ -36,9 +37,7 @@ IMAGE_FLAGS = ("--max-wait-ms", "5", "--max-request-bytes", "3000000", "--header
 
 @pytest.fixture(scope="module", autouse=True)
 def _module_env(tmp_path_factory):
-    out = tmp_path_factory.mktemp("hardening-env")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SIGCLASS_CACHE_DIR", str(out / "cache"))
+    with own_cache(tmp_path_factory.mktemp("hardening-env")):
         yield
 
 

@@ -77,3 +77,7 @@ class ExplainError(SigclassError, ValueError):
 
 class TrackingError(SigclassError, RuntimeError):
     """The experiment-tracking store or the model registry cannot be used as asked."""
+
+
+class EngineError(SigclassError, RuntimeError):
+    """A job on an external engine (a Spark cluster) failed; what it finished is kept."""

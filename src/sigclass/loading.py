@@ -30,11 +30,16 @@ def load(path: str | Path, device: str | None = "auto", backend: str = "torch"):
             field and the fix.
         TrackingError: A ``models:/`` URI whose registry cannot be used or does not exist.
     """
-    text = str(path)
-    if text.startswith("models:/"):
-        path = download_model(text)
-    folder = find_model_dir(path)
+    folder = model_folder(path)
     document = read_model_json(folder)
     if document.get("kind") == ENSEMBLE:
         return EnsemblePredictor.load(folder, document, device=device, backend=backend)
     return Predictor.from_folder(folder, document, device=device, backend=backend)
+
+
+def model_folder(path: str | Path) -> Path:
+    """The model folder of a run folder, a model folder or a ``models:/`` URI (downloaded)."""
+    text = str(path)
+    if text.startswith("models:/"):
+        path = download_model(text)
+    return find_model_dir(path)

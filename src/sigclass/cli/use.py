@@ -46,6 +46,12 @@ def add_commands(commands) -> None:
                          help="leave 'predicted' empty for inputs far from the training data (the "
                          "model's out-of-distribution score; needs a model trained with it)")
     predict.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    predict.add_argument("--engine", choices=("local", "spark"), default="local",
+                         help="spark: score on Apache Spark (the model broadcast once per "
+                         "executor, resumable by partition; needs the 'spark' extra and Java)")
+    predict.add_argument("--spark-master", help="Spark master URL (default: the one spark-submit "
+                         "or the Spark configuration sets, else local[*])")
+    predict.add_argument("--partitions", type=int, help="Spark partitions of the inputs")
     predict.set_defaults(func=cmd_predict)
 
     explain = commands.add_parser("explain", help="class activation maps of files (PNG + .npy)",
@@ -128,6 +134,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..predictor import require_ood
     from ..workflows.predict_files import predict_files
 
+    if args.engine != "spark" and (args.spark_master or args.partitions is not None):
+        raise ConfigError("--spark-master and --partitions are options of --engine spark")
+    if args.engine == "spark":
+        from ..workflows.predict_spark import predict_spark
+
+        if args.reject_unknown:
+            raise ConfigError("--reject-unknown runs with --engine local only; score with the "
+                              "local engine, or drop it (the output's 'unknown' column still "
+                              "says which inputs are unknown)")
+        if args.partitions is not None and args.partitions < 1:
+            raise ConfigError(f"--partitions must be 1 or more, got {args.partitions}")
+        count = predict_spark(args.run, args.inputs, args.output, batch_size=args.batch_size,
+                              partitions=args.partitions, master=args.spark_master,
+                              backend=args.backend, precision=args.precision)
+        print(f"{count} predictions written to {args.output}")
+        return 0
     predictor = load(args.run)
     if args.reject_unknown:
         require_ood(predictor, args.run)

@@ -96,7 +96,8 @@ def explain_files(predictor, files, out: str | Path, target=None, method: str = 
 
 def explain_report(predictor, dataset, indices=None, out: str | Path = "explain-report",
                    n_each: int = 8, method: str = "auto", batch_size: int = 32,
-                   proba: np.ndarray | None = None) -> Path:
+                   proba: np.ndarray | None = None, calibration: dict[str, Any] | None = None,
+                   calibration_png: str | None = None) -> Path:
     """An HTML page with the maps of a labeled set's best and worst predictions.
 
     Args:
@@ -109,6 +110,9 @@ def explain_report(predictor, dataset, indices=None, out: str | Path = "explain-
         batch_size: Inference batch size.
         proba: The predictor's class probabilities for these items, when already computed
             (e.g. by :func:`~sigclass.evaluate`); ``None`` scores them.
+        calibration: ECE and Brier score of these items (``metrics.json``'s ``calibration``),
+            shown at the top of the page with ``calibration_png``, the reliability diagram's
+            path relative to ``out``.
 
     Returns:
         The path of ``report.html``.
@@ -150,18 +154,39 @@ def explain_report(predictor, dataset, indices=None, out: str | Path = "explain-
     accuracy = float(correct.mean()) if len(correct) else float("nan")
     write_json(folder / "report.json", {"n_items": int(len(items)), "accuracy": accuracy,
                                         "n_mistakes": int((~correct).sum()), "sections": sections})
-    page = _html(predictor, len(items), accuracy, int((~correct).sum()), sections)
+    page = _html(predictor, len(items), accuracy, int((~correct).sum()), sections,
+                 _calibration_html(calibration, calibration_png))
     return write_text(folder / "report.html", page)
 
 
+def _calibration_html(calibration: dict[str, Any] | None, png: str | None) -> list[str]:
+    """The page's calibration section: ECE and Brier score (before and after temperature
+    scaling for a network) and the reliability diagram."""
+    if not calibration:
+        return []
+    esc = html.escape
+    line = (f"Expected calibration error (ECE, {calibration.get('bins', 15)} bins) "
+            f"{calibration['ece']:.3f}, Brier score {calibration['brier']:.3f}")
+    if "ece_uncalibrated" in calibration:
+        line += (f"; before temperature scaling (T = {calibration['temperature']:.2f}) ECE "
+                 f"{calibration['ece_uncalibrated']:.3f}, Brier {calibration['brier_uncalibrated']:.3f}")
+    parts = ["<h2>Calibration</h2>", f"<p>{esc(line)}.</p>"]
+    if png:
+        parts.append(f"<figure><img src='{esc(png)}' alt='reliability diagram'><figcaption>"
+                     "Reliability diagram: accuracy per confidence bin against the diagonal."
+                     "</figcaption></figure>")
+    return parts
+
+
 def _html(predictor, n_items: int, accuracy: float, n_mistakes: int,
-          sections: dict[str, list[dict[str, Any]]]) -> str:
+          sections: dict[str, list[dict[str, Any]]], preamble: list[str]) -> str:
     esc = html.escape
     name = esc(str(predictor.info.get("name") or predictor.model_name))
     parts = [
         f"<p>{n_items} items, accuracy {accuracy:.3f}, {n_mistakes} mistakes. Model mode "
         f"{esc(predictor.mode)}, modality {esc(predictor.modality)}. Each picture shows the map of "
         "the predicted class; for mistakes the map of the true class follows.</p>",
+        *preamble,
     ]
     for title, entries in sections.items():
         parts.append(f"<h2>{esc(title)}</h2>")

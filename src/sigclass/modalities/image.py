@@ -163,6 +163,9 @@ class ImageModality(Modality):
             return [str(p) for p in frame["path"]]
         if "image" in frame.columns:
             return [base64.b64decode(v) for v in frame["image"]]
+        if len(frame.columns) == 1 and str(frame.columns[0]) == "0":
+            # one unnamed column (mlflow.pyfunc.spark_udf(...)("path") passes it as column 0)
+            return [str(p) for p in frame.iloc[:, 0]]
         raise DataError(Problem("input", f"an image model takes a 'path' column of image files or "
                                 f"an 'image' column of base64 bytes; got columns {list(frame.columns)}"))
 

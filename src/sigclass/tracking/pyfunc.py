@@ -7,7 +7,8 @@ Nothing is pickled.
 
 Input (a pandas DataFrame, e.g. from ``mlflow models predict -i batch.csv``):
 
-- images: a ``path`` column of image files (or an ``image`` column of base64-encoded bytes);
+- images: a ``path`` column of image files (or an ``image`` column of base64-encoded bytes; a
+  single unnamed column, as ``mlflow.pyfunc.spark_udf`` passes it, is read as paths);
 - signals, in the layout of :mod:`sigclass.data.signal_layout`: one row per case, the numeric
   columns holding the values channel by channel (``n_channels * n_timepoints`` columns, channel 0
   first); or one column per channel named as the model's channels, one row per time point (a

@@ -91,7 +91,8 @@ def execute(run_dir: Path, cfg: RunConfig, dataset, split: Split, progress: bool
     predictor.save(run_dir / "model")
     if cfg.cam_examples:
         extra["cam_examples"] = write_cam_examples(predictor, dataset, parts["test"], proba,
-                                                   run_dir / "cam", cfg.cam_examples)
+                                                   run_dir / "cam", cfg.cam_examples,
+                                                   metrics["calibration"])
     write_json(run_dir / "run.json", {"status": "finished", "train_seconds": train_seconds,
                                       "finished": time.time(), **environment_info(cfg.device),
                                       **extra})
@@ -144,8 +145,10 @@ def data_report(cfg: RunConfig, dataset, split: Split) -> dict[str, Any]:
     return report
 
 
-def write_cam_examples(predictor, dataset, indices, proba, out: Path, n_each: int) -> str:
-    """The maps of the test part's most confident correct predictions and worst mistakes.
+def write_cam_examples(predictor, dataset, indices, proba, out: Path, n_each: int,
+                       calibration: dict[str, Any] | None = None) -> str:
+    """The maps of the test part's most confident correct predictions and worst mistakes, after
+    the test part's calibration and reliability diagram (``calibration.png`` of the run).
 
     A finished model is never lost to its pictures: a model without a map is skipped with a log
     line, and any other failure is logged and recorded in ``run.json``.
@@ -156,7 +159,9 @@ def write_cam_examples(predictor, dataset, indices, proba, out: Path, n_each: in
     if not len(indices):
         return "none: the split has no test part"
     try:
-        page = explain_report(predictor, dataset, indices, out, n_each=n_each, proba=proba)
+        page = explain_report(predictor, dataset, indices, out, n_each=n_each, proba=proba,
+                              calibration=calibration,
+                              calibration_png="../calibration.png" if calibration else None)
     except ExplainError as exc:
         logger.info("No class activation maps for this model: %s", exc)
         return f"none: {exc}"

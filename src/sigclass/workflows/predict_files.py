@@ -68,14 +68,8 @@ def predict_files(predictor, inputs: Iterable[str | Path], output: str | Path,
         require_ood(predictor)
     if output.suffix.lower() == ".parquet":
         return _predict_to_parquet(predictor, inputs, output, batch_size, progress, reject_unknown)
-    cases = modality_of(predictor).read_files(inputs, predictor.data_config)
-    files = list(cases)
-    done = _completed(output)
-    todo = [f for f in files if f not in done]
-    if done:
-        logger.info("Resuming: %d of %d inputs already scored in %s", len(done), len(files), output)
-    fields = ["input", "predicted", "confidence", *[f"p_{c}" for c in predictor.classes],
-              "prediction_set", "ood_score", "unknown", "error"]
+    cases, todo = pending_inputs(predictor, inputs, output)
+    fields = output_fields(predictor)
     output.parent.mkdir(parents=True, exist_ok=True)
     new_file = not output.is_file() or output.stat().st_size == 0
     bar = None
@@ -89,7 +83,7 @@ def predict_files(predictor, inputs: Iterable[str | Path], output: str | Path,
         if new_file:
             writer.writeheader()
         for chunk in _chunks(todo, batch_size):
-            for row in _score_chunk(predictor, chunk, batch_size, cases, reject_unknown):
+            for row in score_rows(predictor, chunk, batch_size, cases, reject_unknown):
                 writer.writerow(row)
                 failed += bool(row["error"])
             handle.flush()
@@ -105,12 +99,15 @@ def predict_files(predictor, inputs: Iterable[str | Path], output: str | Path,
     return written
 
 
-def _score_chunk(predictor, chunk: list[str], batch_size: int, cases: dict,
-                 reject_unknown: bool) -> list[dict]:
+def score_rows(predictor, chunk: list[str], batch_size: int, cases: dict,
+               reject_unknown: bool = False) -> list[dict]:
+    """The output rows of the inputs ``chunk`` (keys of ``cases``, their payloads); an input
+    that cannot be read gets a row with its error and the others are scored normally. With
+    ``reject_unknown`` an unknown input's ``predicted`` is empty."""
     def rows_of(keys: list[str]) -> list[dict]:
         proba, ood = predictor.proba_and_ood([cases[k] for k in keys], batch_size=batch_size)
         records = score_records(predictor, proba, ood, reject_unknown)
-        return [_row(predictor, item, r) for item, r in zip(keys, records, strict=True)]
+        return [_row(item, r) for item, r in zip(keys, records, strict=True)]
 
     try:
         return rows_of(chunk)
@@ -124,7 +121,7 @@ def _score_chunk(predictor, chunk: list[str], batch_size: int, cases: dict,
         return rows
 
 
-def _row(predictor, item: str, record: dict) -> dict:
+def _row(item: str, record: dict) -> dict:
     unknown = record["unknown"]
     return {
         "input": item, "predicted": record["class"] or "", "confidence": record["confidence"],
@@ -149,6 +146,41 @@ def _predict_to_parquet(predictor, inputs, output: Path, batch_size: int, progre
         # a finished output: carry its rows over, so that new inputs are added to them
         pd.read_parquet(output).to_csv(journal, index=False)
     written = predict_files(predictor, inputs, journal, batch_size, progress, reject_unknown)
+    journal_to_parquet(journal, output)
+    return written
+
+
+def pending_inputs(predictor, inputs, output: Path) -> tuple[dict, list[str]]:
+    """The inputs read for scoring (key: payload) and the keys not yet in ``output``."""
+    cases = modality_of(predictor).read_files(inputs, predictor.data_config)
+    done = scored_inputs(output)
+    todo = [key for key in cases if key not in done]
+    if done:
+        logger.info("Resuming: %d of %d inputs already scored in %s", len(done), len(cases), output)
+    return cases, todo
+
+
+def output_fields(predictor) -> list[str]:
+    """The columns of a batch scoring output, in order."""
+    return ["input", "predicted", "confidence", *[f"p_{c}" for c in predictor.classes],
+            "prediction_set", "ood_score", "unknown", "error"]
+
+
+def scored_inputs(output: Path) -> set[str]:
+    """The inputs already in a finished CSV or Parquet output (none when it does not exist)."""
+    if output.suffix.lower() == ".parquet":
+        if not output.is_file():
+            return set()
+        import pandas as pd
+
+        return set(pd.read_parquet(output, columns=["input"])["input"].astype(str))
+    return _completed(output)
+
+
+def journal_to_parquet(journal: Path, output: Path) -> None:
+    """Write the CSV ``journal`` as the Parquet file ``output`` (atomically) and remove it."""
+    import pandas as pd
+
     table = pd.read_csv(journal, dtype={"input": str, "predicted": str, "prediction_set": str,
                                         "unknown": str, "error": str},
                         keep_default_na=False, na_values={"confidence": [""], "ood_score": [""]})
@@ -156,4 +188,3 @@ def _predict_to_parquet(predictor, inputs, output: Path, batch_size: int, progre
         table[column] = pd.to_numeric(table[column], errors="coerce")
     atomic_write(output, lambda tmp: table.to_parquet(tmp, index=False))
     journal.unlink()
-    return written
