@@ -54,7 +54,7 @@ def test_model_folder_holds_no_pickle(trained):
     for run in (finetune, headless):
         folder = run.dir / "model"
         names = sorted(p.name for p in folder.iterdir())
-        assert set(names) <= {"model.json", "weights.safetensors", "head.skops"}
+        assert set(names) <= {"model.json", "weights.safetensors", "head.skops", "ood.safetensors"}
         for path in folder.iterdir():
             assert not path.read_bytes().startswith(b"\x80"), f"{path} looks like a pickle"
         document = json.loads((folder / "model.json").read_text())

@@ -34,7 +34,7 @@ def _same_after_reload(run, inputs) -> sc.Predictor:
     np.testing.assert_allclose(loaded.predict_proba(inputs), run.predictor.predict_proba(inputs),
                                atol=1e-6)
     document = json.loads((run.dir / "model" / "model.json").read_text())
-    assert set(document["files"]) == {"weights.safetensors", "head.skops"}
+    assert set(document["files"]) == {"weights.safetensors", "head.skops", "ood.safetensors"}
     return loaded
 
 

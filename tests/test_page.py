@@ -59,6 +59,22 @@ def test_page_shows_class_bars_and_overlay(server, page, fridge):
     assert overlay.get_attribute("src").startswith("data:image/png;base64,")
     assert page.evaluate("document.getElementById('overlay').naturalWidth") > 0
     expect(page.locator("#caption")).to_contain_text(f"map of class {expected['class']}")
+    expect(page.locator("#set-classes")).to_have_text("{" + ", ".join(expected["prediction_set"]) + "}")
+    expect(page.locator("#unknown")).to_be_hidden()
+    expect(page.locator("#ood")).to_contain_text(f"score {expected['ood_score']:.3f}")
+
+
+def test_page_shows_the_unknown_badge_for_noise(page, tmp_path):
+    import numpy as np
+    from PIL import Image
+    from playwright.sync_api import expect
+
+    noise = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (96, 96, 3)).astype(np.uint8)).save(noise)
+    page.set_input_files("#file", str(noise))
+    page.click("#submit")
+    expect(page.locator("#unknown")).to_be_visible(timeout=60_000)
+    expect(page.locator("#ood")).to_contain_text("far from the training data")
 
 
 def test_page_shows_the_error_of_a_bad_file(page, tmp_path):

@@ -81,7 +81,7 @@ def test_predict_image_matches_the_predictor(models, image_server, photos):
     expected = predictor.predict_proba(photos)
     # the version of a model outside the registry: the checksum of its files' recorded checksums
     files = json.loads((models[0] / "model" / "model.json").read_text())["files"]
-    assert set(files) == {"weights.safetensors", "head.skops"}
+    assert set(files) == {"weights.safetensors", "head.skops", "ood.safetensors"}
     version = "sha256:" + hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:12]
     for photo, row in zip(photos, expected, strict=True):
         response = _post_image(base, photo.read_bytes(), photo.name)
@@ -95,6 +95,7 @@ def test_predict_image_matches_the_predictor(models, image_server, photos):
         assert body["explanation"] is None
         assert body["prediction_set"] == predictor.prediction_sets(row[None])[0]
         assert body["prediction_set"][0] == body["class"]
+        assert body["unknown"] == (body["ood_score"] > predictor.ood["threshold"])
     # a raw image/* body works as well as a form upload
     raw = httpx.post(base + "/predict", content=photos[0].read_bytes(),
                      headers={"content-type": "image/jpeg"}, timeout=60)

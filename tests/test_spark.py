@@ -79,7 +79,7 @@ def _same_rows(local: Path, spark: Path) -> None:
     assert list(a.columns) == list(b.columns)
     assert list(a["input"]) == list(b["input"])  # the same rows, in the same order
     for column in a.columns:
-        if column.startswith("p_") or column == "confidence":
+        if column.startswith("p_") or column in ("confidence", "ood_score"):
             x = pd.to_numeric(a[column], errors="coerce").to_numpy(float)
             y = pd.to_numeric(b[column], errors="coerce").to_numpy(float)
             np.testing.assert_allclose(x, y, atol=1e-6)

@@ -6,7 +6,9 @@ A model folder holds:
   network (registry name and options), metadata, and the SHA-256 of every other file;
 - ``weights.safetensors``: the network's tensors;
 - ``head.skops`` (headless models only): the scikit-learn head in skops format, loaded with an
-  explicit allowlist of scikit-learn types, so it cannot run arbitrary code.
+  explicit allowlist of scikit-learn types, so it cannot run arbitrary code;
+- ``ood.safetensors`` (models fitted with out-of-distribution data): the reference tensors of
+  the ``ood`` score (:mod:`sigclass.evaluation.ood`), checked against ``model.json``'s ``ood``.
 
 Loading validates ``model.json`` against its schema and itself first (:mod:`sigclass.model_schema`),
 then every checksum: a corrupted or modified file is reported by name; last, the classes are
@@ -19,6 +21,8 @@ import json
 import platform
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from . import __version__
 from ._utils import atomic_write, sha256_file, write_json
@@ -38,6 +42,11 @@ from .model_schema import (
 from .models import create_model
 
 HEAD = "head.skops"
+OOD_FILE = "ood.safetensors"
+# the tensors of each OOD score: name -> its shape, in terms of the spec's counts
+OOD_TENSORS = {"knn": {"bank": ("n_reference", "dim")},
+               "mahalanobis": {"means": ("n_classes", "dim"), "basis": ("dim", "rank"),
+                               "inverse_variances": ("rank",), "residual_precision": (1,)}}
 
 # scikit-learn internals the heads are made of, beyond the types skops trusts by default.
 TRUSTED_HEAD_TYPES = frozenset({
@@ -88,6 +97,7 @@ def save_predictor(predictor, path: str | Path) -> Path:
         atomic_write(folder / HEAD, lambda p: sio.dump(predictor.head, p))
         files[HEAD] = sha256_file(folder / HEAD)
         head = {"file": HEAD, "type": _describe(predictor.head)}
+    ood = _save_ood(predictor, folder, files)
     document = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -100,6 +110,7 @@ def save_predictor(predictor, path: str | Path) -> Path:
         "temperature": getattr(predictor, "temperature", 1.0),
         "drift_reference": getattr(predictor, "drift_reference", None),
         "conformal": getattr(predictor, "conformal", None),
+        "ood": ood,
         "info": predictor.info,
         "files": files,
         "saved_with": {"sigclass": __version__, "python": platform.python_version(), **_versions()},
@@ -221,6 +232,55 @@ def check_outputs(folder: Path, document: dict[str, Any], network, head) -> None
     if n_features is not None and int(n_features) != width:
         raise fail(where, [f"field 'network': the network outputs {width} features, the head in "
                            f"{document['head']['file']} takes {int(n_features)}"])
+
+
+def _save_ood(predictor, folder: Path, files: dict[str, str]) -> dict[str, Any] | None:
+    spec, reference = getattr(predictor, "ood", None), getattr(predictor, "ood_reference", None)
+    if not spec or not reference:
+        return None
+    from safetensors.numpy import save_file
+
+    tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in reference.items()}
+    atomic_write(folder / OOD_FILE, lambda p: save_file(tensors, str(p)))
+    files[OOD_FILE] = sha256_file(folder / OOD_FILE)
+    return {**spec, "file": OOD_FILE}
+
+
+def read_ood_reference(folder: Path, document: dict[str, Any], feature_width: int | None):
+    """The reference tensors of a model's ``ood`` score (``None`` for a model saved without
+    one), every tensor's name and shape checked against the ``ood`` field, and the feature
+    width against the network's pooled features (``feature_width``; ``None``: not known).
+    The file's checksum was verified with the others."""
+    spec = document.get("ood")
+    if not spec:
+        return None
+    from safetensors.numpy import load_file
+
+    path = folder / spec["file"]
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise ArtifactError(f"Cannot read the OOD reference '{path}' ({exc}). Restore the model "
+                            "folder from its run or the model registry.") from None
+    sizes = {"n_reference": spec["n_reference"], "dim": spec["dim"],
+             "n_classes": len(document["classes"])}
+    if "basis" in tensors and tensors["basis"].ndim == 2:
+        sizes["rank"] = int(tensors["basis"].shape[1])
+    expected = {name: tuple(sizes.get(d, d) for d in dims)
+                for name, dims in OOD_TENSORS[spec["method"]].items()}
+    found = {name: tuple(t.shape) for name, t in tensors.items()}
+    problems = [f"tensor '{name}' has shape {list(found.get(name, ()))}, field 'ood' says "
+                f"{list(shape)}" for name, shape in expected.items() if found.get(name) != shape]
+    problems += [f"tensor '{name}' is not one of a {spec['method']} reference"
+                 for name in sorted(found.keys() - expected.keys())]
+    if feature_width is not None and feature_width != spec["dim"]:
+        problems.append(f"field 'ood.dim' is {spec['dim']}, the network's pooled features have "
+                        f"{feature_width}")
+    if any(not np.all(np.isfinite(t)) for t in tensors.values()):
+        problems.append("holds values that are not finite numbers")
+    if problems:
+        raise fail(path, ["does not fit field 'ood' of model.json: " + "; ".join(problems[:3])])
+    return tensors
 
 
 def model_files(folder: str | Path | None) -> dict[str, str]:

@@ -29,6 +29,7 @@ LABEL_RULES = ("majority", "last", "center")
 LENGTH_POLICIES = ("error", "pad", "truncate")
 PARTS = ("train", "val", "test")
 CAM_METHODS = ("auto", "cam", "gradcam", "layercam")
+OOD_METHODS = ("knn", "mahalanobis", "off")  # the scores of sigclass.evaluation.ood
 
 
 def choice_problem(name: str, value: Any, choices: tuple) -> str | None:

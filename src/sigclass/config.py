@@ -22,6 +22,7 @@ from .choices import (
     MODES,
     MONITORS,
     NEAR_DUPLICATES,
+    OOD_METHODS,
     POOLINGS,
     RESIZE_MODES,
     TTA_CHOICES,
@@ -219,6 +220,13 @@ class RunConfig:
             prediction, see :mod:`sigclass.evaluation.conformal`), between 0 and 1 exclusive.
             Networks are calibrated on the validation part, headless heads on out-of-fold
             probabilities of the training items (or on a validation part set aside by the user).
+        ood: The out-of-distribution score that tells inputs far from the training data
+            (:mod:`sigclass.evaluation.ood`): ``knn`` (distance to the ``ood_k``-th nearest
+            training item on L2-normalized pooled features, the default), ``mahalanobis``
+            (class-conditional, shared covariance) or ``off``. Its threshold passes 95 % of
+            the validation part.
+        ood_k: The neighbour of ``knn`` whose distance is the score (capped by the training
+            items).
         backend: Inference backend of the featurizer: ``auto``, ``torch`` or ``onnx``.
         cache_dir: Feature cache folder (default ``~/.cache/sigclass``).
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
@@ -265,6 +273,8 @@ class RunConfig:
     head_params: dict[str, Any] = field(default_factory=dict)
     cv_folds: int = 5
     coverage: float = 0.9
+    ood: str = "knn"
+    ood_k: int = 5
     backend: str = "auto"
     cache_dir: str | None = None
     device: str = "auto"
@@ -290,6 +300,7 @@ class RunConfig:
                    ("pooling", self.pooling, POOLINGS),
                    ("near_duplicates", self.near_duplicates, NEAR_DUPLICATES),
                    ("on_leak", self.on_leak, LEAK_POLICIES),
+                   ("ood", self.ood, OOD_METHODS),
                    ("resize", self.resize, (*RESIZE_MODES, None)),
                    ("train.monitor", self.train.monitor, MONITORS)]
         problems = [choice_problem(name, value, options) for name, value, options in choices]
@@ -310,6 +321,8 @@ class RunConfig:
                 and 0 < self.coverage < 1):
             problems.append(f"The 'coverage' option must be a probability between 0 and 1 "
                             f"(exclusive), e.g. 0.9. Got {self.coverage!r}.")
+        if isinstance(self.ood_k, bool) or not isinstance(self.ood_k, int) or not 1 <= self.ood_k <= 1000:
+            problems.append(f"The 'ood_k' option must be a whole number from 1 to 1000. Got {self.ood_k!r}.")
         raise_problems(problems)
         return self
 

@@ -89,6 +89,16 @@ class EnsemblePredictor:
         proba = self.predict_proba(inputs, batch_size, progress)
         return np.asarray(self.classes, dtype=object)[proba.argmax(axis=1)]
 
+    #: An ensemble has no out-of-distribution score of its own (each member has its own).
+    ood = None
+
+    def proba_and_ood(self, inputs, batch_size: int = 64, progress: bool = False) -> tuple[np.ndarray, None]:
+        """The probabilities of ``inputs`` and ``None``: no OOD score (see :attr:`ood`)."""
+        return self.predict_proba(inputs, batch_size, progress), None
+
+    def unknown(self, ood_scores) -> None:
+        return None
+
     def prediction_sets(self, proba: np.ndarray) -> None:
         """``None``: an ensemble has no conformal threshold of its own (its members were
         calibrated on different items)."""

@@ -87,6 +87,25 @@ def infer(engine, batch, views: tuple[str, ...] | bool = ("id",)) -> np.ndarray:
     return out / float(len(views)) if len(views) > 1 else out
 
 
+def pooled_features(network, batch) -> np.ndarray:
+    """The pooled feature vectors of a classifier ``network`` on a preprocessed ``batch`` (the
+    input of its last linear layer: ``forward_head(forward_features(x), pre_logits=True)`` of the
+    backbone/head contract), run with PyTorch wherever the network's weights are."""
+    import torch
+
+    parameter = next(network.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    x = torch.as_tensor(batch).to(device)
+    was_training = network.training
+    network.eval()
+    try:
+        with torch.inference_mode():
+            out = network.forward_head(network.forward_features(x), pre_logits=True)
+    finally:
+        network.train(was_training)
+    return out.float().reshape(len(out), -1).cpu().numpy()
+
+
 def _contiguous(batch):
     return batch.contiguous() if hasattr(batch, "contiguous") else np.ascontiguousarray(batch)
 

@@ -21,11 +21,12 @@ from .artifacts import (
     model_files,
     read_model_json,
     read_network_and_head,
+    read_ood_reference,
     save_predictor,
 )
 from .choices import PRECISIONS
 from .exceptions import ArtifactError, ConfigError
-from .inference import infer, make_engine, resolve_backend
+from .inference import infer, make_engine, pooled_features, resolve_backend
 from .modalities import modality_of
 
 
@@ -90,6 +91,10 @@ class Predictor:
             models saved before it was recorded.
         conformal: The threshold of the prediction sets (``{"method", "coverage", "qhat", "n"}``,
             see :mod:`sigclass.evaluation.conformal`); ``None`` for a model saved without one.
+        ood: How far an input is from the training data is scored and thresholded
+            (``{"method", "k", "threshold", "tpr", "n", "n_reference", "dim"}``, see
+            :mod:`sigclass.evaluation.ood`); ``None`` for a model saved without it.
+        ood_reference: The reference tensors of that score (name -> array).
     """
 
     def __init__(
@@ -107,6 +112,8 @@ class Predictor:
         temperature: float = 1.0,
         drift_reference: dict[str, Any] | None = None,
         conformal: dict[str, Any] | None = None,
+        ood: dict[str, Any] | None = None,
+        ood_reference: dict[str, Any] | None = None,
     ):
         self.network = network
         self.classes = [str(c) for c in classes]
@@ -122,6 +129,8 @@ class Predictor:
         self.temperature = float(temperature)
         self.drift_reference = drift_reference
         self.conformal = dict(conformal) if conformal else None
+        self.ood = dict(ood) if ood and ood_reference else None
+        self.ood_reference = dict(ood_reference) if ood and ood_reference else None
         self.last_items_per_second: float | None = None
 
     @property
@@ -199,10 +208,18 @@ class Predictor:
         """Probabilities, one row per input, columns in :attr:`classes` order."""
         return self.probabilities_from_outputs(self.transform(inputs, batch_size, progress))
 
-    def predict(self, inputs, batch_size: int = 64, progress: bool = False) -> np.ndarray:
-        """Predicted class names, one per input."""
-        proba = self.predict_proba(inputs, batch_size, progress)
-        return np.asarray(self.classes, dtype=object)[proba.argmax(axis=1)]
+    def predict(self, inputs, batch_size: int = 64, progress: bool = False,
+                reject_unknown: bool = False) -> np.ndarray:
+        """Predicted class names, one per input; with ``reject_unknown``, ``None`` for the
+        inputs the model's OOD score calls unknown (see :meth:`score` for the scores)."""
+        if not reject_unknown:
+            proba = self.predict_proba(inputs, batch_size, progress)
+            return np.asarray(self.classes, dtype=object)[proba.argmax(axis=1)]
+        require_ood(self)
+        proba, ood = self.proba_and_ood(inputs, batch_size, progress)
+        labels = np.asarray(self.classes, dtype=object)[proba.argmax(axis=1)]
+        labels[self.unknown(ood)] = None
+        return labels
 
     def prediction_sets(self, proba: np.ndarray) -> list[list[str]] | None:
         """The conformal prediction set of every row of ``proba`` (class names, most probable
@@ -213,6 +230,57 @@ class Predictor:
         from .evaluation.conformal import prediction_sets
 
         return prediction_sets(proba, self.classes, self.conformal.get("qhat"))
+
+    def features(self, inputs, batch_size: int = 64) -> np.ndarray:
+        """The pooled features of ``inputs``: a headless model's featurizer outputs, a network's
+        pooled vector before its classifier (a PyTorch pass of its own, first view only)."""
+        if self.head is not None:
+            return self.transform(inputs, batch_size)
+        items = self.preprocessor.as_list(inputs)
+        rows = [pooled_features(self.network, self.preprocessor(items[b:b + batch_size]))
+                for b in range(0, len(items), batch_size)]
+        return np.concatenate(rows) if rows else np.zeros((0, 0), dtype=np.float32)
+
+    def ood_scores(self, features: np.ndarray) -> np.ndarray | None:
+        """How far each row of pooled ``features`` is from the training data (larger: farther;
+        see :mod:`sigclass.evaluation.ood`); ``None`` for a model saved without OOD data."""
+        if self.ood is None:
+            return None
+        from .evaluation.ood import scores
+
+        return scores(self.ood_reference, self.ood["method"], self.ood.get("k"), features)
+
+    def batch_ood_scores(self, batch, outputs: np.ndarray) -> np.ndarray | None:
+        """The OOD scores of a preprocessed ``batch`` whose network ``outputs`` are known (a
+        headless model's outputs are its features; a network's are computed again)."""
+        if self.ood is None:
+            return None
+        return self.ood_scores(outputs if self.head is not None else pooled_features(self.network, batch))
+
+    def proba_and_ood(self, inputs, batch_size: int = 64,
+                      progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities and OOD scores (``None`` without OOD data) of ``inputs``."""
+        outputs = self.transform(inputs, batch_size, progress)
+        proba = self.probabilities_from_outputs(outputs)
+        if self.ood is None:
+            return proba, None
+        features = outputs if self.head is not None else self.features(inputs, batch_size)
+        return proba, self.ood_scores(features)
+
+    def unknown(self, ood_scores: np.ndarray | None) -> np.ndarray | None:
+        """Which scores lie above the model's OOD threshold."""
+        if ood_scores is None or self.ood is None:
+            return None
+        return np.asarray(ood_scores) > self.ood["threshold"]
+
+    def score(self, inputs, batch_size: int = 64, reject_unknown: bool = False) -> list[dict[str, Any]]:
+        """One record per input, as the service answers: ``class`` (``None`` for an unknown
+        input with ``reject_unknown``), ``confidence``, ``probabilities``, ``prediction_set``,
+        ``ood_score`` and ``unknown`` (``None`` both for a model saved without OOD data)."""
+        if reject_unknown:
+            require_ood(self)
+        proba, ood = self.proba_and_ood(inputs, batch_size)
+        return score_records(self, proba, ood, reject_unknown)
 
     def save(self, path: str | Path) -> Path:
         """Save as a self-contained model folder (safetensors + JSON; see :mod:`sigclass.artifacts`)."""
@@ -240,8 +308,47 @@ class Predictor:
                    modality=document["modality"], mode=document["mode"], head=head, info=info,
                    device=device, backend=backend, temperature=document.get("temperature", 1.0),
                    drift_reference=document.get("drift_reference"),
-                   conformal=document.get("conformal"))
+                   conformal=document.get("conformal"), ood=document.get("ood"),
+                   ood_reference=read_ood_reference(folder, document, _feature_width(network, head)))
 
     def __repr__(self) -> str:
         return (f"Predictor(model={self.model_name!r}, mode={self.mode!r}, modality={self.modality!r}, "
                 f"classes={self.classes})")
+
+
+def _feature_width(network, head) -> int | None:
+    if head is not None:
+        width = getattr(head, "n_features_in_", None)
+        return int(width) if width is not None else None
+    width = getattr(network, "num_features", None)
+    return int(width) if isinstance(width, int) else None
+
+
+def require_ood(predictor, where: str | None = None) -> None:
+    """Refuse ``--reject-unknown`` for a model saved without out-of-distribution data."""
+    if getattr(predictor, "ood", None) is None:
+        where = where or predictor.info.get("path") or "this model"
+        kind = "an ensemble" if getattr(predictor, "members", None) else "a model saved without OOD data"
+        raise ConfigError(f"--reject-unknown needs the out-of-distribution data of the model, but "
+                          f"'{where}' is {kind} (no 'ood' in its model.json). Retrain it with this "
+                          "sigclass version (`sigclass train ...`, which fits it by default), or "
+                          "drop --reject-unknown.")
+
+
+def score_records(predictor, proba: np.ndarray, ood: np.ndarray | None,
+                  reject_unknown: bool = False) -> list[dict[str, Any]]:
+    """The records of :meth:`Predictor.score` from probabilities and OOD scores."""
+    sets = predictor.prediction_sets(proba)
+    unknown = predictor.unknown(ood) if ood is not None else None
+    records = []
+    for i, row in enumerate(np.asarray(proba)):
+        best = int(np.argmax(row))
+        is_unknown = None if unknown is None else bool(unknown[i])
+        records.append({
+            "class": None if (reject_unknown and is_unknown) else predictor.classes[best],
+            "confidence": float(row[best]),
+            "probabilities": {c: float(p) for c, p in zip(predictor.classes, row, strict=True)},
+            "prediction_set": sets[i] if sets is not None else None,
+            "ood_score": None if ood is None else float(ood[i]),
+            "unknown": is_unknown})
+    return records

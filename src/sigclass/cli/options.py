@@ -20,6 +20,7 @@ from ..choices import (
     MODALITIES,
     MODES,
     NEAR_DUPLICATES,
+    OOD_METHODS,
     POOLINGS,
     RESIZE_MODES,
     TTA_CHOICES,
@@ -59,6 +60,8 @@ RUN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--head",), "head", {"choices": HEADS, "help": "classic ML head of headless mode (default: auto, logreg; ridge above 5,000 features)"}),
     (("--coverage",), "coverage", {"type": float, "help": "probability that a prediction set "
                                    "holds the true class (conformal prediction; default: 0.9)"}),
+    (("--ood",), "ood", {"choices": OOD_METHODS, "help": "score that flags inputs far from the "
+                         "training data: knn (default), mahalanobis or off"}),
     (("--weights",), "weights", {"help": "local .safetensors/.pth weights for the network"}),
     (("--masks",), "masks", {"help": "images: folder of mask files mirroring the data "
                              "(<class>/<stem>.png, white = area blanked while training)"}),

@@ -39,6 +39,9 @@ def add_commands(commands) -> None:
                        help="larger request bodies get HTTP 413 (default: 20 MiB)")
     serve.add_argument("--max-image-pixels", type=int, default=40_000_000, metavar="PIXELS",
                        help="larger images are refused before decoding (default: 40 million)")
+    serve.add_argument("--reject-unknown", action="store_true",
+                       help="answer class null for inputs far from the training data (the "
+                       "model's out-of-distribution score; needs a model trained with it)")
     _add_guard_options(serve)
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     serve.set_defaults(func=cmd_serve)
@@ -119,6 +122,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
         api_key=args.api_key or os.environ.get("SIGCLASS_API_KEY") or None,
         max_request_bytes=args.max_request_bytes, max_image_pixels=args.max_image_pixels,
+        reject_unknown=args.reject_unknown,
         **{name: getattr(args, name) for _, name, *_ in GUARD_OPTIONS},
     )
     os.environ.update(settings.to_env())  # every worker process reads the same settings
@@ -133,7 +137,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     else:
         from ..serve.model import load_servable
 
-        load_servable(args.model)
+        load_servable(args.model, settings.reject_unknown)
     uvicorn.run("sigclass.serve.app:create_app", factory=True, host=args.host, port=args.port,
                 workers=args.workers, log_level=args.log_level, timeout_graceful_shutdown=10,
                 http="sigclass.serve.protocol:HeaderTimeoutProtocol",

@@ -42,6 +42,9 @@ def add_commands(commands) -> None:
                          help="auto: ONNX Runtime on a CPU, PyTorch on CUDA")
     predict.add_argument("--precision", choices=PRECISIONS, default="fp32",
                          help="int8: the graph made by `sigclass export --quantize int8`")
+    predict.add_argument("--reject-unknown", action="store_true",
+                         help="leave 'predicted' empty for inputs far from the training data (the "
+                         "model's out-of-distribution score; needs a model trained with it)")
     predict.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     predict.add_argument("--engine", choices=("local", "spark"), default="local",
                          help="spark: score on Apache Spark (the model broadcast once per "
@@ -128,6 +131,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from ..loading import load
+    from ..predictor import require_ood
     from ..workflows.predict_files import predict_files
 
     if args.engine != "spark" and (args.spark_master or args.partitions is not None):
@@ -135,6 +139,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.engine == "spark":
         from ..workflows.predict_spark import predict_spark
 
+        if args.reject_unknown:
+            raise ConfigError("--reject-unknown runs with --engine local only; score with the "
+                              "local engine, or drop it (the output's 'unknown' column still "
+                              "says which inputs are unknown)")
         if args.partitions is not None and args.partitions < 1:
             raise ConfigError(f"--partitions must be 1 or more, got {args.partitions}")
         count = predict_spark(args.run, args.inputs, args.output, batch_size=args.batch_size,
@@ -143,9 +151,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"{count} predictions written to {args.output}")
         return 0
     predictor = load(args.run)
+    if args.reject_unknown:
+        require_ood(predictor, args.run)
     predictor.use_backend(args.backend, precision=args.precision)
     count = predict_files(predictor, args.inputs, args.output, batch_size=args.batch_size,
-                          progress=not args.quiet)
+                          progress=not args.quiet, reject_unknown=args.reject_unknown)
     print(f"{count} predictions written to {args.output}")
     return 0
 

@@ -60,7 +60,7 @@ from .fields import (
     StrictModel,
     Word,
 )
-from .trust import ConformalSpec, DriftReference
+from .trust import ConformalSpec, DriftReference, OODSpec
 
 
 class NetworkSpec(StrictModel):
@@ -156,6 +156,8 @@ class ModelDocument(StrictModel):
     drift_reference: DriftReference | None = None
     # conformal prediction sets (sigclass.evaluation.conformal); None: a model saved without them
     conformal: ConformalSpec | None = None
+    # out-of-distribution score and threshold (sigclass.evaluation.ood); None: saved without
+    ood: OODSpec | None = None
     info: dict[str, Any] = Field(default_factory=dict)
     files: dict[str, Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]] = Field(
         min_length=1, max_length=16)
@@ -318,6 +320,14 @@ def _model_problems(folder: Path, doc: ModelDocument) -> list[str]:
         problems += file_problems(folder, doc.head.file, "head.file")
         if doc.head.file not in doc.files:
             problems.append(f"field 'head.file': '{_short(doc.head.file)}' is not listed in "
+                            "'files' (no checksum to verify it by)")
+    if doc.ood is not None:
+        problems += file_problems(folder, doc.ood.file, "ood.file")
+        if doc.ood.file in (WEIGHTS, MODEL_JSON) or (doc.head and doc.ood.file == doc.head.file):
+            problems.append(f"field 'ood.file': '{_short(doc.ood.file)}' is another file of the "
+                            "model; the reference tensors have a file of their own")
+        elif doc.ood.file not in doc.files:
+            problems.append(f"field 'ood.file': '{_short(doc.ood.file)}' is not listed in "
                             "'files' (no checksum to verify it by)")
     return problems
 

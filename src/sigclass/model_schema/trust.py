@@ -1,6 +1,6 @@
 """What a model keeps to be trusted in production: the drift reference of the service's monitoring
-and the threshold of its conformal prediction sets (the ``model.json`` fields
-``drift_reference`` and ``conformal``)."""
+the threshold of its conformal prediction sets and what tells an input far from its training
+data (the ``model.json`` fields ``drift_reference``, ``conformal`` and ``ood``)."""
 
 from __future__ import annotations
 
@@ -51,3 +51,30 @@ class ConformalSpec(StrictModel):
     reason: Annotated[str, StringConstraints(max_length=500)] | None = None
 
 
+
+
+class OODSpec(StrictModel):
+    """How a model tells inputs far from its training data (see ``sigclass.evaluation.ood``):
+    the score, the threshold above which an input is *unknown*, and the file of its reference
+    tensors (listed in ``files``, checked by its checksum; its tensors are checked against these
+    counts when the model loads)."""
+
+    method: Literal["knn", "mahalanobis"]
+    # the neighbour whose distance is the score (knn only)
+    k: int | None = Field(default=None, ge=1, le=1000)
+    threshold: float = Field(ge=0, allow_inf_nan=False)
+    tpr: float = Field(default=0.95, gt=0, lt=1, allow_inf_nan=False)
+    n: int = Field(ge=1)  # in-distribution items the threshold was fitted on
+    n_reference: int = Field(ge=1, le=10_000)  # training items in the reference
+    dim: int = Field(ge=1, le=1_000_000)  # width of the pooled features
+    file: Annotated[str, StringConstraints(max_length=128)] = "ood.safetensors"
+    calibrated_on: Annotated[str, StringConstraints(max_length=500)] = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OODSpec:
+        if self.method == "knn" and (self.k is None or self.k > self.n_reference):
+            raise ValueError(f"knn needs k between 1 and n_reference ({self.n_reference}), "
+                             f"got {self.k}")
+        if self.method == "mahalanobis" and self.k is not None:
+            raise ValueError("k is for knn only; mahalanobis has none")
+        return self

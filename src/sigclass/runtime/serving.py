@@ -117,6 +117,10 @@ class BundleServedModel:
             raise ConfigError("A bundle runs its fp32 ONNX graph on the CPU with ONNX Runtime: drop "
                               "--backend torch, --precision int8 and --device cuda, or serve the "
                               "model folder instead.")
+        if getattr(settings, "reject_unknown", False):
+            raise ConfigError("A bundle has no out-of-distribution score yet, so --reject-unknown "
+                              "cannot be honoured: serve the model folder instead, or drop the "
+                              "option.")
         self.predictor = Bundle(settings.model)
         self.handler = ImageUploads() if self.predictor.modality == "image" else SignalUploads()
         files = self.predictor.manifest.files

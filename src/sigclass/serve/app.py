@@ -30,6 +30,7 @@ from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
 from ..exceptions import DataError, Problem
+from ..predictor import score_records
 from .batching import Busy, MicroBatcher, Worker
 from .errors import ServiceError, install_error_handlers
 from .guards import ConcurrencyGuard, RequestGuard, release_memory
@@ -325,6 +326,9 @@ async def score(request: Request, served: ServedModel, uploads: list[Upload], ex
                            f"model's classes {served.classes}.")
     batch, items = await prepare(request, served, uploads, explain)
     probabilities = await request.app.state.batcher.submit(batch)
+    ood = None
+    if getattr(served.predictor, "ood", None) is not None:  # run_batch's last column
+        probabilities, ood = probabilities[:, :-1], probabilities[:, -1]
     problems = [Problem(u.name, "gives the model non-finite outputs: its values are too large for "
                         "the network; rescale the input") for u, p in zip(uploads, probabilities,
                                                                            strict=True)
@@ -336,10 +340,10 @@ async def score(request: Request, served: ServedModel, uploads: list[Upload], ex
     explanations = [None] * len(uploads)
     if explain:
         explanations = [await _explain(request, served, item, target) for item in items]
-    sets = served.predictor.prediction_sets(np.asarray(probabilities))
-    sets = sets if sets is not None else [None] * len(uploads)
-    return [_prediction(u.name, p, served.classes, e, s)
-            for u, p, e, s in zip(uploads, probabilities, explanations, sets, strict=True)]
+    records = score_records(served.predictor, np.asarray(probabilities), ood,
+                            served.settings.reject_unknown)
+    return [{"input": u.name, **r, "explanation": e}
+            for u, r, e in zip(uploads, records, explanations, strict=True)]
 
 
 async def _explain(request: Request, served: ServedModel, item, target: str | None) -> dict:
@@ -350,14 +354,6 @@ async def _explain(request: Request, served: ServedModel, item, target: str | No
         raise ServiceError(503, "busy", f"{exc.args[0]} explanations are already queued; retry in "
                            "a moment, or ask without explain=true.",
                            headers={"Retry-After": "5"}) from None
-
-
-def _prediction(name: str, proba: np.ndarray, classes: list[str], explanation,
-                prediction_set: list[str] | None) -> dict[str, Any]:
-    best = int(np.argmax(proba))
-    return {"input": name, "class": classes[best], "confidence": float(proba[best]),
-            "probabilities": {c: float(p) for c, p in zip(classes, proba, strict=True)},
-            "prediction_set": prediction_set, "explanation": explanation}
 
 
 def _jsonable(value):

@@ -23,7 +23,7 @@ from ..explain import explain, render_overlay
 from ..inference import infer, make_engine, resolve_backend
 from ..loading import load
 from ..modalities import modality_of
-from ..predictor import onnx_cache_path
+from ..predictor import onnx_cache_path, require_ood
 from .settings import Settings
 
 __all__ = ["ServedModel", "load_servable", "model_identity", "onnx_cache_path", "pick_engine"]
@@ -97,13 +97,14 @@ def _tensor(array: np.ndarray):
     return torch.from_numpy(array)
 
 
-def load_servable(source: str):
+def load_servable(source: str, reject_unknown: bool = False):
     """The predictor of ``source``, loaded and validated (:func:`sigclass.load`), refused when
     the service cannot score it. ``sigclass serve`` calls this before it binds its port.
 
     Raises:
         ArtifactError: The model folder is missing, damaged or inconsistent.
-        ConfigError: ``source`` is an ensemble.
+        ConfigError: ``source`` is an ensemble, or ``reject_unknown`` asks for an
+            out-of-distribution score the model was saved without.
     """
     predictor = load(source)
     if getattr(predictor, "members", None):
@@ -111,6 +112,8 @@ def load_servable(source: str):
                           "per request batch. Serve its best member (members/<name> in the "
                           "ensemble's folder), or score files with `sigclass predict`, which "
                           "takes ensembles.")
+    if reject_unknown:
+        require_ood(predictor, source)
     return predictor
 
 
@@ -124,7 +127,7 @@ class ServedModel:
     def __init__(self, settings: Settings):
         self.settings = settings
         start = time.perf_counter()
-        self.predictor = load_servable(settings.model)
+        self.predictor = load_servable(settings.model, settings.reject_unknown)
         self.predictor.device = settings.device
         self.identity = model_identity(settings.model, self.predictor)
         self.engine_info = pick_engine(self.predictor, settings)
@@ -149,9 +152,12 @@ class ServedModel:
         return self.predictor.preprocessor(items, names).numpy()
 
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
-        """Class probabilities of a preprocessed batch (called in the model thread)."""
+        """Class probabilities of a preprocessed batch (called in the model thread), and, for a
+        model with an out-of-distribution score, that score as one more last column."""
         outputs = infer(self.predictor.engine, _tensor(batch), self.predictor.preprocessor.views)
-        return self.predictor.probabilities_from_outputs(outputs)
+        proba = self.predictor.probabilities_from_outputs(outputs)
+        ood = self.predictor.batch_ood_scores(_tensor(batch), outputs)
+        return proba if ood is None else np.column_stack([proba, ood])
 
     def explain(self, item, target: str | None) -> dict[str, Any]:
         """The class activation map of one input: the raw map and a PNG overlay (base64)."""

@@ -25,13 +25,22 @@ class Prediction(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
     input: str = Field(description="File name of the upload, or 'body' / 'inputs[i]'")
-    predicted_class: str = Field(alias="class", description="The most probable class")
+    predicted_class: str | None = Field(alias="class", description="The most probable class; null "
+                                        "for an unknown input when the service rejects them "
+                                        "(--reject-unknown)")
     confidence: float = Field(description="Probability of the predicted class")
     probabilities: dict[str, float] = Field(description="Probability of every class, by name")
     prediction_set: list[str] | None = Field(
         default=None, description="The conformal prediction set, most probable class first: it "
                                   "holds the true class with the model's coverage probability "
                                   "(info.conformal.coverage); null for a model saved without one")
+    ood_score: float | None = Field(
+        default=None, description="How far the input is from the training data (the model's "
+                                  "out-of-distribution score on its pooled features: larger is "
+                                  "farther); null for a model saved without OOD data")
+    unknown: bool | None = Field(
+        default=None, description="Whether ood_score is above the model's threshold (fitted so "
+                                  "that 95 % of validation items pass); null without OOD data")
     explanation: ExplanationOut | None = None
 
 

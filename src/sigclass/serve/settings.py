@@ -55,6 +55,8 @@ class Settings:
             are computed over.
         drift_threshold: The population stability index above which ``/metadata`` says the
             inputs have drifted (0.25: the usual rule of thumb for a significant shift).
+        reject_unknown: Answer class ``null`` for inputs the model's out-of-distribution score
+            calls unknown (refused at start for a model saved without OOD data).
     """
 
     model: str = ""
@@ -82,6 +84,7 @@ class Settings:
     max_csv_cell_chars: int = 256
     drift_window: int = 500
     drift_threshold: float = 0.25
+    reject_unknown: bool = False
 
     def __post_init__(self):
         problems = [choice_problem("backend", self.backend, BACKENDS),
@@ -125,7 +128,9 @@ class Settings:
                 continue
             kind = f.type if isinstance(f.type, str) else f.type.__name__
             try:
-                if kind.startswith("int"):
+                if kind.startswith("bool"):
+                    values[f.name] = _flag(f.name, raw)
+                elif kind.startswith("int"):
                     values[f.name] = int(raw)
                 elif kind.startswith("float"):
                     values[f.name] = float(raw)
@@ -142,3 +147,11 @@ class Settings:
 def get_settings() -> Settings:
     """The process's settings, read from the environment once."""
     return Settings.from_env()
+
+
+def _flag(name: str, raw: str) -> bool:
+    if raw.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be true or false. Got {raw!r}.")

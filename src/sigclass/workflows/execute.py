@@ -24,6 +24,7 @@ from ..modalities import modality_of
 from ..training import distributed
 from .audit import audit_section
 from .fit import fit_headless, fit_network
+from .fit_ood import ood_test_metrics
 from .prepare import split_summary
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ def execute(run_dir: Path, cfg: RunConfig, dataset, split: Split, progress: bool
     metrics["train_seconds"] = train_seconds
     metrics["calibration"] = _calibration(predictor, dataset, parts["test"], proba, run_dir)
     metrics["conformal"] = _conformal(predictor, dataset, parts["test"], proba)
+    metrics["ood"] = ood_test_metrics(predictor, dataset, parts["test"])
     write_json(run_dir / "metrics.json", metrics)
     predictor.drift_reference = _drift_reference(predictor, dataset, parts["test"], proba)
     predictor.info.update(_model_info(cfg, dataset, split, metrics, extra))

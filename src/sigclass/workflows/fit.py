@@ -24,6 +24,7 @@ from ..training import distributed
 from ..training.heads import fit_head, out_of_fold_proba
 from ..training.schedule import head_class_weight
 from ..training.trainer import Trainer
+from .fit_ood import fit_ood, fit_ood_network, reference_sample
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,22 @@ def _fit_head_parts(cfg: RunConfig, predictor, features_of, features, fit_part, 
     weights = params.get("class_weight") if isinstance(params.get("class_weight"), dict) else None
     conformal = _conformalize_headless(cfg, predictor, features_of, features, fit_part, val,
                                        summary["cv_folds"], weights)
-    return predictor, [], {"head": summary, "conformal": conformal}
+    ood = _ood_headless(cfg, predictor, featurizer, features, fit_part, val, len(parts["train"]))
+    return predictor, [], {"head": summary, "conformal": conformal, "ood": ood}
+
+
+def _ood_headless(cfg: RunConfig, predictor, featurizer, features, fit_part, val, n_train: int) -> dict:
+    """The OOD score of a headless predictor: its reference is the training part's features,
+    its threshold the validation part's (held out from the reference, if not from the head)."""
+    if cfg.ood == "off":
+        return {"method": "off"}
+    if val is not None:  # the user's validation part: the head never saw it
+        reference, labels = features, fit_part.labels
+        held_out = featurizer.transform(val.model_inputs()) if len(val) else None
+    else:  # fit_part is the training part, then the validation part
+        reference, labels, held_out = features[:n_train], fit_part.labels[:n_train], features[n_train:]
+    keep = reference_sample(len(reference), cfg.seed)
+    return fit_ood(cfg, predictor, reference[keep], [labels[i] for i in keep], held_out)
 
 
 def _conformalize_headless(cfg: RunConfig, predictor, features_of, features, fit_part, val,
@@ -129,6 +145,7 @@ def fit_network(cfg: RunConfig, dataset, parts, run_dir: Path, progress: bool, c
     proba = predictor.probabilities_from_outputs(logits) if len(val) else np.zeros((0, predictor.n_classes))
     extra["conformal"] = conformalize(predictor, proba, val.labels if len(val) else [], cfg.coverage,
                                       "the validation part (temperature-scaled probabilities)")
+    extra["ood"] = fit_ood_network(cfg, predictor, dataset, parts)
     return predictor, trainer.history_, extra
 
 

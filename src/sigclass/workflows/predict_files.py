@@ -19,11 +19,10 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import numpy as np
-
 from .._utils import atomic_write
 from ..exceptions import DataError
 from ..modalities import modality_of
+from ..predictor import require_ood, score_records
 
 logger = logging.getLogger(__name__)
 
@@ -48,12 +47,15 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
 
 
 def predict_files(predictor, inputs: Iterable[str | Path], output: str | Path,
-                  batch_size: int = 64, progress: bool = True) -> int:
+                  batch_size: int = 64, progress: bool = True, reject_unknown: bool = False) -> int:
     """Score image files, or the cases of signal files, into a CSV or Parquet file
-    (``input, predicted, confidence, p_<class>..., prediction_set, error``).
+    (``input, predicted, confidence, p_<class>..., prediction_set, ood_score, unknown, error``).
 
     ``prediction_set`` is the row's conformal prediction set, its classes joined by ``|``, most
     probable first (empty for a model saved without a threshold, and for an ensemble).
+    ``ood_score`` is how far the input is from the training data and ``unknown`` (``true`` or
+    ``false``) whether it is above the model's threshold (both empty for a model saved without
+    OOD data); with ``reject_unknown`` an unknown input's ``predicted`` is empty.
 
     A signal file gives one row per case, its input named ``<file>#<case id>``; the file is read
     with the model's reading options (windowing, columns).
@@ -62,8 +64,10 @@ def predict_files(predictor, inputs: Iterable[str | Path], output: str | Path,
         The number of rows written by this call.
     """
     output = Path(output)
+    if reject_unknown:
+        require_ood(predictor)
     if output.suffix.lower() == ".parquet":
-        return _predict_to_parquet(predictor, inputs, output, batch_size, progress)
+        return _predict_to_parquet(predictor, inputs, output, batch_size, progress, reject_unknown)
     cases, todo = pending_inputs(predictor, inputs, output)
     fields = output_fields(predictor)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -79,7 +83,7 @@ def predict_files(predictor, inputs: Iterable[str | Path], output: str | Path,
         if new_file:
             writer.writeheader()
         for chunk in _chunks(todo, batch_size):
-            for row in score_rows(predictor, chunk, batch_size, cases):
+            for row in score_rows(predictor, chunk, batch_size, cases, reject_unknown):
                 writer.writerow(row)
                 failed += bool(row["error"])
             handle.flush()
@@ -95,39 +99,36 @@ def predict_files(predictor, inputs: Iterable[str | Path], output: str | Path,
     return written
 
 
-def score_rows(predictor, chunk: list[str], batch_size: int, cases: dict) -> list[dict]:
+def score_rows(predictor, chunk: list[str], batch_size: int, cases: dict,
+               reject_unknown: bool = False) -> list[dict]:
     """The output rows of the inputs ``chunk`` (keys of ``cases``, their payloads); an input
-    that cannot be read gets a row with its error and the others are scored normally."""
-    def payload(keys: list[str]) -> list:
-        return [cases[k] for k in keys]
+    that cannot be read gets a row with its error and the others are scored normally. With
+    ``reject_unknown`` an unknown input's ``predicted`` is empty."""
+    def rows_of(keys: list[str]) -> list[dict]:
+        proba, ood = predictor.proba_and_ood([cases[k] for k in keys], batch_size=batch_size)
+        records = score_records(predictor, proba, ood, reject_unknown)
+        return [_row(item, r) for item, r in zip(keys, records, strict=True)]
 
     try:
-        proba = predictor.predict_proba(payload(chunk), batch_size=batch_size)
-        sets = _sets(predictor, proba)
-        return [_row(predictor, item, p, s) for item, p, s in zip(chunk, proba, sets, strict=True)]
+        return rows_of(chunk)
     except DataError:
         rows = []  # find the bad inputs one by one; the others are scored normally
         for item in chunk:
             try:
-                proba = predictor.predict_proba(payload([item]))
-                rows.append(_row(predictor, item, proba[0], _sets(predictor, proba)[0]))
+                rows += rows_of([item])
             except DataError as exc:
                 rows.append({"input": item, "error": str(exc)})
         return rows
 
 
-def _sets(predictor, proba: np.ndarray) -> list[str]:
-    """The prediction set of every row, joined by ``|`` (empty without a threshold)."""
-    sets = predictor.prediction_sets(proba)
-    return ["|".join(s) for s in sets] if sets is not None else [""] * len(proba)
-
-
-def _row(predictor, item: str, proba: np.ndarray, prediction_set: str) -> dict:
-    best = int(np.argmax(proba))
+def _row(item: str, record: dict) -> dict:
+    unknown = record["unknown"]
     return {
-        "input": item, "predicted": predictor.classes[best], "confidence": float(proba[best]),
-        **{f"p_{c}": float(v) for c, v in zip(predictor.classes, proba, strict=True)},
-        "prediction_set": prediction_set, "error": "",
+        "input": item, "predicted": record["class"] or "", "confidence": record["confidence"],
+        **{f"p_{c}": v for c, v in record["probabilities"].items()},
+        "prediction_set": "|".join(record["prediction_set"] or []),
+        "ood_score": "" if record["ood_score"] is None else record["ood_score"],
+        "unknown": "" if unknown is None else str(unknown).lower(), "error": "",
     }
 
 
@@ -136,14 +137,15 @@ def journal_path(output: Path) -> Path:
     return output.with_name(output.name + ".partial.csv")
 
 
-def _predict_to_parquet(predictor, inputs, output: Path, batch_size: int, progress: bool) -> int:
+def _predict_to_parquet(predictor, inputs, output: Path, batch_size: int, progress: bool,
+                        reject_unknown: bool) -> int:
     import pandas as pd
 
     journal = journal_path(output)
     if output.is_file() and not journal.is_file():
         # a finished output: carry its rows over, so that new inputs are added to them
         pd.read_parquet(output).to_csv(journal, index=False)
-    written = predict_files(predictor, inputs, journal, batch_size, progress)
+    written = predict_files(predictor, inputs, journal, batch_size, progress, reject_unknown)
     journal_to_parquet(journal, output)
     return written
 
@@ -161,7 +163,7 @@ def pending_inputs(predictor, inputs, output: Path) -> tuple[dict, list[str]]:
 def output_fields(predictor) -> list[str]:
     """The columns of a batch scoring output, in order."""
     return ["input", "predicted", "confidence", *[f"p_{c}" for c in predictor.classes],
-            "prediction_set", "error"]
+            "prediction_set", "ood_score", "unknown", "error"]
 
 
 def scored_inputs(output: Path) -> set[str]:
@@ -180,9 +182,9 @@ def journal_to_parquet(journal: Path, output: Path) -> None:
     import pandas as pd
 
     table = pd.read_csv(journal, dtype={"input": str, "predicted": str, "prediction_set": str,
-                                        "error": str},
-                        keep_default_na=False, na_values={"confidence": [""]})
-    for column in [c for c in table.columns if c.startswith("p_") or c == "confidence"]:
+                                        "unknown": str, "error": str},
+                        keep_default_na=False, na_values={"confidence": [""], "ood_score": [""]})
+    for column in [c for c in table.columns if c.startswith("p_") or c in ("confidence", "ood_score")]:
         table[column] = pd.to_numeric(table[column], errors="coerce")
     atomic_write(output, lambda tmp: table.to_parquet(tmp, index=False))
     journal.unlink()

@@ -1,5 +1,6 @@
-// Quick test page: sends the chosen file to /predict and shows the class, the probabilities and
-// the class activation map.
+// Quick test page: sends the chosen file to /predict and shows the class, the probabilities, the
+// prediction set, whether the input is unknown (far from the training data) and the class
+// activation map.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -68,9 +69,18 @@ async function classify(event) {
     return;
   }
   $("status").textContent = "";
-  $("predicted").textContent = body["class"];
+  const top = Object.entries(body.probabilities).sort((a, b) => b[1] - a[1])[0][0];
+  // class null: the service rejects unknown inputs (--reject-unknown)
+  $("predicted").textContent = body["class"] === null ? "none (unknown input)" : body["class"];
   $("confidence").textContent = `${(100 * body.confidence).toFixed(1)}%`;
-  showBars(body.probabilities, body["class"]);
+  showBars(body.probabilities, body["class"] === null ? top : body["class"]);
+  $("unknown").hidden = body.unknown !== true;
+  $("set").hidden = !body.prediction_set;
+  $("set-classes").textContent = body.prediction_set ? `{${body.prediction_set.join(", ")}}` : "";
+  $("ood").hidden = body.ood_score === null || body.ood_score === undefined;
+  $("ood").textContent = $("ood").hidden ? "" :
+    `Out-of-distribution score ${body.ood_score.toFixed(3)}` +
+    (body.unknown ? ": far from the training data" : ": like the training data");
   const explanation = body.explanation;
   $("figure").hidden = !explanation;
   if (explanation) {
