@@ -39,7 +39,7 @@ def fit_headless(cfg: RunConfig, dataset, parts, progress: bool):
                           modality=dataset.modality, mode="headless", device=cfg.device,
                           backend=cfg.backend, engine=featurizer.engine())
     return fit_head_parts(cfg, predictor, lambda part: featurizer.transform(part.model_inputs()),
-                          fit_part, val, modality.featurizer_summary(featurizer))
+                          fit_part, val, modality.featurizer_summary(featurizer), len(parts["train"]))
 
 
 def head_parts(dataset, parts):
@@ -55,24 +55,27 @@ def head_parts(dataset, parts):
     return fit_part, val
 
 
-def fit_head_parts(cfg: RunConfig, predictor, features_of, fit_part, val, featurizer_summary: dict):
-    """Everything of a headless ``predictor`` that depends on its head, fitted on the features
-    of ``fit_part``: the cross-validated head and its prediction-set threshold.
+def fit_head_parts(cfg: RunConfig, predictor, features_of, fit_part, val, featurizer_summary: dict,
+                   n_train: int):
+    """Everything of a headless ``predictor`` that depends on its head or its training items,
+    fitted on the features of ``fit_part``: the cross-validated head, its prediction-set
+    threshold and the out-of-distribution reference and threshold.
 
-    ``sigclass update`` refits a saved model through here, so a new part that depends on the
-    head (an out-of-distribution score) belongs here too. ``features_of(part)``: the features
-    of a dataset's items. Returns ``(predictor, history, summary)`` as the fits of a run do.
+    ``sigclass update`` refits a saved model through here. ``features_of(part)``: the features
+    of a dataset's items; ``n_train``: how many of ``fit_part``'s first items are the training
+    part (the rest, the validation part, calibrates the OOD threshold when ``val`` is None).
+    Returns ``(predictor, history, summary)`` as the fits of a run do.
     """
     features = features_of(fit_part)
     # One BLAS thread: a head's matrices are small, and threads that wait for each other on
     # shared cores made its search up to 50 times slower (bench/results/update.json).
     with threadpool_limits(1, user_api="blas"):
         return _fit_head_parts(cfg, predictor, features_of, features, fit_part, val,
-                               featurizer_summary)
+                               featurizer_summary, n_train)
 
 
 def _fit_head_parts(cfg: RunConfig, predictor, features_of, features, fit_part, val,
-                    featurizer_summary: dict):
+                    featurizer_summary: dict, n_train: int):
     params = dict(cfg.head_params)
     class_weight, reason = head_class_weight(cfg.train.class_weights, fit_part.labels)
     if class_weight is not None:  # the same option as for networks
@@ -85,18 +88,18 @@ def _fit_head_parts(cfg: RunConfig, predictor, features_of, features, fit_part, 
     weights = params.get("class_weight") if isinstance(params.get("class_weight"), dict) else None
     conformal = _conformalize_headless(cfg, predictor, features_of, features, fit_part, val,
                                        summary["cv_folds"], weights)
-    ood = _ood_headless(cfg, predictor, featurizer, features, fit_part, val, len(parts["train"]))
+    ood = _ood_headless(cfg, predictor, features_of, features, fit_part, val, n_train)
     return predictor, [], {"head": summary, "conformal": conformal, "ood": ood}
 
 
-def _ood_headless(cfg: RunConfig, predictor, featurizer, features, fit_part, val, n_train: int) -> dict:
+def _ood_headless(cfg: RunConfig, predictor, features_of, features, fit_part, val, n_train: int) -> dict:
     """The OOD score of a headless predictor: its reference is the training part's features,
     its threshold the validation part's (held out from the reference, if not from the head)."""
     if cfg.ood == "off":
         return {"method": "off"}
     if val is not None:  # the user's validation part: the head never saw it
         reference, labels = features, fit_part.labels
-        held_out = featurizer.transform(val.model_inputs()) if len(val) else None
+        held_out = features_of(val) if len(val) else None
     else:  # fit_part is the training part, then the validation part
         reference, labels, held_out = features[:n_train], fit_part.labels[:n_train], features[n_train:]
     keep = reference_sample(len(reference), cfg.seed)

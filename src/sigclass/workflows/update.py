@@ -103,7 +103,7 @@ def update(run: str | Path, new_data, out: str | Path, progress: bool = True,
     def refit(parts):
         fit_part, val = head_parts(joined, parts)
         return fit_head_parts(cfg, new, lambda part: featurizer.transform(part.model_inputs()),
-                              fit_part, val, kept)
+                              fit_part, val, kept, len(parts["train"]))
 
     names = _registry_names(base_dir, register, cfg, summary)  # before the work: fail early
     run_dir.mkdir(parents=True, exist_ok=True)
