@@ -25,6 +25,7 @@ from .artifacts import (
     save_predictor,
 )
 from .choices import PRECISIONS
+from .evaluation.ood import score_records
 from .exceptions import ArtifactError, ConfigError
 from .inference import infer, make_engine, pooled_features, resolve_backend
 from .modalities import modality_of
@@ -333,22 +334,3 @@ def require_ood(predictor, where: str | None = None) -> None:
                           f"'{where}' is {kind} (no 'ood' in its model.json). Retrain it with this "
                           "sigclass version (`sigclass train ...`, which fits it by default), or "
                           "drop --reject-unknown.")
-
-
-def score_records(predictor, proba: np.ndarray, ood: np.ndarray | None,
-                  reject_unknown: bool = False) -> list[dict[str, Any]]:
-    """The records of :meth:`Predictor.score` from probabilities and OOD scores."""
-    sets = predictor.prediction_sets(proba)
-    unknown = predictor.unknown(ood) if ood is not None else None
-    records = []
-    for i, row in enumerate(np.asarray(proba)):
-        best = int(np.argmax(row))
-        is_unknown = None if unknown is None else bool(unknown[i])
-        records.append({
-            "class": None if (reject_unknown and is_unknown) else predictor.classes[best],
-            "confidence": float(row[best]),
-            "probabilities": {c: float(p) for c, p in zip(predictor.classes, row, strict=True)},
-            "prediction_set": sets[i] if sets is not None else None,
-            "ood_score": None if ood is None else float(ood[i]),
-            "unknown": is_unknown})
-    return records

@@ -168,3 +168,24 @@ def fpr_at_tpr(inside: np.ndarray, outside: np.ndarray, tpr: float = TPR) -> flo
     inside = np.sort(np.asarray(inside, float))
     cut = inside[min(math.ceil(tpr * len(inside)) - 1, len(inside) - 1)]
     return float(np.mean(np.asarray(outside, float) <= cut))
+
+
+def score_records(predictor, proba: np.ndarray, ood: np.ndarray | None,
+                  reject_unknown: bool = False) -> list[dict[str, Any]]:
+    """The records of :meth:`~sigclass.Predictor.score` and the service from probabilities and
+    OOD scores: class (``None`` for an unknown input with ``reject_unknown``), confidence,
+    probabilities, prediction set, OOD score and whether it is unknown."""
+    sets = predictor.prediction_sets(proba)
+    unknown = predictor.unknown(ood) if ood is not None else None
+    records = []
+    for i, row in enumerate(np.asarray(proba)):
+        best = int(np.argmax(row))
+        is_unknown = None if unknown is None else bool(unknown[i])
+        records.append({
+            "class": None if (reject_unknown and is_unknown) else predictor.classes[best],
+            "confidence": float(row[best]),
+            "probabilities": {c: float(p) for c, p in zip(predictor.classes, row, strict=True)},
+            "prediction_set": sets[i] if sets is not None else None,
+            "ood_score": None if ood is None else float(ood[i]),
+            "unknown": is_unknown})
+    return records

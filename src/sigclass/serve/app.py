@@ -29,8 +29,8 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
+from ..evaluation.ood import score_records
 from ..exceptions import DataError, Problem
-from ..predictor import score_records
 from .batching import Busy, MicroBatcher, Worker
 from .errors import ServiceError, install_error_handlers
 from .guards import ConcurrencyGuard, RequestGuard, release_memory

@@ -20,9 +20,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .._utils import atomic_write
+from ..evaluation.ood import score_records
 from ..exceptions import DataError
 from ..modalities import modality_of
-from ..predictor import require_ood, score_records
+from ..predictor import require_ood
 
 logger = logging.getLogger(__name__)
 
