@@ -26,7 +26,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
       "sigclass.modalities")),
     ("trained models: predictor, artifacts and their schema, tracking store and registry, loading",
      ("sigclass.predictor", "sigclass.artifacts", "sigclass.model_schema", "sigclass.ensemble",
-      "sigclass.tracking", "sigclass.loading")),
+      "sigclass.tracking", "sigclass.loading", "sigclass.detector")),
     ("workflows", ("sigclass.workflows", "sigclass.audit")),
     ("front ends", ("sigclass.serve", "sigclass.cli", "sigclass.__main__")),
 )

@@ -43,6 +43,10 @@ def add_commands(commands) -> None:
     predict.add_argument("--precision", choices=PRECISIONS, default="fp32",
                          help="int8: the graph made by `sigclass export --quantize int8`")
     predict.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    predict.add_argument("--score-threshold", type=float, default=None,
+                         help="detection models: lowest score of a box written (default 0.05)")
+    predict.add_argument("--max-detections", type=int, default=None,
+                         help="detection models: most boxes per image (default 100)")
     predict.set_defaults(func=cmd_predict)
 
     explain = commands.add_parser("explain", help="class activation maps of files (PNG + .npy)",
@@ -125,6 +129,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..workflows.predict_files import predict_files
 
     predictor = load(args.run)
+    if getattr(predictor, "task", "classification") == "detection":
+        from ..workflows.detect import predict_box_files
+
+        count = predict_box_files(predictor, args.inputs, args.output, args.score_threshold,
+                                  args.max_detections)
+        print(f"{count} boxes written to {args.output}")
+        return 0
+    if args.score_threshold is not None or args.max_detections is not None:
+        raise ConfigError(f"'{args.run}' is a classification model: --score-threshold and "
+                          "--max-detections apply to detection models only. Drop them, or pass "
+                          "a detection model (trained with --task detection).")
     predictor.use_backend(args.backend, precision=args.precision)
     count = predict_files(predictor, args.inputs, args.output, batch_size=args.batch_size,
                           progress=not args.quiet)

@@ -1,0 +1,142 @@
+"""Training, evaluating and saving an object detector: :func:`train_detection`.
+
+The run folder holds what a classification run holds where it applies: ``config.yaml`` (the
+resolved settings), ``data_report.json`` (images read, left out, boxes clipped), ``split.json``
+(image ids per part), ``history.json`` (per epoch: losses, val mAP), ``metrics.json`` (COCO
+metrics on the test part, or on the validation part when there is no test part) and ``model/``
+(:class:`~sigclass.detector.DetectionPredictor`). With tracking on, MLflow records the settings,
+every epoch and the test metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .._utils import write_json
+from ..config import RunConfig
+from ..data.detection import DetectionDataset, detect_layout
+from ..detector import DetectionPredictor
+from ..models.detection import DEFAULT_BACKBONE, DEFAULT_SIZE, build_detector
+from ..tracking.logger import flatten, start_run
+from ..training.detection import DetectionTrainer
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DetectionRun", "evaluate_detector", "is_detection_data", "predict_box_files",
+           "train_detection"]
+
+
+@dataclass
+class DetectionRun:
+    """A finished detection run: its folder, predictor and test metrics."""
+
+    dir: Path
+    predictor: DetectionPredictor
+    metrics: dict[str, Any]
+
+
+def is_detection_data(source) -> bool:
+    """Whether ``source`` is laid out as a detection dataset (VOC, COCO or a box CSV)."""
+    try:
+        return detect_layout(source) is not None
+    except OSError:
+        return False
+
+
+def evaluate_detector(predictor: DetectionPredictor, dataset: DetectionDataset,
+                      batch_size: int = 4, max_detections: int = 100) -> dict[str, Any]:
+    """COCO metrics of ``predictor`` on every image of ``dataset`` (classes by name)."""
+    from ..data.detection_torch import read_rgb
+    from ..evaluation.detection import detection_metrics
+
+    index = {name: i + 1 for i, name in enumerate(predictor.classes)}
+    predictions, truth = [], []
+    for start in range(0, len(dataset), batch_size):
+        items = dataset.items[start:start + batch_size]
+        images = [read_rgb(item.path).float().div(255) for item in items]
+        found = predictor.detect(images, score_threshold=0.0, max_detections=max_detections)
+        predictions += [{"boxes": f["boxes"], "labels": f["label_ids"], "scores": f["scores"]}
+                        for f in found]
+        truth += [{"boxes": item.boxes, "labels": [index[name] for name in item.labels]}
+                  for item in items]
+    return detection_metrics(predictions, truth, predictor.classes, max_detections)
+
+
+def train_detection(data: str | Path, out: str | Path | None = None, config: RunConfig | None = None,
+                    progress: bool = True) -> DetectionRun:
+    """Train a detector on ``data``, evaluate it on the test part and save it in ``out``.
+
+    The settings used from ``config``: ``model`` (the backbone, ``efficientnet_lite0`` by
+    default), ``pretrained``, ``image_size`` (shorter side, 512 by default), ``model_args``
+    (``arch``: ``fasterrcnn``/``retinanet``/``fcos``; ``scale_jitter``), ``train`` (epochs,
+    max_minutes, batch size, lr, patience), ``on_bad_file``, ``val_size``/``test_size``/``seed``
+    (when the data has no split of its own), ``device`` and ``tracking``.
+    """
+    cfg = config or RunConfig()
+    cfg = cfg.updated({"data": str(data)}) if cfg.data != str(data) else cfg
+    backbone = cfg.model or DEFAULT_BACKBONE
+    arch = str(cfg.model_args.get("arch", "fasterrcnn"))
+    run_dir = Path(out) if out else Path("runs") / f"detect-{arch}-{backbone}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dataset = DetectionDataset.load(data, cfg.on_bad_file, max_file_mb=cfg.max_file_mb,
+                                    follow_symlinks=cfg.follow_symlinks)
+    write_json(run_dir / "data_report.json", dataset.report())
+    parts = dataset.split(cfg.val_size, cfg.test_size, cfg.seed)
+    write_json(run_dir / "split.json", {p: [dataset.items[i].key for i in idx] for p, idx in parts.items()})
+    (run_dir / "config.yaml").write_text(_yaml(cfg.to_dict()))
+    network = build_detector(len(dataset.classes), backbone=backbone, arch=arch,
+                             pretrained=cfg.pretrained, image_size=cfg.image_size or DEFAULT_SIZE,
+                             scale_jitter=float(cfg.model_args.get("scale_jitter", 0.2)))
+    train_set = dataset.subset(parts["train"]).to_torch(train=True)
+    val_set = dataset.subset(parts["val"]).to_torch(train=False)
+    tags = {"sigclass.kind": "train", "sigclass.task": "detection", "sigclass.model": backbone}
+    with start_run(run_dir.name, config=cfg, tags=tags) as run:
+        run.log_params(cfg.to_dict())
+        trainer = DetectionTrainer(network, cfg.train, device=cfg.device, callbacks=[run.callback()],
+                                   checkpoint_dir=run_dir / "checkpoints", seed=cfg.seed,
+                                   progress=progress)
+        trainer.fit(train_set, val_set)
+        logger.info("Training plan: %s", trainer.describe_plan())
+        write_json(run_dir / "history.json", trainer.history_)
+        predictor = DetectionPredictor(trainer.network.cpu(), dataset.classes, network.data_config,
+                                       device=cfg.device)
+        part = "test" if len(parts["test"]) else "val"
+        metrics = evaluate_detector(predictor, dataset.subset(parts[part]))
+        metrics = {"part": part, **metrics}
+        write_json(run_dir / "metrics.json", metrics)
+        predictor.info = {"task": "detection", "backbone": backbone, "arch": arch,
+                          "data": str(data), "classes_boxes": dataset.n_boxes(),
+                          "training": {**trainer.summary(), "device": trainer.device_.type},
+                          "metrics": {k: metrics[k] for k in ("map", "map_50", "map_75", "part")}}
+        predictor.save(run_dir / "model")
+        run.log_metrics({f"test_{k}": v for k, v in flatten(metrics).items()
+                         if isinstance(v, int | float) and v is not None})
+    return DetectionRun(run_dir, predictor, metrics)
+
+
+def predict_box_files(predictor: DetectionPredictor, inputs, output: str | Path,
+                      score_threshold: float | None = None, max_detections: int | None = None,
+                      batch_size: int = 4) -> int:
+    """Boxes of image files and folders (searched recursively) written to the CSV ``output``,
+    one row per box; returns the number of boxes."""
+    from ..data.image_files import expand_image_inputs
+    from ..detector import write_boxes_csv
+
+    paths = expand_image_inputs(inputs)
+    threshold = 0.05 if score_threshold is None else score_threshold
+    limit = 100 if max_detections is None else max_detections
+    found = []
+    for start in range(0, len(paths), 64):
+        chunk = paths[start:start + 64]
+        found += predictor.predict_boxes(chunk, threshold, limit, batch_size)
+    return write_boxes_csv(output, paths, found)
+
+
+def _yaml(values: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(values, sort_keys=False)
