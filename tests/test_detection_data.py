@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_image
 
+from conftest import write_image
 from sigclass.data.detection import DetectionDataset, detect_layout
 from sigclass.exceptions import DataError
 
