@@ -42,6 +42,7 @@ LAZY_LIBRARIES = frozenset({
     "fastapi", "starlette", "uvicorn",  # the service extra
     "elpv_dataset",  # the demo extra
     "fcntl",  # POSIX only
+    "pycocotools",  # detection metrics
 })
 
 

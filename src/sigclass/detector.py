@@ -15,6 +15,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from . import __version__
 from ._utils import atomic_write, sha256_file, write_json
 from .artifacts import load_weights, verify_files
@@ -77,7 +79,6 @@ class DetectionPredictor:
                batch_size: int = 4) -> list[dict[str, Any]]:
         """Detections of image tensors ``(3, H, W)`` in ``[0, 1]``: per image ``boxes`` (n, 4),
         ``labels`` (class names) and ``scores`` as numpy arrays, highest score first."""
-        import numpy as np
         import torch
 
         if not 0 <= score_threshold <= 1:

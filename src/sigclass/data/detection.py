@@ -14,7 +14,9 @@ crosses the image border is clipped to it and counted (``clipped``), not refused
 
 from __future__ import annotations
 
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -230,9 +232,6 @@ class DetectionDataset:
 
 def _check_images(found: Annotations, records, limits: FileLimits):
     """``(record, (problem, (width, height)))`` for each record, images decoded on threads."""
-    import os
-    from concurrent.futures import ThreadPoolExecutor
-
     from PIL import Image
 
     def check(record):

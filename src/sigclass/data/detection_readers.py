@@ -12,6 +12,7 @@ import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from xml.etree import ElementTree
 
 from ..exceptions import DataError, Problem
 from .file_checks import FileLimits, FileProblem, read_checked
@@ -102,8 +103,6 @@ def _number(text, where: str, name: str, problems: list[Problem]) -> float | Non
 def read_voc(root: Path, limits: FileLimits) -> Annotations:
     """``root/Annotations/*.xml`` with images in ``root/JPEGImages``; the image is named by each
     file's ``<filename>`` (the ``<path>`` field, often from another machine, is ignored)."""
-    from xml.etree import ElementTree
-
     problems: list[Problem] = []
     images: list[AnnotatedImage] = []
     for xml_path in sorted((root / "Annotations").glob("*.xml")):
