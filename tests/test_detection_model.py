@@ -19,7 +19,7 @@ BCCD = Path("/work/shared/datasets/BCCD")
 pytestmark = pytest.mark.skipif(not BCCD.is_dir(), reason="the BCCD data set is not here")
 
 
-def tiny_bccd(root: Path, n: int = 10) -> Path:
+def tiny_bccd(root: Path, n: int = 8) -> Path:
     """The first ``n`` BCCD images shrunk 4x (160x120), boxes scaled alike, as a VOC folder."""
     from PIL import Image
 
@@ -60,14 +60,14 @@ def test_training_writes_coco_metrics_and_a_detection_model(run):
     assert document["task"] == "detection"
     assert document["network"]["kwargs"]["backbone"] == "efficientnet_lite0"
     report = json.loads((run / "data_report.json").read_text())
-    assert report["layout"] == "voc" and report["images"] == 10
+    assert report["layout"] == "voc" and report["images"] == 8
 
 
 def test_load_round_trip_gives_identical_boxes(run, tmp_path):
     import torch
 
     first = sigclass.load(run, device="cpu")
-    images = [p for p in sorted((run.parent / "bccd" / "JPEGImages").glob("*.jpg"))[:3]]
+    images = [p for p in sorted((run.parent / "bccd" / "JPEGImages").glob("*.jpg"))[:2]]
     before = first.predict_boxes(images, score_threshold=0.0)
     first.save(tmp_path / "copy")
     second = sigclass.load(tmp_path / "copy", device="cpu")
@@ -95,14 +95,28 @@ def test_predict_writes_one_row_per_box(run, tmp_path, capsys):
         per_image[row["path"]] = per_image.get(row["path"], 0) + 1
         assert row["label"] in {"Platelets", "RBC", "WBC"}
         assert float(row["xmin"]) < float(row["xmax"]) and 0 <= float(row["score"]) <= 1
-    assert len(per_image) == 10 and max(per_image.values()) <= 5
+    assert len(per_image) == 8 and max(per_image.values()) <= 5
     high = tmp_path / "high.csv"
     assert main(["predict", str(run), str(folder), "-o", str(high), "--score-threshold", "0.99"]) == 0
     assert all(float(r["score"]) >= 0.99 for r in csv.DictReader(high.open()))
 
 
+def test_evaluate_scores_a_detection_model_on_box_data(run, tmp_path, capsys):
+    data = run.parent / "bccd"
+    assert main(["evaluate", str(run), str(data), "--out", str(tmp_path / "eval")]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["part"] == "all" and metrics["n_images"] == 8
+    assert "mAP@0.5" in capsys.readouterr().out
+    trained = json.loads((run / "metrics.json").read_text())
+    assert trained["n_images"] < metrics["n_images"]
+
+
 def test_detection_model_refuses_classification_and_the_reverse(run, tmp_path, capsys):
     detector = sigclass.load(run)
+    image = next((run.parent / "bccd" / "JPEGImages").glob("*.jpg"))
+    assert main(["explain", str(run), str(image), "--out", str(tmp_path / "cam")]) == 2
+    assert "is a detection model; class activation maps apply to classification models only" \
+        in capsys.readouterr().err
     with pytest.raises(ConfigError, match="is a detection model: it finds boxes"):
         detector.predict_proba(["x.jpg"])
     from sigclass.predictor import Predictor
@@ -116,7 +130,6 @@ def test_detection_model_refuses_classification_and_the_reverse(run, tmp_path, c
 
     config = {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3}
     save_predictor(Predictor(network, ["a", "b"], config), classifier)
-    image = next((run.parent / "bccd" / "JPEGImages").glob("*.jpg"))
     code = main(["predict", str(classifier), str(image), "-o", str(tmp_path / "p.csv"),
                  "--score-threshold", "0.5"])
     assert code == 2

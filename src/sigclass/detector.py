@@ -24,7 +24,7 @@ from .exceptions import ConfigError
 from .model_schema import FORMAT, FORMAT_VERSION, MODEL_JSON, WEIGHTS, fail
 from .models.detection import build_detector
 
-__all__ = ["BOX_COLUMNS", "DetectionPredictor", "write_boxes_csv"]
+__all__ = ["BOX_COLUMNS", "DetectionPredictor", "require_classifier", "write_boxes_csv"]
 
 BOX_COLUMNS = ("path", "xmin", "ymin", "xmax", "ymax", "label", "score")
 
@@ -158,6 +158,17 @@ class DetectionPredictor:
         network.eval()
         info = {**document.get("info", {}), "path": str(folder)}
         return cls(network, document["classes"], config, info=info, device=device)
+
+
+def require_classifier(predictor, what: str):
+    """``predictor``, unless it is a detection model, which ``what`` (e.g. "class activation
+    maps") does not apply to: then a :class:`ConfigError` that says what does."""
+    if getattr(predictor, "task", "classification") == "detection":
+        raise ConfigError(f"'{predictor.model_name}' is a detection model; {what} apply to "
+                          "classification models only. A detection model gives boxes: "
+                          "`sigclass predict MODEL IMAGES -o boxes.csv`, `sigclass evaluate "
+                          "MODEL DATA` (COCO mAP).")
+    return predictor
 
 
 def write_boxes_csv(path: str | Path, paths, detections) -> int:

@@ -108,6 +108,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..workflows.prepare import load_dataset
 
     predictor = load(args.run)
+    if getattr(predictor, "task", "classification") == "detection":
+        from ..workflows.detect import evaluate_box_data
+
+        metrics = evaluate_box_data(predictor, args.data, args.part, args.out, args.on_bad_file,
+                                    **_file_options(args))
+        print(f"{metrics['part']} ({metrics['n_images']} images, {metrics['n_boxes']} boxes): "
+              f"mAP@[.5:.95] {metrics['map']:.3f}  mAP@0.5 {metrics['map_50']:.3f}")
+        return 0
     dataset = load_dataset(args.data, predictor.modality, args.root, args.on_bad_file,
                            signal=predictor.data_config.get("reader"), **_file_options(args))
     indices = Split.load(args.split).indices(dataset)[args.part] if args.split else None
@@ -148,12 +156,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    from ..detector import require_classifier
     from ..explain.guided import mask_report
     from ..explain.report import explain_files, explain_report
     from ..loading import load
     from ..workflows.prepare import load_dataset
 
-    predictor = load(args.run)
+    predictor = require_classifier(load(args.run), "class activation maps")
     if args.report:
         dataset = load_dataset(args.report, predictor.modality,
                                signal=predictor.data_config.get("reader"))

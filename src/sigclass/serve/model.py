@@ -18,6 +18,7 @@ import numpy as np
 
 from .._utils import resolve_device, sha256_json
 from ..artifacts import model_files
+from ..detector import require_classifier
 from ..exceptions import ConfigError
 from ..explain import explain, render_overlay
 from ..inference import infer, make_engine, resolve_backend
@@ -105,7 +106,7 @@ def load_servable(source: str):
         ArtifactError: The model folder is missing, damaged or inconsistent.
         ConfigError: ``source`` is an ensemble.
     """
-    predictor = load(source)
+    predictor = require_classifier(load(source), "the scoring service")
     if getattr(predictor, "members", None):
         raise ConfigError(f"'{source}' is an ensemble; the service scores one network "
                           "per request batch. Serve its best member (members/<name> in the "

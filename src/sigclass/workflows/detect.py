@@ -26,7 +26,8 @@ from ..training.detection import DetectionTrainer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DetectionRun", "evaluate_detector", "is_detection_data", "predict_box_files",
+__all__ = ["DetectionRun", "evaluate_detector", "evaluate_box_data", "is_detection_data",
+           "predict_box_files",
            "train_detection"]
 
 
@@ -116,6 +117,26 @@ def train_detection(data: str | Path, out: str | Path | None = None, config: Run
         run.log_metrics({f"test_{k}": v for k, v in flatten(metrics).items()
                          if isinstance(v, int | float) and v is not None})
     return DetectionRun(run_dir, predictor, metrics)
+
+
+def evaluate_box_data(predictor: DetectionPredictor, data, part: str | None = None,
+                      out: str | Path | None = None, on_bad_file: str = "error",
+                      **file_options) -> dict[str, Any]:
+    """COCO metrics of ``predictor`` on detection data: its predefined ``part`` (``test`` by
+    default) when it has a split of its own, else every image; ``out/metrics.json`` if given.
+    A label that is not one of the model's classes is a problem of the data."""
+    dataset = DetectionDataset.load(data, on_bad_file, classes=predictor.classes, **file_options)
+    part = part or "test"
+    chosen = "all"
+    if dataset.parts:
+        indices = dataset.split()[part]
+        if len(indices):
+            dataset, chosen = dataset.subset(indices), part
+    metrics = {"part": chosen, **evaluate_detector(predictor, dataset)}
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        write_json(Path(out) / "metrics.json", metrics)
+    return metrics
 
 
 def predict_box_files(predictor: DetectionPredictor, inputs, output: str | Path,
