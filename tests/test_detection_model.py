@@ -135,3 +135,20 @@ def test_detection_model_refuses_classification_and_the_reverse(run, tmp_path, c
     assert code == 2
     assert "is a classification model: --score-threshold and --max-detections apply to " \
            "detection models only" in capsys.readouterr().err
+
+
+def test_resume_restores_the_trained_weights_and_split(run):
+    before = json.loads((run / "metrics.json").read_text())
+    split = (run / "split.json").read_text()
+    assert json.loads((run / "run.json").read_text()) == {"task": "detection", "status": "finished"}
+    assert main(["train", "--resume", "--out", str(run), "-q"]) == 0
+    assert json.loads((run / "metrics.json").read_text()) == before
+    assert (run / "split.json").read_text() == split
+    assert len(json.loads((run / "history.json").read_text())) == 1
+
+
+def test_a_new_run_refuses_a_used_folder(run):
+    with pytest.raises(ConfigError, match="already exists and is not empty"):
+        from sigclass.workflows.detect import train_detection
+
+        train_detection(run.parent / "bccd", run)

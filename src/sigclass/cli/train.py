@@ -50,6 +50,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..workflows.train import train
 
     progress = not args.quiet
+    if args.resume and _is_detection_run(args.out):
+        return _train_detection(None, args.out, None, progress, resume=True)
     if args.resume:
         result = train(args.data, out=args.out, resume=True, progress=progress)
     else:
@@ -76,10 +78,16 @@ def _is_detection(data) -> bool:
     return is_detection_data(data)
 
 
-def _train_detection(data, out, config, progress: bool) -> int:
+def _is_detection_run(out) -> bool:
+    from ..workflows.detect import is_detection_run
+
+    return is_detection_run(out)
+
+
+def _train_detection(data, out, config, progress: bool, resume: bool = False) -> int:
     from ..workflows.detect import train_detection
 
-    result = train_detection(data, out, config, progress)
+    result = train_detection(data, out, config, progress, resume=resume)
     metrics = result.metrics
     print(f"test part ({metrics['part']}, {metrics['n_images']} images, {metrics['n_boxes']} boxes): "
           f"mAP@[.5:.95] {metrics['map']:.3f}  mAP@0.5 {metrics['map_50']:.3f}")

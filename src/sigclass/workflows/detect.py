@@ -10,6 +10,7 @@ every epoch and the test metrics.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -17,18 +18,20 @@ from pathlib import Path
 from typing import Any
 
 from .._utils import write_json
-from ..config import RunConfig
+from ..config import RunConfig, load_config
 from ..data.detection import DetectionDataset, detect_layout
 from ..detector import DetectionPredictor
+from ..exceptions import ArtifactError, ConfigError
 from ..models.detection import DEFAULT_BACKBONE, DEFAULT_SIZE, build_detector
 from ..tracking.logger import flatten, start_run
 from ..training.detection import DetectionTrainer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DetectionRun", "evaluate_detector", "evaluate_box_data", "is_detection_data",
-           "predict_box_files",
-           "train_detection"]
+RUN_JSON = "run.json"  # {"task": "detection", "status": "running" | "finished"}
+
+__all__ = ["DetectionRun", "evaluate_box_data", "evaluate_detector", "is_detection_data",
+           "is_detection_run", "predict_box_files", "train_detection"]
 
 
 @dataclass
@@ -67,8 +70,9 @@ def evaluate_detector(predictor: DetectionPredictor, dataset: DetectionDataset,
     return detection_metrics(predictions, truth, predictor.classes, max_detections)
 
 
-def train_detection(data: str | Path, out: str | Path | None = None, config: RunConfig | None = None,
-                    progress: bool = True) -> DetectionRun:
+def train_detection(data: str | Path | None, out: str | Path | None = None,
+                    config: RunConfig | None = None, progress: bool = True,
+                    resume: bool = False) -> DetectionRun:
     """Train a detector on ``data``, evaluate it on the test part and save it in ``out``.
 
     The settings used from ``config``: ``model`` (the backbone, ``efficientnet_lite0`` by
@@ -76,31 +80,43 @@ def train_detection(data: str | Path, out: str | Path | None = None, config: Run
     (``arch``: ``fasterrcnn``/``retinanet``/``fcos``; ``scale_jitter``), ``train`` (epochs,
     max_minutes, batch size, lr, patience), ``on_bad_file``, ``val_size``/``test_size``/``seed``
     (when the data has no split of its own), ``device`` and ``tracking``.
+
+    ``resume=True`` continues the interrupted run in ``out`` from its last checkpoint, with the
+    settings and split saved there (``data`` and ``config`` are not used).
     """
-    cfg = config or RunConfig()
-    cfg = cfg.updated({"data": str(data)}) if cfg.data != str(data) else cfg
+    if resume:
+        run_dir, cfg = _resumed(out)
+        data = cfg.data
+    else:
+        cfg = (config or RunConfig()).updated({"data": str(data)})
+        run_dir = _new_run_dir(out, cfg)
     backbone = cfg.model or DEFAULT_BACKBONE
     arch = str(cfg.model_args.get("arch", "fasterrcnn"))
-    run_dir = Path(out) if out else Path("runs") / f"detect-{arch}-{backbone}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir.mkdir(parents=True, exist_ok=True)
     dataset = DetectionDataset.load(data, cfg.on_bad_file, max_file_mb=cfg.max_file_mb,
                                     follow_symlinks=cfg.follow_symlinks)
-    write_json(run_dir / "data_report.json", dataset.report())
-    parts = dataset.split(cfg.val_size, cfg.test_size, cfg.seed)
-    write_json(run_dir / "split.json", {p: [dataset.items[i].key for i in idx] for p, idx in parts.items()})
-    (run_dir / "config.yaml").write_text(_yaml(cfg.to_dict()))
+    if resume:
+        parts = _saved_split(run_dir, dataset)
+    else:
+        write_json(run_dir / "data_report.json", dataset.report())
+        parts = dataset.split(cfg.val_size, cfg.test_size, cfg.seed)
+        write_json(run_dir / "split.json",
+                   {p: [dataset.items[i].key for i in idx] for p, idx in parts.items()})
+        (run_dir / "config.yaml").write_text(_yaml(cfg.to_dict()))
+    write_json(run_dir / RUN_JSON, {"task": "detection", "status": "running"})
     network = build_detector(len(dataset.classes), backbone=backbone, arch=arch,
-                             pretrained=cfg.pretrained, image_size=cfg.image_size or DEFAULT_SIZE,
+                             pretrained=cfg.pretrained and not resume,
+                             image_size=cfg.image_size or DEFAULT_SIZE,
                              scale_jitter=float(cfg.model_args.get("scale_jitter", 0.2)))
     train_set = dataset.subset(parts["train"]).to_torch(train=True)
     val_set = dataset.subset(parts["val"]).to_torch(train=False)
+    checkpoint = run_dir / "checkpoints" / "last.pt"
     tags = {"sigclass.kind": "train", "sigclass.task": "detection", "sigclass.model": backbone}
     with start_run(run_dir.name, config=cfg, tags=tags) as run:
         run.log_params(cfg.to_dict())
         trainer = DetectionTrainer(network, cfg.train, device=cfg.device, callbacks=[run.callback()],
                                    checkpoint_dir=run_dir / "checkpoints", seed=cfg.seed,
                                    progress=progress)
-        trainer.fit(train_set, val_set)
+        trainer.fit(train_set, val_set, resume=checkpoint if resume and checkpoint.is_file() else None)
         logger.info("Training plan: %s", trainer.describe_plan())
         write_json(run_dir / "history.json", trainer.history_)
         predictor = DetectionPredictor(trainer.network.cpu(), dataset.classes, network.data_config,
@@ -116,7 +132,47 @@ def train_detection(data: str | Path, out: str | Path | None = None, config: Run
         predictor.save(run_dir / "model")
         run.log_metrics({f"test_{k}": v for k, v in flatten(metrics).items()
                          if isinstance(v, int | float) and v is not None})
+    write_json(run_dir / RUN_JSON, {"task": "detection", "status": "finished"})
     return DetectionRun(run_dir, predictor, metrics)
+
+
+def is_detection_run(folder: str | Path | None) -> bool:
+    """Whether ``folder`` is the run folder of a detection training."""
+    try:
+        return json.loads((Path(folder) / RUN_JSON).read_text()).get("task") == "detection"
+    except (OSError, ValueError, TypeError, AttributeError):
+        return False
+
+
+def _new_run_dir(out, cfg: RunConfig) -> Path:
+    backbone = cfg.model or DEFAULT_BACKBONE
+    arch = str(cfg.model_args.get("arch", "fasterrcnn"))
+    run_dir = Path(out) if out else Path("runs") / (
+        f"detect-{arch}-{backbone}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise ConfigError(f"Run folder '{run_dir}' already exists and is not empty. Use --resume "
+                          "to continue it, or choose another --out.")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def _resumed(out) -> tuple[Path, RunConfig]:
+    if out is None or not (Path(out) / "config.yaml").is_file():
+        raise ConfigError(f"Cannot resume: '{out}' is not a detection run folder (no config.yaml); "
+                          "pass the --out of the run to continue.")
+    return Path(out), RunConfig.from_dict(load_config(Path(out) / "config.yaml"))
+
+
+def _saved_split(run_dir: Path, dataset: DetectionDataset) -> dict[str, Any]:
+    import numpy as np
+
+    saved = json.loads((run_dir / "split.json").read_text())
+    position = {key: i for i, key in enumerate(dataset.ids)}
+    missing = sorted(k for keys in saved.values() for k in keys if k not in position)
+    if missing:
+        raise ArtifactError(f"Cannot resume '{run_dir}': {len(missing)} image(s) of its split.json "
+                            f"are no longer usable in the data (e.g. {missing[0]}).")
+    return {part: np.array([position[k] for k in keys], dtype=np.int64) for part, keys in saved.items()}
 
 
 def evaluate_box_data(predictor: DetectionPredictor, data, part: str | None = None,
