@@ -152,3 +152,33 @@ def test_a_new_run_refuses_a_used_folder(run):
         from sigclass.workflows.detect import train_detection
 
         train_detection(run.parent / "bccd", run)
+
+
+@pytest.mark.parametrize("arch", ["fasterrcnn", "retinanet", "fcos"])
+def test_every_architecture_learns_from_boxes_and_returns_boxes(arch):
+    import torch
+
+    from sigclass.models.detection import build_detector
+
+    torch.manual_seed(0)
+    network = build_detector(2, arch=arch, pretrained=False, image_size=64)
+    images = [torch.rand(3, 48, 64), torch.rand(3, 48, 64)]
+    targets = [{"boxes": torch.tensor([[4.0, 4.0, 30.0, 30.0]]), "labels": torch.tensor([1])},
+               {"boxes": torch.tensor([[20.0, 10.0, 60.0, 40.0]]), "labels": torch.tensor([2])}]
+    losses = network.train()(images, targets)
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    assert network.backbone.fpn.inner_blocks[0][0].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in network.backbone.body.conv_stem.parameters())
+    found = network.eval()(images)
+    assert len(found) == 2 and set(found[0]) == {"boxes", "labels", "scores"}
+    assert network.model_spec["kwargs"]["arch"] == arch
+
+
+def test_unknown_architecture_is_named():
+    from sigclass.models.detection import build_detector
+
+    with pytest.raises(ConfigError, match="The detector 'arch' must be one of 'fasterrcnn', "
+                       "'retinanet', 'fcos'. Got 'yolo'."):
+        build_detector(2, arch="yolo", pretrained=False)
