@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .._utils import write_json
 from ..config import RunConfig, load_config
 from ..data.detection import DetectionDataset, detect_layout
@@ -164,8 +166,6 @@ def _resumed(out) -> tuple[Path, RunConfig]:
 
 
 def _saved_split(run_dir: Path, dataset: DetectionDataset) -> dict[str, Any]:
-    import numpy as np
-
     saved = json.loads((run_dir / "split.json").read_text())
     position = {key: i for i, key in enumerate(dataset.ids)}
     missing = sorted(k for keys in saved.values() for k in keys if k not in position)
