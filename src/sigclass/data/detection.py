@@ -166,7 +166,8 @@ class DetectionDataset:
             raise DataError(Problem(str(found.root), "no usable annotated image found"))
         if not names:
             raise DataError(Problem(str(found.root), "no labeled box found; a detector needs boxes"))
-        parts = {k: v for k, v in found.parts.items() if any(it.key == k for it in items)}
+        usable = {item.key for item in items}
+        parts = {k: v for k, v in found.parts.items() if k in usable}
         return cls(items, list(names), found.root, parts, problems, clipped, layout)
 
     # -- the dataset protocol ---------------------------------------------------------------------
