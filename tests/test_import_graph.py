@@ -27,8 +27,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("trained models: predictor, artifacts and their schema, tracking store and registry, loading, "
      "the lean serving runtime",
      ("sigclass.predictor", "sigclass.artifacts", "sigclass.model_schema", "sigclass.ensemble",
-      "sigclass.runtime",
-      "sigclass.tracking", "sigclass.loading")),
+      "sigclass.runtime", "sigclass.tracking", "sigclass.loading", "sigclass.detector")),
     ("workflows", ("sigclass.workflows", "sigclass.audit")),
     ("front ends", ("sigclass.serve", "sigclass.cli", "sigclass.__main__")),
 )
@@ -45,6 +44,7 @@ LAZY_LIBRARIES = frozenset({
     "fastapi", "starlette", "uvicorn",  # the service extra
     "elpv_dataset",  # the demo extra
     "fcntl",  # POSIX only
+    "pycocotools",  # detection metrics
 })
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .artifacts import ENSEMBLE, find_model_dir, read_model_json
+from .detector import DetectionPredictor
 from .ensemble import EnsemblePredictor
 from .exceptions import ArtifactError
 from .predictor import Predictor
@@ -22,8 +23,9 @@ def load(path: str | Path, device: str | None = "auto", backend: str = "torch"):
     """Load a trained model from a run folder, a model folder or a ``models:/`` registry URI.
 
     Returns:
-        A :class:`~sigclass.Predictor`, or an
-        :class:`~sigclass.ensemble.EnsemblePredictor` for an ensemble's folder.
+        A :class:`~sigclass.Predictor`, an :class:`~sigclass.ensemble.EnsemblePredictor` for
+        an ensemble's folder, or a :class:`~sigclass.detector.DetectionPredictor` for a
+        detection model (``"task": "detection"``).
 
     Raises:
         ArtifactError: ``model.json`` breaks its schema (:mod:`sigclass.model_schema`) or
@@ -36,6 +38,8 @@ def load(path: str | Path, device: str | None = "auto", backend: str = "torch"):
     document = read_model_json(folder)
     if document.get("kind") == ENSEMBLE:
         return EnsemblePredictor.load(folder, document, device=device, backend=backend)
+    if document.get("task") == "detection":
+        return DetectionPredictor.from_folder(folder, document, device=device)
     return Predictor.from_folder(folder, document, device=device, backend=backend)
 
 

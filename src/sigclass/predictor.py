@@ -301,6 +301,9 @@ class Predictor:
     def from_folder(cls, folder: Path, document: dict[str, Any], device: str | None = "auto",
                     backend: str = "torch") -> Predictor:
         """The predictor of a model folder whose checked ``model.json`` is ``document``."""
+        if document.get("task", "classification") != "classification":
+            raise ArtifactError(f"'{folder}' holds a {document['task']} model, not a classifier; "
+                                "load it with sigclass.load(), which returns its predictor.")
         network, head = read_network_and_head(folder, document)
         info = dict(document.get("info", {}))
         # where it was loaded from, whatever the file says: the ONNX cache is keyed by it

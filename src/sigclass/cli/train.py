@@ -24,6 +24,9 @@ def add_commands(commands) -> None:
     train.add_argument("data", nargs="?", help="image folder, CSV manifest, signal file or named dataset")
     train.add_argument("--out", type=Path, help="run folder (default: runs/<mode>-<model>-<time>)")
     train.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    train.add_argument("--task", choices=("auto", "classification", "detection"), default="auto",
+                       help="detection: boxes from a Pascal VOC folder, a COCO JSON or a CSV "
+                       "path,xmin,ymin,xmax,ymax,label (auto: detected from that layout)")
     add_run_options(train)
     train.set_defaults(func=cmd_train)
 
@@ -64,6 +67,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..workflows.train import train
 
     progress = not args.quiet
+    if args.resume and _is_detection_run(args.out):
+        return _train_detection(None, args.out, None, progress, resume=True)
     if args.resume:
         result = train(args.data, out=args.out, resume=True, progress=progress)
     else:
@@ -71,6 +76,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         data = args.data or config.data
         if not data:
             raise ConfigError("No data given: pass DATA or set 'data' in --config.")
+        if args.task == "detection" or args.task == "auto" and _is_detection(data):
+            return _train_detection(data, args.out, config, progress)
         result = train(data, out=args.out, config=config, progress=progress)
     if result.predictor is None or not result.metrics:  # not rank 0 of a distributed run
         return 0
@@ -79,6 +86,33 @@ def cmd_train(args: argparse.Namespace) -> int:
     print_metrics(result.metrics)
     print(f"run folder: {result.dir}")
     print_tracking(result.dir)
+    return 0
+
+
+def _is_detection(data) -> bool:
+    from ..workflows.detect import is_detection_data
+
+    return is_detection_data(data)
+
+
+def _is_detection_run(out) -> bool:
+    from ..workflows.detect import is_detection_run
+
+    return is_detection_run(out)
+
+
+def _train_detection(data, out, config, progress: bool, resume: bool = False) -> int:
+    from ..workflows.detect import train_detection
+
+    result = train_detection(data, out, config, progress, resume=resume)
+    metrics = result.metrics
+    print(f"test part ({metrics['part']}, {metrics['n_images']} images, {metrics['n_boxes']} boxes): "
+          f"mAP@[.5:.95] {metrics['map']:.3f}  mAP@0.5 {metrics['map_50']:.3f}")
+    for name, values in metrics["per_class"].items():
+        if values["ap"] is not None:
+            print(f"  {name:<20} AP {values['ap']:.3f}  AP@0.5 {values['ap_50']:.3f}  "
+                  f"recall@0.5 {values['recall_50']:.3f}  ({values['n_boxes']} boxes)")
+    print(f"run folder: {result.dir}")
     return 0
 
 

@@ -52,6 +52,10 @@ def add_commands(commands) -> None:
     predict.add_argument("--spark-master", help="Spark master URL (default: the one spark-submit "
                          "or the Spark configuration sets, else local[*])")
     predict.add_argument("--partitions", type=int, help="Spark partitions of the inputs")
+    predict.add_argument("--score-threshold", type=float, default=None,
+                         help="detection models: lowest score of a box written (default 0.05)")
+    predict.add_argument("--max-detections", type=int, default=None,
+                         help="detection models: most boxes per image (default 100)")
     predict.set_defaults(func=cmd_predict)
 
     explain = commands.add_parser("explain", help="class activation maps of files (PNG + .npy)",
@@ -113,6 +117,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..workflows.prepare import load_dataset
 
     predictor = load(args.run)
+    if getattr(predictor, "task", "classification") == "detection":
+        from ..workflows.detect import evaluate_box_data
+
+        metrics = evaluate_box_data(predictor, args.data, args.part, args.out, args.on_bad_file,
+                                    **_file_options(args))
+        print(f"{metrics['part']} ({metrics['n_images']} images, {metrics['n_boxes']} boxes): "
+              f"mAP@[.5:.95] {metrics['map']:.3f}  mAP@0.5 {metrics['map_50']:.3f}")
+        return 0
     dataset = load_dataset(args.data, predictor.modality, args.root, args.on_bad_file,
                            signal=predictor.data_config.get("reader"), **_file_options(args))
     indices = Split.load(args.split).indices(dataset)[args.part] if args.split else None
@@ -143,6 +155,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise ConfigError("--reject-unknown runs with --engine local only; score with the "
                               "local engine, or drop it (the output's 'unknown' column still "
                               "says which inputs are unknown)")
+        if args.score_threshold is not None or args.max_detections is not None:
+            raise ConfigError("--score-threshold and --max-detections are options of detection "
+                              "models, which --engine spark does not score; drop them")
         if args.partitions is not None and args.partitions < 1:
             raise ConfigError(f"--partitions must be 1 or more, got {args.partitions}")
         count = predict_spark(args.run, args.inputs, args.output, batch_size=args.batch_size,
@@ -151,6 +166,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"{count} predictions written to {args.output}")
         return 0
     predictor = load(args.run)
+    if getattr(predictor, "task", "classification") == "detection":
+        if args.reject_unknown:
+            raise ConfigError(f"'{args.run}' is a detection model: --reject-unknown applies to "
+                              "classification models only. Drop it.")
+        from ..workflows.detect import predict_box_files
+
+        count = predict_box_files(predictor, args.inputs, args.output, args.score_threshold,
+                                  args.max_detections)
+        print(f"{count} boxes written to {args.output}")
+        return 0
+    if args.score_threshold is not None or args.max_detections is not None:
+        raise ConfigError(f"'{args.run}' is a classification model: --score-threshold and "
+                          "--max-detections apply to detection models only. Drop them, or pass "
+                          "a detection model (trained with --task detection).")
     if args.reject_unknown:
         require_ood(predictor, args.run)
     predictor.use_backend(args.backend, precision=args.precision)
@@ -161,12 +190,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    from ..detector import require_classifier
     from ..explain.guided import mask_report
     from ..explain.report import explain_files, explain_report
     from ..loading import load
     from ..workflows.prepare import load_dataset
 
-    predictor = load(args.run)
+    predictor = require_classifier(load(args.run), "class activation maps")
     if args.report:
         dataset = load_dataset(args.report, predictor.modality,
                                signal=predictor.data_config.get("reader"))

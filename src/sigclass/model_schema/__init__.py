@@ -144,9 +144,11 @@ class ModelDocument(StrictModel):
     format: Literal[FORMAT]  # type: ignore[valid-type]
     format_version: int = Field(default=FORMAT_VERSION, ge=1)
     kind: Literal["model"] | None = None
+    # what the model outputs: class probabilities, or boxes (sigclass.detector)
+    task: Literal["classification", "detection"] = "classification"
     modality: Literal[MODALITIES]  # type: ignore[valid-type]
     mode: Literal[MODES]  # type: ignore[valid-type]
-    classes: list[Name] = Field(min_length=2, max_length=MAX_CLASSES)
+    classes: list[Name] = Field(min_length=1, max_length=MAX_CLASSES)
     data_config: dict[str, Any]
     network: NetworkSpec
     head: HeadSpec | None = None
@@ -291,6 +293,12 @@ def check_document(folder: Path, document: dict[str, Any]) -> dict[str, Any]:
 
 def _model_problems(folder: Path, doc: ModelDocument) -> list[str]:
     problems = _unique("classes", doc.classes)
+    if doc.task == "classification" and len(doc.classes) < 2:
+        problems.append(f"field 'classes': a classifier needs at least 2 classes, got "
+                        f"{len(doc.classes)}")
+    if doc.task == "detection" and (doc.modality != "image" or doc.head is not None):
+        problems.append("field 'task': a detection model is an image network without a "
+                        "scikit-learn head")
     problems += _data_config_problems(doc.modality, doc.data_config)
     problems += kwargs_problems(doc.network.kwargs)
     if doc.network.modality not in (None, doc.modality):

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..detector import require_classifier
 from ..exceptions import ConfigError
 from ..inference import OnnxEngine, export_onnx
 from ..loading import load
@@ -25,7 +26,7 @@ def export_model(model: str, output: str | Path, n_check: int = 4, atol: float =
     """
     import torch
 
-    predictor = load(model)
+    predictor = require_classifier(load(model), "ONNX export and the service")
     network = predictor.network.eval().float().cpu()
     if not getattr(network, "onnx_exportable", True):
         raise ConfigError(f"'{predictor.model_name}' cannot be exported to ONNX (it runs code "

@@ -18,6 +18,7 @@ import numpy as np
 
 from .._utils import resolve_device, sha256_json
 from ..artifacts import model_files
+from ..detector import require_classifier
 from ..exceptions import ConfigError
 from ..explain import explain, render_overlay
 from ..inference import infer, make_engine, resolve_backend
@@ -106,7 +107,7 @@ def load_servable(source: str, reject_unknown: bool = False):
         ConfigError: ``source`` is an ensemble, or ``reject_unknown`` asks for an
             out-of-distribution score the model was saved without.
     """
-    predictor = load(source)
+    predictor = require_classifier(load(source), "the scoring service")
     if getattr(predictor, "members", None):
         raise ConfigError(f"'{source}' is an ensemble; the service scores one network "
                           "per request batch. Serve its best member (members/<name> in the "

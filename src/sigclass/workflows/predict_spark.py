@@ -83,6 +83,9 @@ def predict_spark(model: str | Path, inputs: Iterable[str | Path], output: str |
     _check_spark()
     folder = model_folder(model)
     predictor = load(folder)
+    if getattr(predictor, "task", "classification") == "detection":
+        raise ConfigError(f"'{model}' is a detection model: --engine spark scores classification "
+                          "models. Score it with the local engine (drop --engine spark).")
     output = Path(output)
     cases, todo = pending_inputs(predictor, inputs, output)
     if not todo:

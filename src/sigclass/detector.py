@@ -1,0 +1,187 @@
+"""A trained object detector: :class:`DetectionPredictor`, saved and loaded like a classifier.
+
+The model folder is that of a classifier (:mod:`sigclass.artifacts`): ``weights.safetensors``
+and a ``model.json`` checked against its schema, with ``"task": "detection"``, the object
+classes, the preprocessing (``data_config``: shorter side, mean, std) and how to rebuild the
+network (``network.kwargs``: backbone, architecture, sizes; see
+:func:`sigclass.models.detection.build_detector`). :func:`sigclass.load` returns a
+:class:`DetectionPredictor` for such a folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from ._utils import atomic_write, sha256_file, write_json
+from .artifacts import load_weights, verify_files
+from .exceptions import ConfigError
+from .model_schema import FORMAT, FORMAT_VERSION, MODEL_JSON, WEIGHTS, fail
+from .models.detection import build_detector
+
+__all__ = ["BOX_COLUMNS", "DetectionPredictor", "require_classifier", "write_boxes_csv"]
+
+BOX_COLUMNS = ("path", "xmin", "ymin", "xmax", "ymax", "label", "score")
+
+
+class DetectionPredictor:
+    """A detector that takes image files and returns labeled, scored boxes.
+
+    Args:
+        network: A torchvision detector built by :func:`~sigclass.models.detection.build_detector`.
+        classes: Object class names; label ``i`` of the network is ``classes[i - 1]``.
+        data_config: The preprocessing stored with the model.
+        info: Metadata saved with the model (metrics, data, training).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    """
+
+    task = "detection"
+    modality = "image"
+    mode = "finetune"
+
+    def __init__(self, network, classes: list[str], data_config: dict[str, Any],
+                 info: dict[str, Any] | None = None, device: str | None = "auto"):
+        self.network = network
+        self.classes = [str(c) for c in classes]
+        self.data_config = dict(data_config)
+        self.info = dict(info or {})
+        self.device = device
+
+    @property
+    def model_name(self) -> str:
+        return self.network.model_spec["name"]
+
+    def __repr__(self) -> str:
+        return f"DetectionPredictor(model={self.model_name!r}, classes={self.classes})"
+
+    # -- what a classifier does, refused clearly ----------------------------------------------------
+
+    def _not_a_classifier(self, *_, **__):
+        raise ConfigError(f"'{self.model_name}' is a detection model: it finds boxes, it does not "
+                          "classify whole images. Use predict_boxes() (CLI: `sigclass predict MODEL "
+                          "IMAGES -o boxes.csv`), or a classification model for class outputs.")
+
+    predict = predict_proba = predict_files = explain = use_backend = _not_a_classifier
+
+    # -- prediction -------------------------------------------------------------------------------
+
+    def _device(self):
+        from ._utils import resolve_device
+
+        return resolve_device(self.device)
+
+    def detect(self, images, score_threshold: float = 0.05, max_detections: int = 100,
+               batch_size: int = 4) -> list[dict[str, Any]]:
+        """Detections of image tensors ``(3, H, W)`` in ``[0, 1]``: per image ``boxes`` (n, 4),
+        ``labels`` (class names) and ``scores`` as numpy arrays, highest score first."""
+        import torch
+
+        if not 0 <= score_threshold <= 1:
+            raise ConfigError(f"The score threshold must be in [0, 1]. Got {score_threshold}.")
+        if max_detections < 1:
+            raise ConfigError(f"max_detections must be at least 1. Got {max_detections}.")
+        device = self._device()
+        network = self.network.to(device).eval()
+        found = []
+        for start in range(0, len(images), batch_size):
+            batch = [image.to(device) for image in images[start:start + batch_size]]
+            with torch.inference_mode():
+                outputs = network(batch)
+            for out in outputs:
+                keep = (out["scores"] >= score_threshold).nonzero().flatten()[:max_detections]
+                labels = out["labels"][keep].cpu().numpy()
+                found.append({"boxes": out["boxes"][keep].float().cpu().numpy(),
+                              "labels": np.array([self.classes[i - 1] for i in labels], dtype=object),
+                              "label_ids": labels,
+                              "scores": out["scores"][keep].float().cpu().numpy()})
+        return found
+
+    def predict_boxes(self, paths, score_threshold: float = 0.05, max_detections: int = 100,
+                      batch_size: int = 4) -> list[dict[str, Any]]:
+        """:meth:`detect` on image files (each checked and decoded; a bad file is an error
+        naming it)."""
+        from .data.detection_torch import read_rgb
+        from .data.image_files import check_image_file
+        from .exceptions import DataError, Problem
+
+        paths = [Path(p) for p in paths]
+        problems = [Problem(str(p), reason) for p in paths
+                    if (reason := check_image_file(p)[1])]
+        if problems:
+            raise DataError(problems)
+        images = [read_rgb(p).float().div(255) for p in paths]
+        return self.detect(images, score_threshold, max_detections, batch_size)
+
+    # -- saving and loading -----------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> Path:
+        """Write the model folder ``path``; returns it."""
+        import sklearn
+        import timm
+        import torch
+        from safetensors.torch import save_file
+
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.network.state_dict().items()}
+        atomic_write(folder / WEIGHTS, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
+        document = {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "task": "detection",
+            "modality": "image", "mode": "finetune", "classes": self.classes,
+            "data_config": self.data_config, "network": self.network.model_spec, "head": None,
+            "info": self.info, "files": {WEIGHTS: sha256_file(folder / WEIGHTS)},
+            "saved_with": {"sigclass": __version__, "python": platform.python_version(),
+                           "torch": torch.__version__, "timm": timm.__version__,
+                           "scikit-learn": sklearn.__version__},
+        }
+        write_json(folder / MODEL_JSON, document)
+        return folder
+
+    @classmethod
+    def from_folder(cls, folder: Path, document: dict[str, Any], device: str | None = "auto"):
+        """The detector of a model folder whose checked ``model.json`` is ``document``."""
+        verify_files(folder, document["files"])
+        spec = document["network"]
+        config = document["data_config"]
+        try:
+            network = build_detector(spec["n_classes"], pretrained=False, mean=config["mean"],
+                                     std=config["std"], **spec.get("kwargs", {}))
+        except Exception as exc:  # noqa: BLE001 - any failure means a broken artifact
+            raise fail(folder / MODEL_JSON, [f"field 'network': cannot rebuild the detector "
+                                             f"'{spec['name']}' ({' '.join(str(exc).split())})"]) from None
+        load_weights(folder, network)
+        network.eval()
+        info = {**document.get("info", {}), "path": str(folder)}
+        return cls(network, document["classes"], config, info=info, device=device)
+
+
+def require_classifier(predictor, what: str):
+    """``predictor``, unless it is a detection model, which ``what`` (e.g. "class activation
+    maps") does not apply to: then a :class:`ConfigError` that says what does."""
+    if getattr(predictor, "task", "classification") == "detection":
+        raise ConfigError(f"'{predictor.model_name}' is a detection model; {what} apply to "
+                          "classification models only. A detection model gives boxes: "
+                          "`sigclass predict MODEL IMAGES -o boxes.csv`, `sigclass evaluate "
+                          "MODEL DATA` (COCO mAP).")
+    return predictor
+
+
+def write_boxes_csv(path: str | Path, paths, detections) -> int:
+    """One row per box (``path,xmin,ymin,xmax,ymax,label,score``); returns the number of rows."""
+    rows = 0
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(BOX_COLUMNS)
+        for image_path, found in zip(paths, detections, strict=True):
+            for box, label, score in zip(found["boxes"], found["labels"], found["scores"], strict=True):
+                writer.writerow([str(image_path), *(f"{float(v):.2f}" for v in box), label,
+                                 f"{float(score):.4f}"])
+                rows += 1
+    return rows

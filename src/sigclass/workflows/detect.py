@@ -1,0 +1,219 @@
+"""Training, evaluating and saving an object detector: :func:`train_detection`.
+
+The run folder holds what a classification run holds where it applies: ``config.yaml`` (the
+resolved settings), ``data_report.json`` (images read, left out, boxes clipped), ``split.json``
+(image ids per part), ``history.json`` (per epoch: losses, val mAP), ``metrics.json`` (COCO
+metrics on the test part, or on the validation part when there is no test part) and ``model/``
+(:class:`~sigclass.detector.DetectionPredictor`). With tracking on, MLflow records the settings,
+every epoch and the test metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._utils import write_json
+from ..config import RunConfig, load_config
+from ..data.detection import DetectionDataset, detect_layout
+from ..detector import DetectionPredictor
+from ..exceptions import ArtifactError, ConfigError
+from ..models.detection import DEFAULT_BACKBONE, DEFAULT_SIZE, build_detector
+from ..tracking.logger import flatten, start_run
+from ..training.detection import DetectionTrainer
+
+logger = logging.getLogger(__name__)
+
+RUN_JSON = "run.json"  # {"task": "detection", "status": "running" | "finished"}
+
+__all__ = ["DetectionRun", "evaluate_box_data", "evaluate_detector", "is_detection_data",
+           "is_detection_run", "predict_box_files", "train_detection"]
+
+
+@dataclass
+class DetectionRun:
+    """A finished detection run: its folder, predictor and test metrics."""
+
+    dir: Path
+    predictor: DetectionPredictor
+    metrics: dict[str, Any]
+
+
+def is_detection_data(source) -> bool:
+    """Whether ``source`` is laid out as a detection dataset (VOC, COCO or a box CSV)."""
+    try:
+        return detect_layout(source) is not None
+    except OSError:
+        return False
+
+
+def evaluate_detector(predictor: DetectionPredictor, dataset: DetectionDataset,
+                      batch_size: int = 4, max_detections: int = 100) -> dict[str, Any]:
+    """COCO metrics of ``predictor`` on every image of ``dataset`` (classes by name)."""
+    from ..data.detection_torch import read_rgb
+    from ..evaluation.detection import detection_metrics
+
+    index = {name: i + 1 for i, name in enumerate(predictor.classes)}
+    predictions, truth = [], []
+    for start in range(0, len(dataset), batch_size):
+        items = dataset.items[start:start + batch_size]
+        images = [read_rgb(item.path).float().div(255) for item in items]
+        found = predictor.detect(images, score_threshold=0.0, max_detections=max_detections)
+        predictions += [{"boxes": f["boxes"], "labels": f["label_ids"], "scores": f["scores"]}
+                        for f in found]
+        truth += [{"boxes": item.boxes, "labels": [index[name] for name in item.labels]}
+                  for item in items]
+    return detection_metrics(predictions, truth, predictor.classes, max_detections)
+
+
+def train_detection(data: str | Path | None, out: str | Path | None = None,
+                    config: RunConfig | None = None, progress: bool = True,
+                    resume: bool = False) -> DetectionRun:
+    """Train a detector on ``data``, evaluate it on the test part and save it in ``out``.
+
+    The settings used from ``config``: ``model`` (the backbone, ``efficientnet_lite0`` by
+    default), ``pretrained``, ``image_size`` (shorter side, 512 by default), ``model_args``
+    (``arch``: ``fasterrcnn``/``retinanet``/``fcos``; ``scale_jitter``), ``train`` (epochs,
+    max_minutes, batch size, lr, patience), ``on_bad_file``, ``val_size``/``test_size``/``seed``
+    (when the data has no split of its own), ``device`` and ``tracking``.
+
+    ``resume=True`` continues the interrupted run in ``out`` from its last checkpoint, with the
+    settings and split saved there (``data`` and ``config`` are not used).
+    """
+    if resume:
+        run_dir, cfg = _resumed(out)
+        data = cfg.data
+    else:
+        cfg = (config or RunConfig()).updated({"data": str(data)})
+        run_dir = _new_run_dir(out, cfg)
+    backbone = cfg.model or DEFAULT_BACKBONE
+    arch = str(cfg.model_args.get("arch", "fasterrcnn"))
+    dataset = DetectionDataset.load(data, cfg.on_bad_file, max_file_mb=cfg.max_file_mb,
+                                    follow_symlinks=cfg.follow_symlinks)
+    if resume:
+        parts = _saved_split(run_dir, dataset)
+    else:
+        write_json(run_dir / "data_report.json", dataset.report())
+        parts = dataset.split(cfg.val_size, cfg.test_size, cfg.seed)
+        write_json(run_dir / "split.json",
+                   {p: [dataset.items[i].key for i in idx] for p, idx in parts.items()})
+        (run_dir / "config.yaml").write_text(_yaml(cfg.to_dict()))
+    write_json(run_dir / RUN_JSON, {"task": "detection", "status": "running"})
+    network = build_detector(len(dataset.classes), backbone=backbone, arch=arch,
+                             pretrained=cfg.pretrained and not resume,
+                             image_size=cfg.image_size or DEFAULT_SIZE,
+                             scale_jitter=float(cfg.model_args.get("scale_jitter", 0.2)))
+    train_set = dataset.subset(parts["train"]).to_torch(train=True)
+    val_set = dataset.subset(parts["val"]).to_torch(train=False)
+    checkpoint = run_dir / "checkpoints" / "last.pt"
+    tags = {"sigclass.kind": "train", "sigclass.task": "detection", "sigclass.model": backbone}
+    with start_run(run_dir.name, config=cfg, tags=tags) as run:
+        run.log_params(cfg.to_dict())
+        trainer = DetectionTrainer(network, cfg.train, device=cfg.device, callbacks=[run.callback()],
+                                   checkpoint_dir=run_dir / "checkpoints", seed=cfg.seed,
+                                   progress=progress)
+        trainer.fit(train_set, val_set, resume=checkpoint if resume and checkpoint.is_file() else None)
+        logger.info("Training plan: %s", trainer.describe_plan())
+        write_json(run_dir / "history.json", trainer.history_)
+        predictor = DetectionPredictor(trainer.network.cpu(), dataset.classes, network.data_config,
+                                       device=cfg.device)
+        part = "test" if len(parts["test"]) else "val"
+        metrics = evaluate_detector(predictor, dataset.subset(parts[part]))
+        metrics = {"part": part, **metrics}
+        write_json(run_dir / "metrics.json", metrics)
+        predictor.info = {"task": "detection", "backbone": backbone, "arch": arch,
+                          "data": str(data), "classes_boxes": dataset.n_boxes(),
+                          "training": {**trainer.summary(), "device": trainer.device_.type},
+                          "metrics": {k: metrics[k] for k in ("map", "map_50", "map_75", "part")}}
+        predictor.save(run_dir / "model")
+        run.log_metrics({f"test_{k}": v for k, v in flatten(metrics).items()
+                         if isinstance(v, int | float) and v is not None})
+    write_json(run_dir / RUN_JSON, {"task": "detection", "status": "finished"})
+    return DetectionRun(run_dir, predictor, metrics)
+
+
+def is_detection_run(folder: str | Path | None) -> bool:
+    """Whether ``folder`` is the run folder of a detection training."""
+    try:
+        return json.loads((Path(folder) / RUN_JSON).read_text()).get("task") == "detection"
+    except (OSError, ValueError, TypeError, AttributeError):
+        return False
+
+
+def _new_run_dir(out, cfg: RunConfig) -> Path:
+    backbone = cfg.model or DEFAULT_BACKBONE
+    arch = str(cfg.model_args.get("arch", "fasterrcnn"))
+    run_dir = Path(out) if out else Path("runs") / (
+        f"detect-{arch}-{backbone}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise ConfigError(f"Run folder '{run_dir}' already exists and is not empty. Use --resume "
+                          "to continue it, or choose another --out.")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def _resumed(out) -> tuple[Path, RunConfig]:
+    if out is None or not (Path(out) / "config.yaml").is_file():
+        raise ConfigError(f"Cannot resume: '{out}' is not a detection run folder (no config.yaml); "
+                          "pass the --out of the run to continue.")
+    return Path(out), RunConfig.from_dict(load_config(Path(out) / "config.yaml"))
+
+
+def _saved_split(run_dir: Path, dataset: DetectionDataset) -> dict[str, Any]:
+    saved = json.loads((run_dir / "split.json").read_text())
+    position = {key: i for i, key in enumerate(dataset.ids)}
+    missing = sorted(k for keys in saved.values() for k in keys if k not in position)
+    if missing:
+        raise ArtifactError(f"Cannot resume '{run_dir}': {len(missing)} image(s) of its split.json "
+                            f"are no longer usable in the data (e.g. {missing[0]}).")
+    return {part: np.array([position[k] for k in keys], dtype=np.int64) for part, keys in saved.items()}
+
+
+def evaluate_box_data(predictor: DetectionPredictor, data, part: str | None = None,
+                      out: str | Path | None = None, on_bad_file: str = "error",
+                      **file_options) -> dict[str, Any]:
+    """COCO metrics of ``predictor`` on detection data: its predefined ``part`` (``test`` by
+    default) when it has a split of its own, else every image; ``out/metrics.json`` if given.
+    A label that is not one of the model's classes is a problem of the data."""
+    dataset = DetectionDataset.load(data, on_bad_file, classes=predictor.classes, **file_options)
+    part = part or "test"
+    chosen = "all"
+    if dataset.parts:
+        indices = dataset.split()[part]
+        if len(indices):
+            dataset, chosen = dataset.subset(indices), part
+    metrics = {"part": chosen, **evaluate_detector(predictor, dataset)}
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        write_json(Path(out) / "metrics.json", metrics)
+    return metrics
+
+
+def predict_box_files(predictor: DetectionPredictor, inputs, output: str | Path,
+                      score_threshold: float | None = None, max_detections: int | None = None,
+                      batch_size: int = 4) -> int:
+    """Boxes of image files and folders (searched recursively) written to the CSV ``output``,
+    one row per box; returns the number of boxes."""
+    from ..data.image_files import expand_image_inputs
+    from ..detector import write_boxes_csv
+
+    paths = expand_image_inputs(inputs)
+    threshold = 0.05 if score_threshold is None else score_threshold
+    limit = 100 if max_detections is None else max_detections
+    found = []
+    for start in range(0, len(paths), 64):
+        chunk = paths[start:start + 64]
+        found += predictor.predict_boxes(chunk, threshold, limit, batch_size)
+    return write_boxes_csv(output, paths, found)
+
+
+def _yaml(values: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(values, sort_keys=False)

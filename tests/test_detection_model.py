@@ -1,0 +1,184 @@
+"""Detection end to end on 8 BCCD images at 160x120: `sigclass train --task detection`, COCO
+metrics, the model folder, `sigclass.load` round trip and `sigclass predict` boxes."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from xml.etree import ElementTree
+
+import numpy as np
+import pytest
+
+import sigclass
+from sigclass.cli import main
+from sigclass.exceptions import ArtifactError, ConfigError
+
+BCCD = Path("/work/shared/datasets/BCCD")
+pytestmark = pytest.mark.skipif(not BCCD.is_dir(), reason="the BCCD data set is not here")
+
+
+def tiny_bccd(root: Path, n: int = 8) -> Path:
+    """The first ``n`` BCCD images shrunk 4x (160x120), boxes scaled alike, as a VOC folder."""
+    from PIL import Image
+
+    (root / "Annotations").mkdir(parents=True)
+    (root / "JPEGImages").mkdir()
+    for xml in sorted((BCCD / "Annotations").glob("*.xml"))[:n]:
+        tree = ElementTree.parse(xml)
+        for element in tree.getroot().iter():
+            if element.tag in ("width", "height", "xmin", "ymin", "xmax", "ymax"):
+                element.text = str(int(element.text) // 4)
+        tree.write(root / "Annotations" / xml.name)
+        name = tree.getroot().findtext("filename")
+        Image.open(BCCD / "JPEGImages" / name).resize((160, 120)).save(root / "JPEGImages" / name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("detect")
+    data = tiny_bccd(base / "bccd")
+    out = base / "run"
+    code = main(["train", str(data), "--out", str(out), "--epochs", "1", "--image-size", "96",
+                 "--batch-size", "4", "--set", "tracking.enabled=false", "-q"])
+    assert code == 0
+    return out
+
+
+def test_training_writes_coco_metrics_and_a_detection_model(run):
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["part"] == "test"
+    assert 0 <= metrics["map"] <= metrics["map_50"] <= 1
+    assert set(metrics["per_class"]) == {"Platelets", "RBC", "WBC"}
+    rbc = metrics["per_class"]["RBC"]
+    assert rbc["n_boxes"] > 0 and 0 <= rbc["recall_50"] <= 1
+    history = json.loads((run / "history.json").read_text())
+    assert len(history) == 1 and {"train_loss_classifier", "val_map", "val_map_50"} <= set(history[0])
+    document = json.loads((run / "model" / "model.json").read_text())
+    assert document["task"] == "detection"
+    assert document["network"]["kwargs"]["backbone"] == "efficientnet_lite0"
+    report = json.loads((run / "data_report.json").read_text())
+    assert report["layout"] == "voc" and report["images"] == 8
+
+
+def test_load_round_trip_gives_identical_boxes(run, tmp_path):
+    import torch
+
+    first = sigclass.load(run, device="cpu")
+    images = [p for p in sorted((run.parent / "bccd" / "JPEGImages").glob("*.jpg"))[:2]]
+    before = first.predict_boxes(images, score_threshold=0.0)
+    first.save(tmp_path / "copy")
+    second = sigclass.load(tmp_path / "copy", device="cpu")
+    after = second.predict_boxes(images, score_threshold=0.0)
+    assert sum(len(f["boxes"]) for f in before) > 0
+    for a, b in zip(before, after, strict=True):
+        np.testing.assert_array_equal(a["boxes"], b["boxes"])
+        np.testing.assert_array_equal(a["scores"], b["scores"])
+        assert list(a["labels"]) == list(b["labels"])
+    with torch.no_grad():
+        for (name, x), (_, y) in zip(first.network.state_dict().items(),
+                                     second.network.state_dict().items(), strict=True):
+            assert torch.equal(x, y), name
+
+
+def test_predict_writes_one_row_per_box(run, tmp_path, capsys):
+    folder = run.parent / "bccd" / "JPEGImages"
+    out = tmp_path / "boxes.csv"
+    assert main(["predict", str(run), str(folder), "-o", str(out), "--score-threshold", "0.0",
+                 "--max-detections", "5"]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert list(rows[0]) == ["path", "xmin", "ymin", "xmax", "ymax", "label", "score"]
+    per_image = {}
+    for row in rows:
+        per_image[row["path"]] = per_image.get(row["path"], 0) + 1
+        assert row["label"] in {"Platelets", "RBC", "WBC"}
+        assert float(row["xmin"]) < float(row["xmax"]) and 0 <= float(row["score"]) <= 1
+    assert len(per_image) == 8 and max(per_image.values()) <= 5
+    high = tmp_path / "high.csv"
+    assert main(["predict", str(run), str(folder), "-o", str(high), "--score-threshold", "0.99"]) == 0
+    assert all(float(r["score"]) >= 0.99 for r in csv.DictReader(high.open()))
+
+
+def test_evaluate_scores_a_detection_model_on_box_data(run, tmp_path, capsys):
+    data = run.parent / "bccd"
+    assert main(["evaluate", str(run), str(data), "--out", str(tmp_path / "eval")]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["part"] == "all" and metrics["n_images"] == 8
+    assert "mAP@0.5" in capsys.readouterr().out
+    trained = json.loads((run / "metrics.json").read_text())
+    assert trained["n_images"] < metrics["n_images"]
+
+
+def test_detection_model_refuses_classification_and_the_reverse(run, tmp_path, capsys):
+    detector = sigclass.load(run)
+    image = next((run.parent / "bccd" / "JPEGImages").glob("*.jpg"))
+    assert main(["explain", str(run), str(image), "--out", str(tmp_path / "cam")]) == 2
+    assert "is a detection model; class activation maps apply to classification models only" \
+        in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="is a detection model: it finds boxes"):
+        detector.predict_proba(["x.jpg"])
+    from sigclass.predictor import Predictor
+
+    document = json.loads((run / "model" / "model.json").read_text())
+    with pytest.raises(ArtifactError, match="holds a detection model, not a classifier"):
+        Predictor.from_folder(run / "model", document)
+    classifier = tmp_path / "classifier"
+    network = sigclass.create_model("simple_cnn_gap", n_classes=2)
+    from sigclass.artifacts import save_predictor
+
+    config = {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3}
+    save_predictor(Predictor(network, ["a", "b"], config), classifier)
+    code = main(["predict", str(classifier), str(image), "-o", str(tmp_path / "p.csv"),
+                 "--score-threshold", "0.5"])
+    assert code == 2
+    assert "is a classification model: --score-threshold and --max-detections apply to " \
+           "detection models only" in capsys.readouterr().err
+
+
+def test_resume_restores_the_trained_weights_and_split(run):
+    before = json.loads((run / "metrics.json").read_text())
+    split = (run / "split.json").read_text()
+    assert json.loads((run / "run.json").read_text()) == {"task": "detection", "status": "finished"}
+    assert main(["train", "--resume", "--out", str(run), "-q"]) == 0
+    assert json.loads((run / "metrics.json").read_text()) == before
+    assert (run / "split.json").read_text() == split
+    assert len(json.loads((run / "history.json").read_text())) == 1
+
+
+def test_a_new_run_refuses_a_used_folder(run):
+    with pytest.raises(ConfigError, match="already exists and is not empty"):
+        from sigclass.workflows.detect import train_detection
+
+        train_detection(run.parent / "bccd", run)
+
+
+@pytest.mark.parametrize("arch", ["fasterrcnn", "retinanet", "fcos"])
+def test_every_architecture_learns_from_boxes_and_returns_boxes(arch):
+    import torch
+
+    from sigclass.models.detection import build_detector
+
+    torch.manual_seed(0)
+    network = build_detector(2, arch=arch, pretrained=False, image_size=64)
+    images = [torch.rand(3, 48, 64), torch.rand(3, 48, 64)]
+    targets = [{"boxes": torch.tensor([[4.0, 4.0, 30.0, 30.0]]), "labels": torch.tensor([1])},
+               {"boxes": torch.tensor([[20.0, 10.0, 60.0, 40.0]]), "labels": torch.tensor([2])}]
+    losses = network.train()(images, targets)
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    assert network.backbone.fpn.inner_blocks[0][0].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in network.backbone.body.conv_stem.parameters())
+    found = network.eval()(images)
+    assert len(found) == 2 and set(found[0]) == {"boxes", "labels", "scores"}
+    assert network.model_spec["kwargs"]["arch"] == arch
+
+
+def test_unknown_architecture_is_named():
+    from sigclass.models.detection import build_detector
+
+    with pytest.raises(ConfigError, match="The detector 'arch' must be one of 'fasterrcnn', "
+                       "'retinanet', 'fcos'. Got 'yolo'."):
+        build_detector(2, arch="yolo", pretrained=False)
