@@ -6,45 +6,21 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from xml.etree import ElementTree
 
 import numpy as np
 import pytest
 
 import sigclass
+from detection_models import BCCD, train_detection_model
 from sigclass.cli import main
 from sigclass.exceptions import ArtifactError, ConfigError
 
-BCCD = Path("/work/shared/datasets/BCCD")
 pytestmark = pytest.mark.skipif(not BCCD.is_dir(), reason="the BCCD data set is not here")
-
-
-def tiny_bccd(root: Path, n: int = 8) -> Path:
-    """The first ``n`` BCCD images shrunk 4x (160x120), boxes scaled alike, as a VOC folder."""
-    from PIL import Image
-
-    (root / "Annotations").mkdir(parents=True)
-    (root / "JPEGImages").mkdir()
-    for xml in sorted((BCCD / "Annotations").glob("*.xml"))[:n]:
-        tree = ElementTree.parse(xml)
-        for element in tree.getroot().iter():
-            if element.tag in ("width", "height", "xmin", "ymin", "xmax", "ymax"):
-                element.text = str(int(element.text) // 4)
-        tree.write(root / "Annotations" / xml.name)
-        name = tree.getroot().findtext("filename")
-        Image.open(BCCD / "JPEGImages" / name).resize((160, 120)).save(root / "JPEGImages" / name)
-    return root
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
-    base = tmp_path_factory.mktemp("detect")
-    data = tiny_bccd(base / "bccd")
-    out = base / "run"
-    code = main(["train", str(data), "--out", str(out), "--epochs", "1", "--image-size", "96",
-                 "--batch-size", "4", "--set", "tracking.enabled=false", "-q"])
-    assert code == 0
-    return out
+    return train_detection_model(tmp_path_factory.mktemp("detect"))
 
 
 def test_training_writes_coco_metrics_and_a_detection_model(run):

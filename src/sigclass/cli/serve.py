@@ -137,7 +137,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     else:
         from ..serve.model import load_servable
 
-        load_servable(args.model, settings.reject_unknown)
+        load_servable(args.model, settings.reject_unknown, settings)
     uvicorn.run("sigclass.serve.app:create_app", factory=True, host=args.host, port=args.port,
                 workers=args.workers, log_level=args.log_level, timeout_graceful_shutdown=10,
                 http="sigclass.serve.protocol:HeaderTimeoutProtocol",

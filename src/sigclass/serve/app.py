@@ -32,6 +32,7 @@ from .. import __version__
 from ..evaluation.ood import score_records
 from ..exceptions import DataError, Problem
 from .batching import Busy, MicroBatcher, Worker
+from .detection import check_options, detect_uploads, task_of
 from .errors import ServiceError, install_error_handlers
 from .guards import ConcurrencyGuard, RequestGuard, release_memory
 from .inputs import Upload, media_type, parse_json
@@ -39,6 +40,8 @@ from .monitoring import CONTENT_TYPE_LATEST, MetricsMiddleware, Monitor
 from .schemas import (
     ERROR_RESPONSES,
     BatchResponse,
+    DetectBatchResponse,
+    DetectResponse,
     Health,
     Metadata,
     PredictResponse,
@@ -60,17 +63,18 @@ bearer = HTTPBearer(auto_error=False, description="/metrics also takes the API k
 
 def open_model(settings: Settings):
     """The served model of ``settings.model``: a bundle folder runs on the lean runtime
-    (:mod:`sigclass.runtime`, no PyTorch is imported), anything else as a
-    :class:`~sigclass.serve.model.ServedModel`."""
+    (:mod:`sigclass.runtime`, no PyTorch is imported), a classifier as a
+    :class:`~sigclass.serve.model.ServedModel`, a detector as a
+    :class:`~sigclass.serve.detection.DetectionServedModel`."""
     from ..runtime import is_bundle
 
     if is_bundle(settings.model):
         from ..runtime.serving import BundleServedModel
 
         return BundleServedModel(settings)
-    from .model import ServedModel
+    from .model import open_served
 
-    return ServedModel(settings)
+    return open_served(settings)
 
 
 def served_model(request: Request):
@@ -97,6 +101,10 @@ Authorized = Depends(check_api_key)
 Explain = Annotated[bool, Query(description="Add the class activation map (PNG overlay + raw map)")]
 Target = Annotated[str | None, Query(max_length=200, description="Class the map explains "
                                      "(default: the predicted class)")]
+ScoreThreshold = Annotated[float | None, Query(ge=0, le=1, description="Detection models: the "
+                                               "lowest box score returned (default 0.05)")]
+MaxDetections = Annotated[int | None, Query(ge=1, le=1000, description="Detection models: the "
+                                            "most boxes per image (default 100)")]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -106,7 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         served = await run_in_threadpool(open_model, settings)
-        monitor.attach(served.classes, served.predictor.drift_reference,
+        monitor.attach(served.classes, getattr(served.predictor, "drift_reference", None),
                        max(settings.max_batch_size, settings.max_batch_inputs))
         batcher = MicroBatcher(served.run_batch, settings.max_batch_size, settings.max_wait_ms,
                                on_batch=monitor.observe_batch)
@@ -159,7 +167,8 @@ def metadata(served: Served, request: Request) -> dict:
     predictor, settings = served.predictor, served.settings
     limits = {name: getattr(settings, name) for name in SERVING_LIMITS}
     return _without_paths({
-        "model": served.identity, "source": settings.model, "modality": predictor.modality,
+        "model": served.identity, "source": settings.model, "task": task_of(served),
+        "modality": predictor.modality,
         "mode": predictor.mode, "network": predictor.model_name, "classes": predictor.classes,
         "input": served.input_spec(),
         "serving": {**served.engine_info, **limits, "load_seconds": round(served.load_seconds, 3),
@@ -186,26 +195,44 @@ SERVING_LIMITS = ("max_batch_size", "max_wait_ms", "max_request_bytes", "max_bat
                   "limit_concurrency", "max_number_chars", "max_csv_cell_chars")
 
 
-@router.post("/predict", response_model=PredictResponse, dependencies=[Authorized],
-             summary="Classify one image or signal", responses=ERROR_RESPONSES,
+@router.post("/predict", response_model=PredictResponse | DetectResponse,
+             dependencies=[Authorized], responses=ERROR_RESPONSES,
+             summary="Classify one image or signal, or find the objects of an image",
              openapi_extra={"requestBody": request_body(many=False)})
 async def predict(request: Request, served: Served, explain: Explain = False,
-                  target: Target = None) -> dict:
+                  target: Target = None, score_threshold: ScoreThreshold = None,
+                  max_detections: MaxDetections = None) -> dict:
     async with deadline(served):
+        check_options(served, explain, target, score_threshold, max_detections)
         uploads = await read_uploads(request, served, many=False)
-        predictions = await score(request, served, uploads, explain, target)
+        predictions = await answer(request, served, uploads, explain, target, score_threshold,
+                                   max_detections)
     return {"model": served.identity, **predictions[0]}
 
 
-@router.post("/predict/batch", response_model=BatchResponse, dependencies=[Authorized],
-             summary="Classify several images or signals", responses=ERROR_RESPONSES,
+@router.post("/predict/batch", response_model=BatchResponse | DetectBatchResponse,
+             dependencies=[Authorized], responses=ERROR_RESPONSES,
+             summary="Classify several images or signals, or find the objects of several images",
              openapi_extra={"requestBody": request_body(many=True)})
 async def predict_batch(request: Request, served: Served, explain: Explain = False,
-                        target: Target = None) -> dict:
+                        target: Target = None, score_threshold: ScoreThreshold = None,
+                        max_detections: MaxDetections = None) -> dict:
     async with deadline(served):
+        check_options(served, explain, target, score_threshold, max_detections)
         uploads = await read_uploads(request, served, many=True)
-        predictions = await score(request, served, uploads, explain, target)
-    return {"model": served.identity, "predictions": predictions}
+        predictions = await answer(request, served, uploads, explain, target, score_threshold,
+                                   max_detections)
+    task = {"task": "detection"} if task_of(served) == "detection" else {}
+    return {"model": served.identity, **task, "predictions": predictions}
+
+
+async def answer(request: Request, served: ServedModel, uploads: list[Upload], explain: bool,
+                 target: str | None, score_threshold: float | None,
+                 max_detections: int | None) -> list[dict[str, Any]]:
+    """The predictions of ``uploads`` by the served model's task: classes or boxes."""
+    if task_of(served) == "detection":
+        return await detect_uploads(request, served, uploads, score_threshold, max_detections)
+    return await score(request, served, uploads, explain, target)
 
 
 @asynccontextmanager

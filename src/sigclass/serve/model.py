@@ -18,7 +18,6 @@ import numpy as np
 
 from .._utils import resolve_device, sha256_json
 from ..artifacts import model_files
-from ..detector import require_classifier
 from ..exceptions import ConfigError
 from ..explain import explain, render_overlay
 from ..inference import infer, make_engine, resolve_backend
@@ -27,7 +26,8 @@ from ..modalities import modality_of
 from ..predictor import onnx_cache_path, require_ood
 from .settings import Settings
 
-__all__ = ["ServedModel", "load_servable", "model_identity", "onnx_cache_path", "pick_engine"]
+__all__ = ["ServedModel", "load_servable", "model_identity", "onnx_cache_path", "open_served",
+           "pick_engine"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,16 +98,26 @@ def _tensor(array: np.ndarray):
     return torch.from_numpy(array)
 
 
-def load_servable(source: str, reject_unknown: bool = False):
+def load_servable(source: str, reject_unknown: bool = False, settings: Settings | None = None):
     """The predictor of ``source``, loaded and validated (:func:`sigclass.load`), refused when
     the service cannot score it. ``sigclass serve`` calls this before it binds its port.
 
     Raises:
         ArtifactError: The model folder is missing, damaged or inconsistent.
-        ConfigError: ``source`` is an ensemble, or ``reject_unknown`` asks for an
-            out-of-distribution score the model was saved without.
+        ConfigError: ``source`` is an ensemble, ``reject_unknown`` asks for an
+            out-of-distribution score the model was saved without, or ``settings`` ask a
+            detection model for an engine it does not run on.
     """
-    predictor = require_classifier(load(source), "the scoring service")
+    predictor = load(source)
+    if getattr(predictor, "task", "classification") == "detection":
+        if reject_unknown:
+            raise ConfigError(f"'{source}' is a detection model: it has no out-of-distribution "
+                              "score, so --reject-unknown does not apply. Drop it.")
+        if settings is not None:
+            from .detection import DetectionServedModel
+
+            DetectionServedModel.check_settings(settings)
+        return predictor
     if getattr(predictor, "members", None):
         raise ConfigError(f"'{source}' is an ensemble; the service scores one network "
                           "per request batch. Serve its best member (members/<name> in the "
@@ -118,17 +128,35 @@ def load_servable(source: str, reject_unknown: bool = False):
     return predictor
 
 
+def open_served(settings: Settings):
+    """The served model of ``settings.model``, loaded once: a :class:`ServedModel` for a
+    classifier, a :class:`~sigclass.serve.detection.DetectionServedModel` for a detector."""
+    start = time.perf_counter()
+    predictor = load_servable(settings.model, settings.reject_unknown)
+    if getattr(predictor, "task", "classification") == "detection":
+        from .detection import DetectionServedModel
+
+        served = DetectionServedModel(settings, predictor)
+    else:
+        served = ServedModel(settings, predictor)
+    served.load_seconds = time.perf_counter() - start
+    return served
+
+
 class ServedModel:
     """A loaded predictor with the functions the routes need.
 
     Args:
         settings: Which model, backend and device.
+        predictor: The model, already loaded by :func:`load_servable` (default: load it).
     """
 
-    def __init__(self, settings: Settings):
+    task = "classification"
+
+    def __init__(self, settings: Settings, predictor=None):
         self.settings = settings
         start = time.perf_counter()
-        self.predictor = load_servable(settings.model, settings.reject_unknown)
+        self.predictor = predictor or load_servable(settings.model, settings.reject_unknown)
         self.predictor.device = settings.device
         self.identity = model_identity(settings.model, self.predictor)
         self.engine_info = pick_engine(self.predictor, settings)

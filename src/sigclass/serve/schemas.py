@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -53,6 +53,35 @@ class BatchResponse(BaseModel):
     predictions: list[Prediction]
 
 
+class Box(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    xmin: float = Field(description="Left edge, in the uploaded image's own pixels")
+    ymin: float = Field(description="Top edge, in the uploaded image's own pixels")
+    xmax: float = Field(description="Right edge, in the uploaded image's own pixels")
+    ymax: float = Field(description="Bottom edge, in the uploaded image's own pixels")
+    box_class: str = Field(alias="class", description="The object's class")
+    score: float = Field(description="The detector's score of the box, in [0, 1]")
+
+
+class Detections(BaseModel):
+    task: Literal["detection"] = "detection"
+    input: str = Field(description="File name of the upload, or 'body'")
+    score_threshold: float = Field(description="The lowest score returned")
+    max_detections: int = Field(description="The most boxes returned")
+    boxes: list[Box] = Field(description="The objects found, highest score first")
+
+
+class DetectResponse(Detections):
+    model: ModelRef
+
+
+class DetectBatchResponse(BaseModel):
+    model: ModelRef
+    task: Literal["detection"] = "detection"
+    predictions: list[Detections]
+
+
 class Health(BaseModel):
     status: str
 
@@ -65,6 +94,7 @@ class Ready(BaseModel):
 class Metadata(BaseModel):
     model: ModelRef
     source: str
+    task: str = Field(default="classification", description="classification or detection")
     modality: str
     mode: str
     network: str

@@ -1,0 +1,168 @@
+"""Object detection in the scoring service: an uploaded image becomes labeled, scored boxes.
+
+A detection model (:class:`~sigclass.detector.DetectionPredictor`) is served beside the
+classification path: uploads are read and decoded exactly as for an image classifier (same
+content types, limits and errors), then kept at their own size, since a detector resizes each
+image itself and maps its boxes back, so boxes come back in the uploaded image's own pixels.
+The images of one request run together in the model thread (:meth:`MicroBatcher.call
+<sigclass.serve.batching.MicroBatcher.call>`): detection is not micro-batched across requests.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi.concurrency import run_in_threadpool
+
+from .._utils import resolve_device
+from ..exceptions import ConfigError, DataError
+from .errors import ServiceError
+from .guards import release_memory
+
+__all__ = ["DEFAULT_MAX_DETECTIONS", "DEFAULT_SCORE_THRESHOLD", "DetectionServedModel",
+           "check_options", "detect_uploads",
+           "task_of"]
+
+#: The defaults of ``sigclass predict`` on a detection model.
+DEFAULT_SCORE_THRESHOLD = 0.05
+DEFAULT_MAX_DETECTIONS = 100
+#: Inputs over this many pixels return their memory to the system once converted.
+LARGE_INPUT_PIXELS = 2_000_000
+
+
+class DetectionServedModel:
+    """A loaded detection model with what the routes need.
+
+    Args:
+        settings: Which model and device (detectors run on PyTorch, in fp32).
+        predictor: The loaded :class:`~sigclass.detector.DetectionPredictor`.
+    """
+
+    task = "detection"
+
+    def __init__(self, settings, predictor):
+        self.check_settings(settings)
+        start = time.perf_counter()
+        self.settings = settings
+        self.predictor = predictor
+        predictor.device = settings.device
+        from .model import model_identity
+
+        self.identity = model_identity(settings.model, predictor)
+        self.engine_info = {"backend": "torch", "precision": "fp32",
+                            "device": str(resolve_device(settings.device)),
+                            "chosen_by": "detection models run on PyTorch",
+                            "batching": "per request (no micro-batching across requests)"}
+        self.load_seconds = time.perf_counter() - start
+
+    @staticmethod
+    def check_settings(settings) -> None:
+        """Refuse an engine a detector does not run on (it would be ignored silently)."""
+        if settings.backend not in ("auto", "torch") or settings.precision != "fp32":
+            raise ConfigError(f"'{settings.model}' is a detection model: it runs on PyTorch in fp32 "
+                              f"only (got --backend {settings.backend}, --precision "
+                              f"{settings.precision}). Drop these options, or pass --backend torch.")
+
+    @property
+    def modality(self) -> str:
+        return self.predictor.modality
+
+    @property
+    def classes(self) -> list[str]:
+        return self.predictor.classes
+
+    @property
+    def handler(self):
+        """How the service reads this model's uploads: as images."""
+        from ..modalities import modality_of
+
+        return modality_of("image")
+
+    def run_batch(self, batch):
+        raise ConfigError("A detection model is not micro-batched; use detect().")
+
+    def to_tensor(self, image):
+        """A decoded PIL image as the detector's input: ``(3, H, W)`` float in [0, 1], as
+        :meth:`~sigclass.detector.DetectionPredictor.predict_boxes` reads files."""
+        from torchvision.transforms.v2 import functional as F
+
+        return F.pil_to_tensor(image.convert("RGB")).float().div(255)
+
+    def detect(self, images: list, score_threshold: float, max_detections: int) -> list[list[dict]]:
+        """The boxes of each image tensor (called in the model thread), highest score first."""
+        found = self.predictor.detect(images, score_threshold, max_detections)
+        return [[{"xmin": float(b[0]), "ymin": float(b[1]), "xmax": float(b[2]),
+                  "ymax": float(b[3]), "class": str(label), "score": float(score)}
+                 for b, label, score in zip(f["boxes"], f["labels"], f["scores"], strict=True)]
+                for f in found]
+
+    def input_spec(self) -> dict[str, Any]:
+        size = self.predictor.data_config.get("input_size") or [None, None, None]
+        return {"modality": "image", "task": "detection", "shorter_side": size[-1],
+                "mean": self.predictor.data_config.get("mean"),
+                "std": self.predictor.data_config.get("std"),
+                "content_types": ["multipart/form-data (field 'file')", "image/*"],
+                "max_image_pixels": self.settings.max_image_pixels,
+                "accept": "image/jpeg,image/png,image/bmp,image/tiff,image/webp",
+                "description": "An image of any size; the detector resizes it itself and returns "
+                               "boxes in the image's own pixels."}
+
+
+def task_of(served) -> str:
+    """``"detection"`` or ``"classification"`` (a bundle's model classifies)."""
+    return getattr(served, "task", "classification")
+
+
+def check_options(served, explain: bool, target: str | None, score_threshold: float | None,
+                  max_detections: int | None) -> None:
+    """Refuse query options that do not apply to the served model's task."""
+    if task_of(served) == "detection":
+        if explain or target is not None:
+            raise ServiceError(422, "explain_unavailable", "explain=true and 'target' are not "
+                               "available for detection models in the service yet (explanations "
+                               "of boxes are not implemented); ask without them.")
+    elif score_threshold is not None or max_detections is not None:
+        raise ServiceError(422, "bad_option", "'score_threshold' and 'max_detections' apply to "
+                           "detection models only; this model classifies. Drop them.")
+
+
+def _decode(served: DetectionServedModel, upload) -> tuple[Any, str, int]:
+    image = served.handler.decode_upload(upload, served.predictor.data_config,
+                                         served.settings.upload_limits())
+    pixels = image.width * image.height
+    tensor = served.to_tensor(image)
+    del image
+    if pixels > LARGE_INPUT_PIXELS:
+        release_memory()
+    return tensor, upload.name, pixels
+
+
+async def detect_uploads(request, served: DetectionServedModel, uploads: list,
+                         score_threshold: float | None, max_detections: int | None) -> list[dict]:
+    """The detections of ``uploads``, in order; every bad input is named in one error. Images
+    are decoded one at a time, at most ``max_concurrent_decodes`` across all requests, and a
+    request's images may hold ``max_batch_pixels`` together."""
+    threshold = DEFAULT_SCORE_THRESHOLD if score_threshold is None else score_threshold
+    limit = DEFAULT_MAX_DETECTIONS if max_detections is None else max_detections
+    images, problems, pixels = [], [], 0
+    for upload in uploads:
+        async with request.app.state.decodes:
+            try:
+                tensor, _, size = await run_in_threadpool(_decode, served, upload)
+            except DataError as exc:
+                problems += exc.problems
+                continue
+        pixels += size
+        if pixels > served.settings.max_batch_pixels:
+            raise ServiceError(413, "too_many_pixels", f"The images of this request hold more than "
+                               f"{served.settings.max_batch_pixels:,} pixels together (reached at "
+                               f"'{upload.name}'); split the request or downscale the images (or "
+                               "raise --max-batch-pixels).")
+        images.append(tensor)
+    if problems:
+        raise DataError(problems)
+    boxes = await request.app.state.batcher.call(served.detect, images, threshold, limit)
+    request.app.state.monitor.observe_batch(len(images))
+    return [{"input": u.name, "task": "detection", "score_threshold": threshold,
+             "max_detections": limit, "boxes": b} for u, b in zip(uploads, boxes, strict=True)]
