@@ -37,19 +37,18 @@ class DetectionServedModel:
     Args:
         settings: Which model and device (detectors run on PyTorch, in fp32).
         predictor: The loaded :class:`~sigclass.detector.DetectionPredictor`.
+        identity: Its name and version (:func:`sigclass.serve.model.model_identity`).
     """
 
     task = "detection"
 
-    def __init__(self, settings, predictor):
+    def __init__(self, settings, predictor, identity: dict[str, str]):
         self.check_settings(settings)
         start = time.perf_counter()
         self.settings = settings
         self.predictor = predictor
         predictor.device = settings.device
-        from .model import model_identity
-
-        self.identity = model_identity(settings.model, predictor)
+        self.identity = identity
         self.engine_info = {"backend": "torch", "precision": "fp32",
                             "device": str(resolve_device(settings.device)),
                             "chosen_by": "detection models run on PyTorch",

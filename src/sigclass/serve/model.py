@@ -136,7 +136,7 @@ def open_served(settings: Settings):
     if getattr(predictor, "task", "classification") == "detection":
         from .detection import DetectionServedModel
 
-        served = DetectionServedModel(settings, predictor)
+        served = DetectionServedModel(settings, predictor, model_identity(settings.model, predictor))
     else:
         served = ServedModel(settings, predictor)
     served.load_seconds = time.perf_counter() - start
