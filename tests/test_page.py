@@ -7,6 +7,7 @@ import shutil
 import httpx
 import pytest
 
+from detection_models import BCCD, train_detection_model
 from servers import running_server, train_image_model
 
 pytestmark = pytest.mark.slow
@@ -87,3 +88,48 @@ def test_page_shows_the_error_of_a_bad_file(page, tmp_path):
     expect(page.locator("#status")).to_contain_text("Error: notes.jpg: is not an image",
                                                     timeout=30_000)
     expect(page.locator("#result")).to_be_hidden()
+
+
+@pytest.fixture(scope="module")
+def detection_server(tmp_path_factory):
+    if not shutil.which("chromium"):
+        pytest.skip("Debian's chromium is not installed (scripts/setup.sh installs it)")
+    if not BCCD.is_dir():
+        pytest.skip("the BCCD data set is not here")
+    run = train_detection_model(tmp_path_factory.mktemp("page-detect"))
+    with running_server(run / "model", "--device", "cpu") as (base, _):
+        yield base, run
+
+
+def test_page_draws_the_boxes_of_a_detection_model(detection_server):
+    from playwright.sync_api import expect, sync_playwright
+
+    base, run = detection_server
+    image = sorted((run.parent / "bccd" / "JPEGImages").glob("*.jpg"))[0]
+    expected = httpx.post(base + "/predict?score_threshold=0", timeout=60,
+                          files={"file": (image.name, image.read_bytes())}).json()["boxes"]
+    assert expected
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                             args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page()
+        page.goto(base + "/")
+        expect(page.locator("#model")).to_contain_text("detection, classes: Platelets, RBC, WBC")
+        expect(page.locator("#explain-label")).to_be_hidden()
+        page.fill("#threshold", "0")
+        page.set_input_files("#file", str(image))
+        page.click("#submit")
+        expect(page.locator("#detections")).to_be_visible(timeout=60_000)
+        boxes = page.locator("#photo-boxes .box")
+        expect(boxes).to_have_count(len(expected))
+        first = expected[0]
+        expect(boxes.first.locator(".label")).to_have_text(
+            f"{first['class']} {100 * first['score']:.0f}%")
+        expect(page.locator("#found")).to_have_text(
+            f"{len(expected)} object{'' if len(expected) == 1 else 's'} found")
+        photo, drawn = page.locator("#photo").bounding_box(), boxes.first.bounding_box()
+        scale = photo["width"] / 160  # the tiny BCCD images are 160 px wide
+        assert abs(drawn["x"] - photo["x"] - first["xmin"] * scale) < 3
+        assert abs(drawn["y"] - photo["y"] - first["ymin"] * scale) < 3
+        assert abs(drawn["width"] - (first["xmax"] - first["xmin"]) * scale) < 3
+        browser.close()

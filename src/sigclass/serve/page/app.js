@@ -1,9 +1,10 @@
 // Quick test page: sends the chosen file to /predict and shows the class, the probabilities, the
 // prediction set, whether the input is unknown (far from the training data) and the class
-// activation map.
+// activation map; for a detection model, the boxes over the photo with their class and score.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+let task = "classification";
 
 function headers() {
   const key = $("apikey").value;
@@ -17,8 +18,13 @@ async function loadMetadata() {
     $("model").textContent = body.message || "Cannot read the model description.";
     return;
   }
+  task = body.task || "classification";
   $("model").textContent = `Model ${body.model.name} (version ${body.model.version}), ` +
-    `${body.modality}, classes: ${body.classes.join(", ")}`;
+    `${body.modality}${task === "detection" ? " detection" : ""}, classes: ${body.classes.join(", ")}`;
+  // Explanations of boxes are not served: a detection model hides the option.
+  $("explain-label").hidden = task === "detection";
+  $("threshold-label").hidden = task !== "detection";
+  $("submit").textContent = task === "detection" ? "Detect" : "Classify";
   // The model's modality says what to upload (Modality.input_spec on the server).
   $("file").accept = body.input.accept;
   $("accepts").textContent = body.input.description;
@@ -53,11 +59,15 @@ async function classify(event) {
   const file = $("file").files[0];
   if (!file) return;
   $("status").className = "";
-  $("status").textContent = "Classifying…";
+  $("status").textContent = task === "detection" ? "Detecting…" : "Classifying…";
   $("result").hidden = true;
+  $("detections").hidden = true;
   const form = new FormData();
   form.append("file", file, file.name);
-  const url = "/predict" + ($("explain").checked ? "?explain=true" : "");
+  let url = "/predict" + (task !== "detection" && $("explain").checked ? "?explain=true" : "");
+  if (task === "detection" && $("threshold").value !== "") {
+    url += `?score_threshold=${encodeURIComponent($("threshold").value)}`;
+  }
   let body;
   try {
     const response = await fetch(url, { method: "POST", body: form, headers: headers() });
@@ -69,6 +79,10 @@ async function classify(event) {
     return;
   }
   $("status").textContent = "";
+  if (task === "detection") {
+    await showBoxes(file, body.boxes);
+    return;
+  }
   const top = Object.entries(body.probabilities).sort((a, b) => b[1] - a[1])[0][0];
   // class null: the service rejects unknown inputs (--reject-unknown)
   $("predicted").textContent = body["class"] === null ? "none (unknown input)" : body["class"];
@@ -88,6 +102,34 @@ async function classify(event) {
     $("caption").textContent = `${explanation.method} map of class ${explanation.target}`;
   }
   $("result").hidden = false;
+}
+
+// Boxes come in the photo's own pixels: placed in percent of its natural size, they follow the
+// photo however large it is drawn.
+async function showBoxes(file, boxes) {
+  const photo = $("photo");
+  if (photo.src) URL.revokeObjectURL(photo.src);
+  photo.src = URL.createObjectURL(file);
+  await photo.decode();
+  const width = photo.naturalWidth, height = photo.naturalHeight;
+  const frame = $("photo-boxes");
+  frame.querySelectorAll(".box").forEach((box) => box.remove());
+  for (const b of boxes) {
+    const box = document.createElement("div");
+    box.className = "box";
+    box.dataset.class = b["class"];
+    box.style.left = `${(100 * b.xmin / width).toFixed(3)}%`;
+    box.style.top = `${(100 * b.ymin / height).toFixed(3)}%`;
+    box.style.width = `${(100 * (b.xmax - b.xmin) / width).toFixed(3)}%`;
+    box.style.height = `${(100 * (b.ymax - b.ymin) / height).toFixed(3)}%`;
+    const label = document.createElement("span");
+    label.className = "label";
+    label.textContent = `${b["class"]} ${(100 * b.score).toFixed(0)}%`;
+    box.append(label);
+    frame.append(box);
+  }
+  $("found").textContent = `${boxes.length} object${boxes.length === 1 ? "" : "s"} found`;
+  $("detections").hidden = false;
 }
 
 $("form").addEventListener("submit", classify);
