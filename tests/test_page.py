@@ -27,16 +27,24 @@ def server(fridge, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def browser():
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
+    if not shutil.which("chromium"):
+        pytest.skip("Debian's chromium is not installed (scripts/setup.sh installs it)")
+    with sync_playwright() as playwright:  # one per module: Playwright's sync API cannot nest
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
                                              args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page()
-        page.goto(server + "/")
-        yield page
+        yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(server, browser):
+    page = browser.new_page()
+    page.goto(server + "/")
+    yield page
+    page.close()
 
 
 def test_page_shows_class_bars_and_overlay(server, page, fridge):
@@ -101,18 +109,16 @@ def detection_server(tmp_path_factory):
         yield base, run
 
 
-def test_page_draws_the_boxes_of_a_detection_model(detection_server):
-    from playwright.sync_api import expect, sync_playwright
+def test_page_draws_the_boxes_of_a_detection_model(detection_server, browser):
+    from playwright.sync_api import expect
 
     base, run = detection_server
     image = sorted((run.parent / "bccd" / "JPEGImages").glob("*.jpg"))[0]
     expected = httpx.post(base + "/predict?score_threshold=0", timeout=60,
                           files={"file": (image.name, image.read_bytes())}).json()["boxes"]
     assert expected
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                             args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page()
+    page = browser.new_page()
+    try:
         page.goto(base + "/")
         expect(page.locator("#model")).to_contain_text("detection, classes: Platelets, RBC, WBC")
         expect(page.locator("#explain-label")).to_be_hidden()
@@ -132,4 +138,5 @@ def test_page_draws_the_boxes_of_a_detection_model(detection_server):
         assert abs(drawn["x"] - photo["x"] - first["xmin"] * scale) < 3
         assert abs(drawn["y"] - photo["y"] - first["ymin"] * scale) < 3
         assert abs(drawn["width"] - (first["xmax"] - first["xmin"]) * scale) < 3
-        browser.close()
+    finally:
+        page.close()
