@@ -92,6 +92,9 @@ def test_metadata_and_openapi_say_detection(server):
     assert metadata["task"] == "detection"
     assert metadata["classes"] == ["Platelets", "RBC", "WBC"]
     assert metadata["input"]["accept"].startswith("image/")
+    assert metadata["serving"]["backend"] == "torch"
+    metrics = httpx.get(server + "/metrics", timeout=30)
+    assert metrics.status_code == 200 and "sigclass_batch_size" in metrics.text
     openapi = httpx.get(server + "/openapi.json", timeout=30).json()
     schemas = openapi["components"]["schemas"]
     assert {"xmin", "ymin", "xmax", "ymax", "class", "score"} <= set(schemas["Box"]["properties"])

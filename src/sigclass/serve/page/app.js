@@ -5,6 +5,9 @@
 
 const $ = (id) => document.getElementById(id);
 let task = "classification";
+let classes = [];
+// one colour per class of a detection model, in the order of /metadata's classes
+const PALETTE = ["#e07a1f", "#3a7bd5", "#2e9e4f", "#b3261e", "#7b4bb7", "#c2185b", "#00897b", "#6d4c41"];
 
 function headers() {
   const key = $("apikey").value;
@@ -19,6 +22,7 @@ async function loadMetadata() {
     return;
   }
   task = body.task || "classification";
+  classes = body.classes;
   $("model").textContent = `Model ${body.model.name} (version ${body.model.version}), ` +
     `${body.modality}${task === "detection" ? " detection" : ""}, classes: ${body.classes.join(", ")}`;
   // Explanations of boxes are not served: a detection model hides the option.
@@ -118,6 +122,7 @@ async function showBoxes(file, boxes) {
     const box = document.createElement("div");
     box.className = "box";
     box.dataset.class = b["class"];
+    box.style.setProperty("--colour", PALETTE[Math.max(0, classes.indexOf(b["class"])) % PALETTE.length]);
     box.style.left = `${(100 * b.xmin / width).toFixed(3)}%`;
     box.style.top = `${(100 * b.ymin / height).toFixed(3)}%`;
     box.style.width = `${(100 * (b.xmax - b.xmin) / width).toFixed(3)}%`;
