@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 import sigclass
-from detection_models import BCCD, train_detection_model
+from detection_models import needs_bccd, train_detection_model
 from servers import running_server
 
-pytestmark = pytest.mark.skipif(not BCCD.is_dir(), reason="the BCCD data set is not here")
+pytestmark = needs_bccd
 
 
 @pytest.fixture(scope="module")

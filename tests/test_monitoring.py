@@ -82,7 +82,8 @@ def test_requests_errors_latency_batches_and_classes_are_counted(server, cases):
         answers = list(pool.map(lambda x: httpx.post(server + "/predict", json=x.tolist(), timeout=30),
                                 cases[:12]))
     assert [a.status_code for a in answers] == [200] * 12
-    assert httpx.post(server + "/predict/batch", json=cases[12:17].tolist(), timeout=30).status_code == 200
+    batch = httpx.post(server + "/predict/batch", json=cases[12:17].tolist(), timeout=30)
+    assert batch.status_code == 200
     bad = httpx.post(server + "/predict", json=[[1.0, 2.0, 3.0]], timeout=30)  # 1 channel of 6
     assert bad.status_code == 422
     assert httpx.get(server + "/no-such-page", timeout=10).status_code == 404
@@ -110,6 +111,10 @@ def test_requests_errors_latency_batches_and_classes_are_counted(server, cases):
     assert sorted(counts) == sorted(classes)
     assert sum(counts.values()) - sum(total(before, "sigclass_predictions_total", "class").values()) == 17
     assert 1 / len(classes) <= value(after, "sigclass_confidence_mean") <= 1
+    # unknown inputs: counted as the answers say
+    flagged = sum(a.json()["unknown"] for a in answers)
+    assert delta("sigclass_unknown_inputs_total") == flagged + sum(
+        r["unknown"] for r in batch.json()["predictions"])
     endpoints = {dict(k[1])["endpoint"] for k in after if k[0] == "sigclass_requests_total"}
     assert endpoints <= {"/predict", "/predict/batch", "/metadata", "/metrics", "/ready", "/health",
                          "/", "other"}
@@ -131,8 +136,15 @@ def test_drift_stays_low_on_the_test_cases_and_rises_on_shifted_inputs(server, c
     assert drift["reference"]["part"] == "test" and drift["reference"]["n_inputs"] == len(cases)
     assert drift["threshold"] == threshold and drift["statistic"] == "psi"
 
+    known_rate = value(samples, "sigclass_unknown_rate")
+    assert known_rate == np.mean([r["unknown"] for r in answer.json()["predictions"]])
+
     shifted = cases[:WINDOW] * 5 + 3  # a sensor with another gain and offset
-    assert httpx.post(server + "/predict/batch", json=shifted.tolist(), timeout=60).status_code == 200
+    answer = httpx.post(server + "/predict/batch", json=shifted.tolist(), timeout=60)
+    assert answer.status_code == 200
+    unknown_rate = value(scrape(server), "sigclass_unknown_rate")
+    assert unknown_rate == np.mean([r["unknown"] for r in answer.json()["predictions"]])
+    assert unknown_rate > known_rate, (known_rate, unknown_rate)
     drifted = total(scrape(server), "sigclass_drift_psi", "score")
     assert drifted["input_rms"] > threshold, drifted
     drift = httpx.get(server + "/metadata", timeout=10).json()["monitoring"]["drift"]

@@ -7,7 +7,7 @@ import shutil
 import httpx
 import pytest
 
-from detection_models import BCCD, train_detection_model
+from detection_models import needs_bccd, train_detection_model
 from servers import running_server, train_image_model
 
 pytestmark = pytest.mark.slow
@@ -102,13 +102,12 @@ def test_page_shows_the_error_of_a_bad_file(page, tmp_path):
 def detection_server(tmp_path_factory):
     if not shutil.which("chromium"):
         pytest.skip("Debian's chromium is not installed (scripts/setup.sh installs it)")
-    if not BCCD.is_dir():
-        pytest.skip("the BCCD data set is not here")
     run = train_detection_model(tmp_path_factory.mktemp("page-detect"))
     with running_server(run / "model", "--device", "cpu") as (base, _):
         yield base, run
 
 
+@needs_bccd
 def test_page_draws_the_boxes_of_a_detection_model(detection_server, browser):
     from playwright.sync_api import expect
 

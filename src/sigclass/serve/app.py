@@ -369,6 +369,7 @@ async def score(request: Request, served: ServedModel, uploads: list[Upload], ex
         explanations = [await _explain(request, served, item, target) for item in items]
     records = score_records(served.predictor, np.asarray(probabilities), ood,
                             served.settings.reject_unknown)
+    request.app.state.monitor.observe_unknown([r["unknown"] for r in records])
     return [{"input": u.name, **r, "explanation": e}
             for u, r, e in zip(uploads, records, explanations, strict=True)]
 

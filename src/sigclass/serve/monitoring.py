@@ -1,5 +1,9 @@
 """What the service has done, for Prometheus: ``GET /metrics`` in its text exposition format.
 
+Series: requests, errors and latency by endpoint; micro-batch sizes; predictions by class; the
+mean confidence and the share of unknown (out-of-distribution) inputs over a window of recent
+inputs; the drift statistic.
+
 Every app has its own :class:`~prometheus_client.CollectorRegistry` (several apps in one process
 never share a series). The label values are bounded: ``endpoint`` is one of :data:`ENDPOINTS`
 (anything else is ``other``), ``status`` an HTTP status code, ``class`` one of the model's
@@ -95,6 +99,8 @@ class Monitor:
         self.predictions: Counter | None = None
         self.classes: list[str] = []
         self.confidences: deque[float] = deque(maxlen=window)
+        self.unknowns: deque[bool] = deque(maxlen=window)
+        self.unknown_inputs: Counter | None = None
         self.drift: dict[str, DriftWindow] = {}
         self.reference: dict[str, Any] | None = None
 
@@ -116,6 +122,13 @@ class Monitor:
         mean = Gauge("sigclass_confidence_mean", f"Mean probability of the predicted class over "
                      f"the last {self.window} inputs (NaN before the first)", registry=self.registry)
         mean.set_function(self._mean_confidence)
+        self.unknown_inputs = Counter("sigclass_unknown_inputs", "Inputs scored as unknown (out "
+                                      "of distribution: the model's OOD score above its threshold)",
+                                      registry=self.registry)
+        rate = Gauge("sigclass_unknown_rate", f"Share of unknown inputs among the last {self.window} "
+                     "scored (NaN before the first, and for a model saved without an OOD score)",
+                     registry=self.registry)
+        rate.set_function(self._unknown_rate)
         if reference is None:
             return
         self.drift = {score: DriftWindow(bins["edges"], bins["proportions"], self.window)
@@ -135,6 +148,10 @@ class Monitor:
             with self.lock:
                 return function()
         return call
+
+    def _unknown_rate(self) -> float:
+        with self.lock:
+            return float(np.mean(self.unknowns)) if self.unknowns else math.nan
 
     def _mean_confidence(self) -> float:
         with self.lock:
@@ -166,6 +183,15 @@ class Monitor:
             self.confidences.extend(np.max(proba, axis=1).tolist())
             for score, window in self.drift.items():
                 window.add(scores[score])
+
+    def observe_unknown(self, flags: list[bool | None]) -> None:
+        """Count the inputs found unknown (``None``: a model without an OOD score)."""
+        known = [bool(f) for f in flags if f is not None]
+        if not known or self.unknown_inputs is None:
+            return
+        self.unknown_inputs.inc(sum(known))
+        with self.lock:
+            self.unknowns.extend(known)
 
     # -- reading ------------------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from ..exceptions import ConfigError
 from ..inference import OnnxEngine, infer
 from ..loading import load
 from ..predictor import onnx_cache_path, quantized_paths
-from .prepare import dataset_for
+from .update import run_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def quantize_model(model: str | Path, output: str | Path | None = None, n_calibr
         raise ConfigError(f"'{predictor.model_name}' cannot be exported to ONNX (it runs code "
                           "outside PyTorch), so it has no int8 graph.")
     cfg = RunConfig.from_dict(load_config(run_dir / "config.yaml"))
-    dataset = dataset_for(cfg)
+    dataset = run_dataset(run_dir, cfg)  # with the items an update added
     parts = Split.load(run_dir / "split.json").indices(dataset)
     if not len(parts["train"]) or not len(parts["test"]):
         raise ConfigError(f"Cannot quantize '{model}': its split has no training or no test items "
