@@ -61,7 +61,7 @@ def test_minirocket_learns_gun_point(minirocket_run):
     assert metrics["n"] == 150 and metrics["accuracy"] >= 0.95
     assert "accuracy" in stdout and f"run folder: {out}" in stdout
     files = sorted(p.name for p in (out / "model").iterdir())
-    assert files == ["head.skops", "model.json", "weights.safetensors"]  # no pickle
+    assert files == ["head.skops", "model.json", "ood.safetensors", "weights.safetensors"]  # no pickle
     # MiniRocket has no feature map: the run says so instead of writing maps
     assert not (out / "cam").exists()
     cam = json.loads((out / "run.json").read_text())["cam_examples"]
