@@ -19,6 +19,7 @@ import sigclass as sc
 from servers import running_server, small_fridge
 from sigclass.exceptions import ArtifactError, ConfigError
 from sigclass.runtime import load_bundle
+from sigclass.runtime.cam import bundle_cam
 from sigclass.workflows.bundle import export_bundle, head_document
 
 pytestmark = pytest.mark.slow
@@ -92,7 +93,7 @@ def test_the_bundle_lists_every_file_and_holds_no_pickle(image_bundle):
     manifest = json.loads((image_bundle / "bundle.json").read_text())
     on_disk = sorted(p.name for p in image_bundle.iterdir())
     assert on_disk == sorted([*manifest["files"], "bundle.json"])
-    assert sorted(manifest["files"]) == ["head.json", "model.json", "model.onnx"]
+    assert sorted(manifest["files"]) == ["cam.json", "head.json", "model.json", "model.onnx"]
     assert not any(name.endswith((".skops", ".pkl", ".pickle", ".pt", ".safetensors")) for name in on_disk)
     document = json.loads((image_bundle / "model.json").read_text())
     assert document["head"] == {"file": "head.json", "type": "logistic_regression"}
@@ -198,12 +199,57 @@ def test_a_bundle_is_served_from_a_venv_without_pytorch(lean_python, image_bundl
         got = np.array([answer["probabilities"][c] for c in metadata["classes"]])
         assert np.max(np.abs(got - expected)) < 1e-6
         assert set(answer) >= {"class", "confidence", "probabilities", "prediction_set", "model"}
-        refused = httpx.post(base + "/predict?explain=true", timeout=60,
-                             files={"file": (photo.name, photo.read_bytes(), "image/jpeg")})
-        assert refused.status_code == 422 and refused.json()["error"] == "explain_unavailable"
+        explained = httpx.post(base + "/predict?explain=true", timeout=60,
+                               files={"file": (photo.name, photo.read_bytes(), "image/jpeg")})
+        assert explained.status_code == 200, explained.text
+        explanation = explained.json()["explanation"]
+        expected_map = bundle_cam(load_bundle(image_bundle), photo, None)["map"]
+        assert np.max(np.abs(np.array(explanation["map"]) - np.array(expected_map))) < 1e-6
+        assert httpx.get(base + "/metadata", timeout=30).json()["serving"]["heavy_modules_loaded"] == []
     with running_server(signal_bundle, python=lean_python, env=env) as (base, _):
         answer = httpx.post(base + "/predict", json=motions[0].tolist(), timeout=60).json()
         expected = load_bundle(signal_bundle).predict_proba(motions[:1])[0]
         classes = load_bundle(signal_bundle).classes
         assert np.max(np.abs(np.array([answer["probabilities"][c] for c in classes]) - expected)) < 1e-6
         assert httpx.get(base + "/metadata", timeout=30).json()["serving"]["heavy_modules_loaded"] == []
+
+
+def test_image_bundle_cam_matches_the_toolkit(runs, image_bundle, fridge):
+    photos = _photos(fridge)[::17]
+    expected = sc.explain(sc.load(runs[0]), photos, channel_importance=False)
+    bundle = load_bundle(image_bundle)
+    assert bundle.cam.kind == "head_cam"
+    for photo, explanation in zip(photos, expected, strict=True):
+        got = bundle_cam(bundle, photo, None)
+        assert got["method"] == explanation.method and got["target"] == explanation.label
+        cam = np.array(got["map"])
+        assert cam.shape == explanation.map.shape and cam.min() >= 0 and cam.max() == 1
+        assert np.max(np.abs(cam - explanation.map)) <= 1e-3
+    other = next(c for c in bundle.classes if c != expected[0].label)
+    assert bundle_cam(bundle, photos[0], other)["target"] == other
+
+
+def test_signal_bundle_cam_matches_the_toolkit(runs, signal_bundle, motions):
+    expected = sc.explain(sc.load(runs[1]), motions[:6], channel_importance=False)
+    bundle = load_bundle(signal_bundle)
+    assert json.loads((signal_bundle / "bundle.json").read_text())["outputs"] == ["logits", "feature_map"]
+    for case, explanation in zip(motions[:6], expected, strict=True):
+        got = bundle_cam(bundle, case, None)
+        assert got["method"] == explanation.method == "cam" and got["target"] == explanation.label
+        assert np.max(np.abs(np.array(got["map"]) - explanation.map)) <= 1e-3
+
+
+def test_a_bundle_without_cam_weights_refuses_explanations(signal_bundle, tmp_path):
+    from sigclass.exceptions import ExplainError
+    from sigclass.runtime.serving import BundleServedModel
+    from sigclass.serve.settings import Settings
+
+    folder = _copy(signal_bundle, tmp_path)
+    manifest = json.loads((folder / "bundle.json").read_text())
+    manifest["cam"] = None
+    del manifest["files"]["cam.json"]
+    (folder / "cam.json").unlink()
+    (folder / "bundle.json").write_text(json.dumps(manifest))
+    served = BundleServedModel(Settings(model=str(folder)))
+    with pytest.raises(ExplainError, match="needs gradients"):
+        served.explain(np.zeros((6, 100), dtype=np.float32), None)

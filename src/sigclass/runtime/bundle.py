@@ -6,7 +6,10 @@ A bundle is a folder written by ``sigclass export MODEL --format bundle -o DIR``
 - ``model.json``: the model's description (classes, preprocessing, temperature, conformal
   threshold, drift reference), validated by the same schema as a model folder's;
 - ``model.onnx``: the network (preprocessed input to logits, or to features for a head);
-- ``head.json`` (headless models): the scikit-learn head as coefficients.
+- ``head.json`` (headless models): the scikit-learn head as coefficients;
+- ``cam.json`` (networks with global average pooling + a linear head, or a linear sklearn head):
+  the class weights over the last feature map, which the graph gives as its second output, so
+  class activation maps are computed in NumPy (:mod:`sigclass.runtime.cam`).
 
 Nothing in a bundle is pickled, and nothing in it is executed.
 """
@@ -26,6 +29,7 @@ from ..evaluation.conformal import prediction_sets
 from ..exceptions import ArtifactError
 from ..model_schema import ImageDataConfig, ModelDocument, SignalDataConfig, fail, read_document
 from ..model_schema.fields import MODEL_JSON, StrictModel
+from .cam import read_cam
 from .heads import LinearHead
 from .preprocess import inputs_for
 
@@ -46,6 +50,7 @@ class BundleManifest(StrictModel):
     format_version: int = Field(ge=1, le=BUNDLE_VERSION)
     graph: FileName
     head: FileName | None = None
+    cam: FileName | None = None
     outputs: list[Annotated[str, StringConstraints(max_length=64)]] = Field(min_length=1, max_length=4)
     files: dict[FileName, Sha256] = Field(min_length=2, max_length=16)
     info: dict[str, Any] = Field(default_factory=dict)
@@ -112,6 +117,8 @@ class Bundle:
         if self.mode == "headless" and self.head is None:
             raise fail(where, ["field 'head': a headless model's bundle needs its head, got null"],
                        EXPORT_AGAIN)
+        self.cam = (read_cam(self.folder / self.manifest.cam, len(self.classes))
+                    if self.manifest.cam else None)
         self.session = _session(self.folder / self.manifest.graph, threads)
         self.input_name = self.session.get_inputs()[0].name
 
@@ -127,7 +134,7 @@ class Bundle:
         """Check every listed file against its SHA-256 in ``bundle.json``; all problems in one
         :class:`ArtifactError`."""
         manifest, problems = self.manifest, []
-        needed = [MODEL_JSON, manifest.graph] + ([manifest.head] if manifest.head else [])
+        needed = [MODEL_JSON, manifest.graph] + [n for n in (manifest.head, manifest.cam) if n]
         problems += [f"field 'files': '{name}' is not listed (no checksum to verify it by)"
                      for name in needed if name not in manifest.files]
         for name, expected in manifest.files.items():

@@ -20,6 +20,7 @@ from ..modalities.uploads import (
     find_bad_number,
 )
 from .bundle import Bundle
+from .cam import bundle_cam
 
 #: Libraries the lean runtime never loads; /metadata reports any that are loaded anyway.
 HEAVY_MODULES = ("torch", "timm", "sklearn", "mlflow", "torchvision", "pandas")
@@ -152,8 +153,11 @@ class BundleServedModel:
         return self.predictor.probabilities_from_outputs(self.predictor.run(batch))
 
     def explain(self, item, target: str | None) -> dict[str, Any]:
-        raise ExplainError("This service runs a lean bundle, which holds no class activation "
-                           "maps; ask without explain=true, or serve the model folder for them.")
+        if self.predictor.cam is None:
+            raise ExplainError("This service runs a lean bundle whose network has no global average "
+                               "pooling + linear head, so its class activation map needs gradients "
+                               "(Grad-CAM); ask without explain=true, or serve the model folder.")
+        return bundle_cam(self.predictor, item, target)
 
     def input_spec(self) -> dict[str, Any]:
         return self.handler.input_spec(self.predictor, self.settings.max_image_pixels)

@@ -21,11 +21,64 @@ from ..inference import export_onnx
 from ..loading import load
 from ..model_schema.fields import MODEL_JSON
 from ..runtime.bundle import BUNDLE_FORMAT, BUNDLE_JSON, BUNDLE_VERSION, Bundle, file_sha256
+from ..runtime.cam import CAM_JSON
 from ..runtime.heads import HEAD_KINDS
 
 __all__ = ["export_bundle", "head_document"]
 
 GRAPH, HEAD = "model.onnx", "head.json"
+CAM_TOL = 1e-3
+
+
+def cam_document(predictor) -> dict[str, Any] | None:
+    """``cam.json``: the class weights over the last feature map, where the toolkit's CAM is
+    ``weights @ feature map`` (``cam`` and ``head_cam`` of :mod:`sigclass.explain.engine`), checked
+    on a random batch: the logits (or a headless model's features) must come from the feature
+    map's mean. ``None`` where the map needs gradients (Grad-CAM) or there is no feature map."""
+    import torch
+
+    from ..exceptions import ExplainError
+    from ..explain.engine import CamEngine
+
+    try:
+        engine = CamEngine.for_predictor(predictor, "auto")
+    except ExplainError:
+        return None
+    if engine.kind not in ("cam", "head_cam"):
+        return None
+    network = predictor.network.eval().float().cpu()
+    weights = engine.weights.float().cpu().numpy()
+    x = torch.randn(2, *tuple(predictor.preprocessor.item_shape))
+    with torch.inference_mode():
+        feats = network.forward_features(x).float()
+        outputs = network.forward_head(feats).float().numpy()
+    pooled = feats.mean(dim=tuple(range(2, feats.ndim))).numpy()
+    if engine.kind == "head_cam":
+        start, stop = getattr(network, "final_mean_slice", (0, outputs.shape[1]))
+        expected, got = pooled, outputs[:, start:stop]
+    else:
+        classifier = network.get_classifier()
+        expected = pooled @ weights.T + classifier.bias.detach().float().numpy()
+        got = outputs
+    if expected.shape != got.shape or np.abs(expected - got).max() > CAM_TOL * (1 + np.abs(got).max()):
+        return None
+    return {"kind": engine.kind, "weights": weights.astype(np.float64).tolist()}
+
+
+def _with_feature_map(network):
+    """``network`` answering ``(its output, the last feature map)``."""
+    import torch
+
+    class WithFeatureMap(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            feats = self.inner.forward_features(x)
+            return self.inner.forward_head(feats), feats
+
+    return WithFeatureMap(network).eval()
 
 
 def head_document(head, classes: list[str]) -> dict[str, Any]:
@@ -87,19 +140,25 @@ def export_bundle(model: str, output: str | Path, n_check: int = 8, atol: float 
     head = head_document(predictor.head, predictor.classes) if predictor.head is not None else None
     folder = _prepare_folder(Path(output))
     shape = tuple(predictor.preprocessor.item_shape)
-    export_onnx(network, shape, folder / GRAPH)
+    cam = cam_document(predictor)
+    export_onnx(network if cam is None else _with_feature_map(network), shape, folder / GRAPH)
     document = read_model_json(Path(predictor.info["path"]))
     document.pop("head", None)
     if head is not None:
         write_json(folder / HEAD, head)
         document["head"] = {"file": HEAD, "type": "logistic_regression"}
+    if cam is not None:
+        write_json(folder / CAM_JSON, cam)
     write_json(folder / MODEL_JSON, document)
-    names = [MODEL_JSON, GRAPH] + ([HEAD] if head is not None else [])
+    names = ([MODEL_JSON, GRAPH] + ([HEAD] if head is not None else [])
+             + ([CAM_JSON] if cam is not None else []))
     files = {name: file_sha256(folder / name) for name in names}
     write_json(folder / BUNDLE_JSON, {
         "format": BUNDLE_FORMAT, "format_version": BUNDLE_VERSION, "graph": GRAPH,
         "head": HEAD if head is not None else None,
-        "outputs": ["features" if head is not None else "logits"], "files": files,
+        "cam": CAM_JSON if cam is not None else None,
+        "outputs": ["features" if head is not None else "logits"] + (["feature_map"] if cam else []),
+        "files": files,
         "info": {"source": str(model), "model": predictor.model_name},
     })
 
@@ -114,7 +173,8 @@ def export_bundle(model: str, output: str | Path, n_check: int = 8, atol: float 
         raise ConfigError(f"The bundle in '{folder}' gives probabilities {diff:.3g} away from "
                           f"PyTorch's (tolerance {atol:g}); serve the model folder instead.")
     return {"path": str(folder), "files": files, "max_abs_diff": diff, "n_checked": n_check,
-            "head": "logistic_regression" if head is not None else None}
+            "head": "logistic_regression" if head is not None else None,
+            "cam": None if cam is None else cam["kind"]}
 
 
 def _prepare_folder(folder: Path) -> Path:

@@ -1,0 +1,158 @@
+"""Class activation maps of a bundle, in NumPy: the graph's second output is the last feature
+map, ``cam.json`` holds the class weights over its channels (the network's final linear layer,
+or a headless model's head coefficients divided by its scaling), as in
+:mod:`sigclass.explain.engine` (``cam`` / ``head_cam``)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import Field, ValidationError
+
+from ..data.image_preprocess import letterbox_padding, resize_for
+from ..data.signal_preprocess import as_case
+from ..data.signal_windows import trim_trailing_nan
+from ..data.views import apply_view, invert_view
+from ..exceptions import ArtifactError
+from ..model_schema.fields import Finite, StrictModel
+
+CAM_JSON = "cam.json"
+
+
+class CamDocument(StrictModel):
+    """``cam.json``: weights ``(n_classes, C)`` in ``model.json``'s class order."""
+
+    kind: Literal["cam", "head_cam"]
+    weights: list[list[Finite]] = Field(min_length=2, max_length=100_000)
+
+
+def read_cam(path: Path, n_classes: int) -> CamDocument:
+    try:
+        document = CamDocument.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, ValidationError) as exc:
+        raise ArtifactError(f"'{path}' is not a valid CAM description "
+                            f"({' '.join(str(exc).split())[:300]}); fix: export the bundle again.") from None
+    if len(document.weights) != n_classes or len({len(r) for r in document.weights}) != 1:
+        raise ArtifactError(f"'{path}': 'weights' must be {n_classes} rows of one width; fix: "
+                            "export the bundle again.")
+    return document
+
+
+def _linear_index(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices and weights of a linear resize (half-pixel centres, as PyTorch's
+    ``align_corners=False``)."""
+    pos = np.maximum((np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5, 0.0)
+    low = np.minimum(np.floor(pos).astype(int), n_in - 1)
+    high = np.minimum(low + 1, n_in - 1)
+    return low, high, (pos - low).astype(np.float32)
+
+
+def resize_1d(raw: np.ndarray, length: int) -> np.ndarray:
+    low, high, frac = _linear_index(raw.shape[-1], max(1, int(length)))
+    raw = np.asarray(raw, dtype=np.float32)
+    return raw[low] * (1 - frac) + raw[high] * frac
+
+
+def resize_2d(raw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``raw`` stretched to ``size`` by bilinear interpolation (as the toolkit's ``resize_map``)."""
+    raw = np.asarray(raw, dtype=np.float32)
+    y0, y1, fy = _linear_index(raw.shape[0], max(1, int(size[0])))
+    x0, x1, fx = _linear_index(raw.shape[1], max(1, int(size[1])))
+    rows = raw[y0] * (1 - fy)[:, None] + raw[y1] * fy[:, None]
+    return rows[:, x0] * (1 - fx) + rows[:, x1] * fx
+
+
+def map_to_image(raw: np.ndarray, size: tuple[int, int], data_config: dict) -> np.ndarray:
+    """The map placed on the original image (as :func:`sigclass.data.image_preprocess.map_to_image`)."""
+    height, width = size
+    mode = resize_for(data_config, height, width)
+    if mode == "letterbox":
+        left, top, _, _ = letterbox_padding(height, width)
+        side = max(height, width)
+        return np.ascontiguousarray(resize_2d(raw, (side, side))[top:top + height, left:left + width])
+    if mode != "center_crop":
+        return resize_2d(raw, (height, width))
+    _, in_h, in_w = data_config["input_size"]
+    short = int(round(min(in_h, in_w) / float(data_config.get("crop_pct", 1.0))))
+    if height <= width:
+        new_h, new_w = short, int(short * width / height)
+    else:
+        new_h, new_w = int(short * height / width), short
+    top, left = int(round((new_h - in_h) / 2.0)), int(round((new_w - in_w) / 2.0))
+    scale_h, scale_w = height / new_h, width / new_w
+    y0, y1 = round(top * scale_h), round((top + in_h) * scale_h)
+    x0, x1 = round(left * scale_w), round((left + in_w) * scale_w)
+    patch = resize_2d(raw, (y1 - y0, x1 - x0))
+    canvas = np.zeros((height, width), dtype=np.float32)
+    cy0, cx0, cy1, cx1 = max(0, y0), max(0, x0), min(height, y1), min(width, x1)
+    canvas[cy0:cy1, cx0:cx1] = patch[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
+    return canvas
+
+
+def normalize_map(raw: np.ndarray) -> np.ndarray:
+    positive = np.maximum(np.asarray(raw, dtype=np.float32), 0.0)
+    peak = float(positive.max(initial=0.0))
+    return positive / peak if peak > 0 else positive
+
+
+def bundle_cam(bundle, item, target: str | None) -> dict:
+    """The explanation of one input, as the full service's ``explanation`` field."""
+    from ..exceptions import ExplainError
+
+    prep = bundle.preprocessor
+    if bundle.modality == "image":
+        image = prep.decode([item])[0]
+        size, batch = (image.height, image.width), prep.transform(image)[None]
+    else:
+        batch = prep([item])
+        size = int(trim_trailing_nan(as_case(item)).shape[1])
+    weights = np.asarray(bundle.cam.weights, dtype=np.float32)
+    outputs, feats = 0, []
+    for view in prep.views:
+        x = batch if view == "id" else np.ascontiguousarray(apply_view(batch, view))
+        out, feat = bundle.session.run(None, {bundle.input_name: x.astype(np.float32)})[:2]
+        outputs, feats = outputs + out, feats + [feat]
+    proba = bundle.probabilities_from_outputs(outputs / len(prep.views))[0]
+    if target is None:
+        index = int(proba.argmax())
+    elif target in bundle.classes:
+        index = bundle.classes.index(target)
+    else:
+        raise ExplainError(f"Unknown target class {target!r}. The model's classes are: "
+                           f"{', '.join(bundle.classes)}.")
+    raw = sum(invert_view(np.tensordot(weights[index], f[0], axes=(0, 0))[None], v)[0]
+              for f, v in zip(feats, prep.views, strict=True)) / len(prep.views)
+    if bundle.modality == "image":
+        placed = map_to_image(raw, size, bundle.data_config)
+    else:
+        model_length = int(bundle.data_config["n_timepoints"])
+        stretched = resize_1d(raw, model_length)
+        placed = (stretched[:size] if size <= model_length else
+                  np.concatenate([stretched, np.zeros(size - model_length, dtype=np.float32)]))
+    cam = normalize_map(placed)
+    png = _overlay(cam, image if bundle.modality == "image" else None)
+    return {"method": bundle.cam.kind, "target": bundle.classes[index],
+            "overlay_png_base64": base64.b64encode(png).decode("ascii"),
+            "map": np.round(cam.astype(np.float64), 4).tolist(), "channel_importance": None}
+
+
+def _overlay(cam: np.ndarray, image) -> bytes:
+    """A PNG of the map: a red heat layer over the image, or a strip over time for a signal."""
+    from PIL import Image
+
+    heat = (cam * 255).astype(np.uint8)
+    if image is None:
+        strip = np.repeat(heat[None, :], 24, axis=0)
+        picture = Image.fromarray(np.stack([strip, np.zeros_like(strip), 255 - strip], axis=-1))
+    else:
+        base = np.asarray(image.convert("RGB"), dtype=np.float32)
+        colour = np.stack([heat, np.zeros_like(heat), 255 - heat], axis=-1).astype(np.float32)
+        picture = Image.fromarray((base * 0.55 + colour * 0.45).astype(np.uint8))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
