@@ -10,7 +10,13 @@ FCN on BasicMotions, exports both as bundles, then measures in fresh processes:
 - parity: the largest probability difference between the bundle and the PyTorch predictor over
   all fridgeObjects photos and the BasicMotions test cases.
 
-Writes bench/results/bundle.json. Usage: python bench/bench_bundle.py [--image-run RUN] [--signal-run RUN]
+With ``--cam`` only the class activation maps are measured and merged into the existing
+results under ``"cam"`` (the other figures are kept): the largest difference between the
+bundle's NumPy map and ``sigclass.explain``'s over the inputs, and the p50 of ``/predict`` with
+``explain=true`` against plain ``/predict`` on a real bundle service (requests interleaved).
+
+Writes bench/results/bundle.json. Usage: python bench/bench_bundle.py [--image-run RUN]
+[--signal-run RUN] [--cam]
 """
 
 from __future__ import annotations
@@ -101,10 +107,57 @@ def train(out: Path) -> tuple[Path, Path]:
     return out / "image-run", out / "signal-run"
 
 
+def cam_figures(runs: dict, bundles: dict, inputs: dict, requests: int = 41) -> dict:
+    """CAM parity with the toolkit and the explain=true cost on a bundle service."""
+    import time
+
+    import httpx
+
+    import sigclass as sc
+    from sigclass.runtime import load_bundle
+    from sigclass.runtime.cam import bundle_cam
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from servers import running_server
+
+    out = {}
+    for name in ("image", "signal"):
+        items = inputs[name]
+        expected = sc.explain(sc.load(runs[name]), items, channel_importance=False)
+        bundle = load_bundle(bundles[name])
+        diffs, same = [], 0
+        for item, explanation in zip(items, expected, strict=True):
+            got = bundle_cam(bundle, item, None)
+            diffs.append(float(np.max(np.abs(np.array(got["map"]) - explanation.map))))
+            same += got["target"] == explanation.label
+        first = items[0]
+        if name == "image":
+            kwargs = {"files": {"file": (first.name, first.read_bytes(), "image/jpeg")}}
+        else:
+            kwargs = {"json": np.asarray(first).tolist()}
+        times = {"predict": [], "explain": []}
+        with running_server(bundles[name]) as (base, _):
+            for i in range(requests + 2):
+                for kind, url in (("predict", "/predict"), ("explain", "/predict?explain=true")):
+                    t = time.perf_counter()
+                    answer = httpx.post(base + url, timeout=60, **kwargs)
+                    answer.raise_for_status()
+                    if i >= 2:  # two warm-up rounds
+                        times[kind].append(time.perf_counter() - t)
+        p50 = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+        out[name] = {"method": bundle.cam.kind, "n_inputs": len(items), "map_max_abs_diff": max(diffs),
+                     "same_target": same / len(items), "predict_p50_ms": p50["predict"],
+                     "explain_p50_ms": p50["explain"],
+                     "explain_over_predict": p50["explain"] / p50["predict"], "requests": requests}
+        print(name, out[name])
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image-run", type=Path)
     parser.add_argument("--signal-run", type=Path)
+    parser.add_argument("--cam", action="store_true", help="measure the CAM figures only")
     args = parser.parse_args()
     import sigclass as sc
     from sigclass.runtime import load_bundle
@@ -123,6 +176,18 @@ def main() -> None:
     photos = sorted(p for p in FRIDGE.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     X, _ = load_basic_motions(split="test")
     X = X.astype(np.float32)
+    if args.cam:
+        path = ROOT / "bench" / "results" / "bundle.json"
+        result = json.loads(path.read_text())
+        result["cam"] = {**cam_figures({"image": image_run, "signal": signal_run}, bundles,
+                                       {"image": photos, "signal": list(X)}),
+                         "machine": {"cpus": os.cpu_count(), "load_average": list(os.getloadavg())},
+                         "what": "bundle CAM (NumPy) vs sigclass.explain: largest map difference over "
+                                 "all inputs; p50 of /predict?explain=true vs /predict on the bundle "
+                                 "service, one input per request, interleaved"}
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {path}")
+        return
     parity = {}
     for name, run, inputs in (("image", image_run, photos), ("signal", signal_run, X)):
         expected = sc.load(run).predict_proba(inputs)

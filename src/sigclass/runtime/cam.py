@@ -154,5 +154,5 @@ def _overlay(cam: np.ndarray, image) -> bytes:
         colour = np.stack([heat, np.zeros_like(heat), 255 - heat], axis=-1).astype(np.float32)
         picture = Image.fromarray((base * 0.55 + colour * 0.45).astype(np.uint8))
     buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
+    picture.save(buffer, format="PNG", compress_level=1)  # speed over size
     return buffer.getvalue()

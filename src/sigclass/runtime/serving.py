@@ -41,7 +41,12 @@ class ImageUploads:
         return decode_image(upload.data, upload.name, as_limits(limits))
 
     def reduce_for_explanation(self, item, max_pixels: int):
-        return item
+        """A larger image scaled down to ``max_pixels`` (as the image modality does)."""
+        if item.width * item.height <= max_pixels:
+            return item
+        scale = (max_pixels / (item.width * item.height)) ** 0.5
+        return item.resize((max(1, int(item.width * scale)), max(1, int(item.height * scale))),
+                           reducing_gap=2.0)
 
     def input_spec(self, bundle: Bundle, max_pixels: int) -> dict[str, Any]:
         config = bundle.data_config
