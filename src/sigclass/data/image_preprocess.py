@@ -323,17 +323,7 @@ class ImagePreprocessor:
         return views_of(self.data_config)
 
     def as_list(self, inputs) -> list:
-        """One input or many, as a list. A 4D array, or a 3D array whose last axis is not 1, 3
-        or 4 (channels), is a batch; any other array is one image."""
-        from PIL import Image
-
-        if isinstance(inputs, str | Path | bytes | bytearray | Image.Image):
-            return [inputs]
-        if isinstance(inputs, np.ndarray):
-            if inputs.ndim == 4 or (inputs.ndim == 3 and inputs.shape[-1] not in (1, 3, 4)):
-                return list(inputs)
-            return [inputs]
-        return list(inputs)
+        return image_inputs_as_list(inputs)
 
     def decode(self, items: list, names: list[str] | None = None) -> list:
         """The items as PIL images with the model's channels; all unreadable ones in one error."""
@@ -370,6 +360,20 @@ class ImagePreprocessor:
         return map_to_image(raw, size, self.data_config)
 
 
+def image_inputs_as_list(inputs) -> list:
+    """One image input or many, as a list. A 4D array, or a 3D array whose last axis is not 1, 3
+    or 4 (channels), is a batch; any other array is one image."""
+    from PIL import Image
+
+    if isinstance(inputs, str | Path | bytes | bytearray | Image.Image):
+        return [inputs]
+    if isinstance(inputs, np.ndarray):
+        if inputs.ndim == 4 or (inputs.ndim == 3 and inputs.shape[-1] not in (1, 3, 4)):
+            return list(inputs)
+        return [inputs]
+    return list(inputs)
+
+
 def resize_map(raw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """``raw`` (2D) stretched to ``size`` by bilinear interpolation."""
     import torch
@@ -380,18 +384,20 @@ def resize_map(raw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
                          mode="bilinear", align_corners=False)[0, 0].numpy()
 
 
-def map_to_image(raw: np.ndarray, size: tuple[int, int], data_config: dict) -> np.ndarray:
+def map_to_image(raw: np.ndarray, size: tuple[int, int], data_config: dict,
+                 resize=resize_map) -> np.ndarray:
     """The map placed on the original image: stretched over it (squash), over the square it was
     padded to with the padding cut off (letterbox), or over the centre crop the model saw (centre
-    crop), zero elsewhere."""
+    crop), zero elsewhere. ``resize(map, (height, width))`` stretches a map (PyTorch's bilinear
+    interpolation by default; the lean runtime passes its NumPy one)."""
     height, width = size
     mode = resize_for(data_config, height, width)
     if mode == "letterbox":
         left, top, _, _ = letterbox_padding(height, width)
         side = max(height, width)
-        return np.ascontiguousarray(resize_map(raw, (side, side))[top:top + height, left:left + width])
+        return np.ascontiguousarray(resize(raw, (side, side))[top:top + height, left:left + width])
     if mode != "center_crop":
-        return resize_map(raw, (height, width))
+        return resize(raw, (height, width))
     _, in_h, in_w = data_config["input_size"]
     short = int(round(min(in_h, in_w) / float(data_config.get("crop_pct", 1.0))))
     # torchvision's Resize(int): the shorter side becomes `short`, the other keeps the ratio.
@@ -404,7 +410,7 @@ def map_to_image(raw: np.ndarray, size: tuple[int, int], data_config: dict) -> n
     scale_h, scale_w = height / new_h, width / new_w
     y0, y1 = round(top * scale_h), round((top + in_h) * scale_h)
     x0, x1 = round(left * scale_w), round((left + in_w) * scale_w)
-    patch = resize_map(raw, (y1 - y0, x1 - x0))
+    patch = resize(raw, (y1 - y0, x1 - x0))
     canvas = np.zeros((height, width), dtype=np.float32)
     cy0, cx0 = max(0, y0), max(0, x0)
     cy1, cx1 = min(height, y1), min(width, x1)

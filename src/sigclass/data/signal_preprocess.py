@@ -172,6 +172,11 @@ class SignalPreprocessor:
     def __call__(self, items: list, names: list[str] | None = None):
         import torch
 
+        return torch.from_numpy(self.batch(items, names))
+
+    def batch(self, items: list, names: list[str] | None = None) -> np.ndarray:
+        """The checked, standardized cases as one float32 ``(N, C, T)`` array; every problem of
+        every case in one :class:`DataError`."""
         cases, problems = [], []
         for index, item in enumerate(items):
             case, found = self.check(item, names[index] if names else f"input {index}")
@@ -180,8 +185,8 @@ class SignalPreprocessor:
         if problems:
             raise DataError(problems)
         if not cases:
-            return torch.zeros((0, *self.item_shape), dtype=torch.float32)
-        return torch.from_numpy(standardize(np.stack(cases), self.data_config))
+            return np.zeros((0, *self.item_shape), dtype=np.float32)
+        return standardize(np.stack(cases), self.data_config)
 
     def prepare(self, items: list) -> tuple[Any, list[int]]:
         """The batch tensor of ``items`` and the length of every original signal."""

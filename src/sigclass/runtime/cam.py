@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, ValidationError
 
-from ..data.image_preprocess import letterbox_padding, resize_for
+from ..data.image_preprocess import map_to_image
 from ..data.signal_preprocess import as_case
 from ..data.signal_windows import trim_trailing_nan
 from ..data.views import apply_view, invert_view
@@ -67,33 +67,6 @@ def resize_2d(raw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return rows[:, x0] * (1 - fx) + rows[:, x1] * fx
 
 
-def map_to_image(raw: np.ndarray, size: tuple[int, int], data_config: dict) -> np.ndarray:
-    """The map placed on the original image (as :func:`sigclass.data.image_preprocess.map_to_image`)."""
-    height, width = size
-    mode = resize_for(data_config, height, width)
-    if mode == "letterbox":
-        left, top, _, _ = letterbox_padding(height, width)
-        side = max(height, width)
-        return np.ascontiguousarray(resize_2d(raw, (side, side))[top:top + height, left:left + width])
-    if mode != "center_crop":
-        return resize_2d(raw, (height, width))
-    _, in_h, in_w = data_config["input_size"]
-    short = int(round(min(in_h, in_w) / float(data_config.get("crop_pct", 1.0))))
-    if height <= width:
-        new_h, new_w = short, int(short * width / height)
-    else:
-        new_h, new_w = int(short * height / width), short
-    top, left = int(round((new_h - in_h) / 2.0)), int(round((new_w - in_w) / 2.0))
-    scale_h, scale_w = height / new_h, width / new_w
-    y0, y1 = round(top * scale_h), round((top + in_h) * scale_h)
-    x0, x1 = round(left * scale_w), round((left + in_w) * scale_w)
-    patch = resize_2d(raw, (y1 - y0, x1 - x0))
-    canvas = np.zeros((height, width), dtype=np.float32)
-    cy0, cx0, cy1, cx1 = max(0, y0), max(0, x0), min(height, y1), min(width, x1)
-    canvas[cy0:cy1, cx0:cx1] = patch[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
-    return canvas
-
-
 def normalize_map(raw: np.ndarray) -> np.ndarray:
     positive = np.maximum(np.asarray(raw, dtype=np.float32), 0.0)
     peak = float(positive.max(initial=0.0))
@@ -128,7 +101,7 @@ def bundle_cam(bundle, item, target: str | None) -> dict:
     raw = sum(invert_view(np.tensordot(weights[index], f[0], axes=(0, 0))[None], v)[0]
               for f, v in zip(feats, prep.views, strict=True)) / len(prep.views)
     if bundle.modality == "image":
-        placed = map_to_image(raw, size, bundle.data_config)
+        placed = map_to_image(raw, size, bundle.data_config, resize=resize_2d)
     else:
         model_length = int(bundle.data_config["n_timepoints"])
         stretched = resize_1d(raw, model_length)

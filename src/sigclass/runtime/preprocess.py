@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from ..data.image_preprocess import letterbox_padding, load_image, resize_for
-from ..data.signal_preprocess import SignalPreprocessor, standardize
+from ..data.image_preprocess import image_inputs_as_list, letterbox_padding, load_image, resize_for
+from ..data.signal_preprocess import SignalPreprocessor
 from ..data.views import views_of
 from ..exceptions import DataError, Problem
 
@@ -48,14 +48,7 @@ class ImageInputs:
         return views_of(self.data_config)
 
     def as_list(self, inputs) -> list:
-        """One input or many, as a list (as :meth:`ImagePreprocessor.as_list`)."""
-        if isinstance(inputs, str | Path | bytes | bytearray) or hasattr(inputs, "getexif"):
-            return [inputs]
-        if isinstance(inputs, np.ndarray):
-            if inputs.ndim == 4 or (inputs.ndim == 3 and inputs.shape[-1] not in (1, 3, 4)):
-                return list(inputs)
-            return [inputs]
-        return list(inputs)
+        return image_inputs_as_list(inputs)
 
     def decode(self, items: list, names: list[str] | None = None) -> list:
         images, problems = [], []
@@ -129,16 +122,7 @@ class SignalInputs(SignalPreprocessor):
     (channels, NaN, length policy) and standardization, without PyTorch."""
 
     def __call__(self, items: list, names: list[str] | None = None) -> np.ndarray:
-        cases, problems = [], []
-        for index, item in enumerate(items):
-            case, found = self.check(item, names[index] if names else f"input {index}")
-            problems += found
-            cases.append(case)
-        if problems:
-            raise DataError(problems)
-        if not cases:
-            return np.zeros((0, *self.item_shape), dtype=np.float32)
-        return standardize(np.stack(cases), self.data_config)
+        return self.batch(items, names)
 
 
 def inputs_for(modality: str, data_config: dict[str, Any]):
