@@ -16,8 +16,9 @@ needs_bccd = pytest.mark.skipif(not BCCD.is_dir() and not IN_CI,
                                 reason=f"BCCD not found at {BCCD} (set SIGCLASS_BCCD)")
 
 
-def tiny_bccd(root: Path, n: int = 8) -> Path:
-    """The first ``n`` BCCD images shrunk 4x (160x120), boxes scaled alike, as a VOC folder."""
+def tiny_bccd(root: Path, n: int = 8, shrink: int = 4) -> Path:
+    """The first ``n`` BCCD images shrunk ``shrink`` times (4: 160x120), boxes scaled alike, as
+    a VOC folder."""
     from PIL import Image
 
     (root / "Annotations").mkdir(parents=True)
@@ -26,10 +27,12 @@ def tiny_bccd(root: Path, n: int = 8) -> Path:
         tree = ElementTree.parse(xml)
         for element in tree.getroot().iter():
             if element.tag in ("width", "height", "xmin", "ymin", "xmax", "ymax"):
-                element.text = str(int(element.text) // 4)
+                element.text = str(int(element.text) // shrink)
         tree.write(root / "Annotations" / xml.name)
         name = tree.getroot().findtext("filename")
-        Image.open(BCCD / "JPEGImages" / name).resize((160, 120)).save(root / "JPEGImages" / name)
+        with Image.open(BCCD / "JPEGImages" / name) as image:
+            image.resize((image.width // shrink, image.height // shrink)).save(
+                root / "JPEGImages" / name)
     return root
 
 

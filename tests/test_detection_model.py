@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import sigclass
-from detection_models import needs_bccd, train_detection_model
+from detection_models import needs_bccd, tiny_bccd, train_detection_model
 from sigclass.cli import main
 from sigclass.exceptions import ArtifactError, ConfigError
 
@@ -158,3 +158,26 @@ def test_unknown_architecture_is_named():
     with pytest.raises(ConfigError, match="The detector 'arch' must be one of 'fasterrcnn', "
                        "'retinanet', 'fcos'. Got 'yolo'."):
         build_detector(2, arch="yolo", pretrained=False)
+
+
+@needs_bccd
+def test_automatic_size_shrinks_to_fit_the_time_budget(tmp_path):
+    """No size and no epochs given: the data's own shorter side (480 px, at most 512) is timed
+    and shrunk to the smallest automatic size when a few seconds cannot hold the target epochs;
+    the size is saved in config.yaml (a resume rebuilds it) and explained in the model."""
+    import yaml
+
+    from sigclass.config import RunConfig
+    from sigclass.training.detection import DEFAULT_EPOCHS, MIN_AUTO_SIZE
+    from sigclass.workflows.detect import train_detection
+
+    data = tiny_bccd(tmp_path / "bccd", n=4, shrink=1)
+    cfg = RunConfig().updated({"tracking.enabled": False, "train.max_minutes": 0.05,
+                               "val_size": 0.25, "test_size": 0.25})
+    run = train_detection(data, tmp_path / "run", cfg, progress=False)
+    training = run.predictor.info["training"]
+    assert training["image_size"] == MIN_AUTO_SIZE
+    assert training["image_size_reason"].startswith(f"{MIN_AUTO_SIZE} px instead of the network's 480")
+    assert run.predictor.network.model_spec["kwargs"]["image_size"] == MIN_AUTO_SIZE
+    assert yaml.safe_load((run.dir / "config.yaml").read_text())["image_size"] == MIN_AUTO_SIZE
+    assert training["epochs_run"] == training["epochs_planned"] < DEFAULT_EPOCHS  # the schedule shrank

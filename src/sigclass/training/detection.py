@@ -8,14 +8,20 @@ detector's own losses; validation predicts boxes and scores them by COCO mAP
 mAP@[.5:.95]. Its ``val_loss`` is ``1 - mAP@[.5:.95]``, so the loss-based rules read alike.
 
 AdamW with warm-up and cosine decay, the backbone at ``backbone_lr_mult`` of the heads' rate;
-bfloat16 autocast on CUDA.
+bfloat16 autocast on CUDA. With ``epochs="auto"``, training is capped at
+:data:`DEFAULT_MINUTES` (``max_minutes="auto"``) and the schedule shrinks to end within it, as
+for classifiers (:func:`~sigclass.training.schedule.fit_to_budget`).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
+import time
 from typing import Any
+
+import numpy as np
 
 from .._utils import resolve_device
 from .callbacks import Callback, Checkpoint, EarlyStopping, TimeBudget
@@ -26,6 +32,12 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_EPOCHS = 24
 DEFAULT_LR = 3e-4
+#: ``max_minutes="auto"`` with ``epochs="auto"``: the training budget of a detector.
+DEFAULT_MINUTES = 20.0
+#: Epochs the automatic image size leaves room for within the budget.
+TARGET_EPOCHS = 6
+#: The smallest automatic shorter side: below it, small objects shrink to a few pixels.
+MIN_AUTO_SIZE = 256
 
 
 class DetectionProgress(Callback):
@@ -48,7 +60,8 @@ class DetectionTrainer(Trainer):
     """Trains a torchvision detector on :class:`~sigclass.data.detection_torch.BoxDataset` s.
 
     Takes the :class:`~sigclass.training.Trainer` arguments. ``config.epochs="auto"`` means
-    :data:`DEFAULT_EPOCHS`; ``config.max_minutes`` (a number) caps the training time;
+    :data:`DEFAULT_EPOCHS`; ``config.max_minutes`` caps the training time (``"auto"``:
+    :data:`DEFAULT_MINUTES` when the epochs are automatic, no cap when they are given);
     ``config.lr`` is the heads' learning rate (``DEFAULT_LR`` when left at the classification
     default).
     """
@@ -73,7 +86,7 @@ class DetectionTrainer(Trainer):
             4 if cfg.batch_size == "auto" else int(cfg.batch_size))
         self.steps_per_epoch = max(1, len(train_set) // self.batch_size_)
         epochs = DEFAULT_EPOCHS if cfg.epochs == "auto" else int(cfg.epochs)
-        max_minutes = cfg.max_minutes if isinstance(cfg.max_minutes, int | float) else None
+        max_minutes = detection_minutes(cfg)
         patience = max(5, math.ceil(0.25 * epochs)) if cfg.patience == "auto" else int(cfg.patience)
         self.plan_ = Plan(epochs, "user" if cfg.epochs != "auto" else f"detection default {epochs}",
                           patience, min(epochs, 5), max_minutes, "val_map", "best", False, None,
@@ -101,9 +114,6 @@ class DetectionTrainer(Trainer):
         return (f"{plan.epochs_planned} epochs ({plan.epochs_source}){budget}, batch "
                 f"{self.batch_size_}, on {self.device_.type}; early stopping after {plan.patience} "
                 "epochs without a better val mAP; keeps the best val mAP@[.5:.95]")
-
-    def _fit_budget(self) -> None:
-        """Detection keeps its schedule; the time budget stops it (TimeBudget)."""
 
     def run_epoch(self, dataset, epoch: int, training: bool) -> dict[str, float]:
         """Training: the mean of each loss term; validation: COCO mAP (and ``1 - mAP`` as loss)."""
@@ -204,3 +214,33 @@ class DetectionTrainer(Trainer):
             self.best_epoch_ = logs["epoch"]
             self.best_state_ = {k: v.detach().cpu().clone() for k, v in self.network.state_dict().items()}
 
+
+def detection_minutes(config) -> float | None:
+    """The training budget in minutes of a ``TrainConfig`` for a detector, or ``None``."""
+    if config.max_minutes == "auto":
+        return DEFAULT_MINUTES if config.epochs == "auto" else None
+    return None if config.max_minutes is None else float(config.max_minutes)
+
+
+def time_detection_step(network, images, targets, device=None, repeats: int = 2) -> float:
+    """Seconds of one optimisation step of a copy of detector ``network`` on a real batch (the
+    median of ``repeats`` after a warm-up step); ``network`` is untouched."""
+    import torch
+
+    device = resolve_device(device)
+    probe = copy.deepcopy(network).to(device).train()
+    optimizer = torch.optim.AdamW([p for p in probe.parameters() if p.requires_grad], lr=1e-5)
+    images = [image.to(device) for image in images]
+    targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+    seconds = []
+    for _ in range(repeats + 1):
+        started = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = sum(value.float() for value in probe(images, targets).values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - started)
+    return float(np.median(seconds[1:]))

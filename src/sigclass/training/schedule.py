@@ -187,13 +187,13 @@ EPOCH_OVERHEAD = 1.3  # an epoch: the timed steps, plus decoding, augmentation a
 
 
 def budget_image_size(native: int, step_seconds: float, steps_per_epoch: int, budget_minutes: float,
-                      target_epochs: int) -> tuple[int, str]:
+                      target_epochs: int, min_size: int = MIN_AUTO_IMAGE_SIZE) -> tuple[int, str]:
     """The largest input size at which ``target_epochs`` fit in ``budget_minutes``.
 
     ``step_seconds`` is one optimisation step timed at the ``native`` size; the cost of a step
     grows with the pixels, so the size shrinks by the square root of the missing time, in
-    multiples of 32, never under :data:`MIN_AUTO_IMAGE_SIZE` nor over ``native``. Measured on
-    ELPV on 2 CPU cores: EfficientNet-Lite0 at its 224 px fits 2 epochs in a 5-minute budget;
+    multiples of 32, never under ``min_size`` (:data:`MIN_AUTO_IMAGE_SIZE` by default) nor over
+    ``native``. Measured on ELPV on 2 CPU cores: EfficientNet-Lite0 at its 224 px fits 2 epochs in a 5-minute budget;
     at 128 px about 9.
 
     Returns:
@@ -205,7 +205,7 @@ def budget_image_size(native: int, step_seconds: float, steps_per_epoch: int, bu
         return native, (f"the network's {native} px: {fits:.0f} epochs fit in {budget_minutes:g} "
                         f"min (needs {target_epochs})")
     size = native * math.sqrt(fits / target_epochs)
-    size = min(native, max(MIN_AUTO_IMAGE_SIZE, int(size // IMAGE_SIZE_MULTIPLE * IMAGE_SIZE_MULTIPLE)))
+    size = min(native, max(min_size, int(size // IMAGE_SIZE_MULTIPLE * IMAGE_SIZE_MULTIPLE)))
     return size, (f"{size} px instead of the network's {native}: {fits:.1f} epochs of "
                   f"{epoch_seconds:.0f} s would fit in {budget_minutes:g} min at {native} px, "
                   f"{target_epochs} are planned")

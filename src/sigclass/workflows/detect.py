@@ -26,7 +26,13 @@ from ..detector import DetectionPredictor
 from ..exceptions import ArtifactError, ConfigError
 from ..models.detection import DEFAULT_BACKBONE, DEFAULT_SIZE, build_detector
 from ..tracking.logger import flatten, start_run
-from ..training.detection import DetectionTrainer
+from ..training.detection import (
+    MIN_AUTO_SIZE,
+    TARGET_EPOCHS,
+    DetectionTrainer,
+    detection_minutes,
+    time_detection_step,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +102,7 @@ def train_detection(data: str | Path | None, out: str | Path | None = None,
     arch = str(cfg.model_args.get("arch", "fasterrcnn"))
     dataset = DetectionDataset.load(data, cfg.on_bad_file, max_file_mb=cfg.max_file_mb,
                                     follow_symlinks=cfg.follow_symlinks)
+    sizing: dict[str, Any] = {}
     if resume:
         parts = _saved_split(run_dir, dataset)
     else:
@@ -103,6 +110,8 @@ def train_detection(data: str | Path | None, out: str | Path | None = None,
         parts = dataset.split(cfg.val_size, cfg.test_size, cfg.seed)
         write_json(run_dir / "split.json",
                    {p: [dataset.items[i].key for i in idx] for p, idx in parts.items()})
+        sizing = _budget_size(cfg, dataset.subset(parts["train"]), backbone, arch)
+        cfg = cfg.updated({"image_size": sizing["image_size"]}) if sizing else cfg
         (run_dir / "config.yaml").write_text(_yaml(cfg.to_dict()))
     write_json(run_dir / RUN_JSON, {"task": "detection", "status": "running"})
     network = build_detector(len(dataset.classes), backbone=backbone, arch=arch,
@@ -129,13 +138,39 @@ def train_detection(data: str | Path | None, out: str | Path | None = None,
         write_json(run_dir / "metrics.json", metrics)
         predictor.info = {"task": "detection", "backbone": backbone, "arch": arch,
                           "data": str(data), "classes_boxes": dataset.n_boxes(),
-                          "training": {**trainer.summary(), "device": trainer.device_.type},
+                          "training": {**trainer.summary(), **sizing, "device": trainer.device_.type},
                           "metrics": {k: metrics[k] for k in ("map", "map_50", "map_75", "part")}}
         predictor.save(run_dir / "model")
         run.log_metrics({f"test_{k}": v for k, v in flatten(metrics).items()
                          if isinstance(v, int | float) and v is not None})
     write_json(run_dir / RUN_JSON, {"task": "detection", "status": "finished"})
     return DetectionRun(run_dir, predictor, metrics)
+
+
+def _budget_size(cfg: RunConfig, train_part: DetectionDataset, backbone: str,
+                 arch: str) -> dict[str, Any]:
+    """The automatic shorter side: the data's own (the median image's, at most
+    :data:`DEFAULT_SIZE`), made smaller, down to
+    :data:`~sigclass.training.detection.MIN_AUTO_SIZE`, when
+    :data:`~sigclass.training.detection.TARGET_EPOCHS` would not fit the time budget, from one
+    training step timed on real images (``{}`` when the size or the epochs are given)."""
+    from ..training.schedule import IMAGE_SIZE_MULTIPLE, budget_image_size
+
+    minutes = detection_minutes(cfg.train)
+    if cfg.image_size or cfg.train.epochs != "auto" or not minutes or not len(train_part):
+        return {}
+    shorter = int(np.median([min(item.width, item.height) for item in train_part.items]))
+    native = max(IMAGE_SIZE_MULTIPLE, min(DEFAULT_SIZE, shorter // IMAGE_SIZE_MULTIPLE * IMAGE_SIZE_MULTIPLE))
+    batch = 4 if cfg.train.batch_size == "auto" else int(cfg.train.batch_size)
+    probe = build_detector(len(train_part.classes), backbone=backbone, arch=arch,
+                           pretrained=False, image_size=native)
+    torch_part = train_part.to_torch(train=True)
+    images, targets = zip(*(torch_part[i] for i in range(min(batch, len(torch_part)))), strict=True)
+    step = time_detection_step(probe, list(images), list(targets), cfg.device)
+    size, reason = budget_image_size(native, step, max(1, len(train_part) // batch), minutes,
+                                     TARGET_EPOCHS, min_size=min(native, MIN_AUTO_SIZE))
+    logger.info("Image size: %s", reason)
+    return {"image_size": size, "image_size_reason": reason}
 
 
 def is_detection_run(folder: str | Path | None) -> bool:
