@@ -37,6 +37,13 @@ def test_training_writes_coco_metrics_and_a_detection_model(run):
     assert document["network"]["kwargs"]["backbone"] == "efficientnet_lite0"
     report = json.loads((run / "data_report.json").read_text())
     assert report["layout"] == "voc" and report["images"] == 8
+    curves = metrics["pr_curves"]
+    assert len(curves["recall"]) == 101 and set(curves["precision"]) <= {"Platelets", "RBC", "WBC"}
+    assert all(0 <= p <= 1 for values in curves["precision"].values() for p in values)
+    page = (run / "report" / "report.html").read_text()
+    shown = sorted((run / "report" / "images").glob("*.jpg"))
+    assert (run / "report" / "pr_curves.png").stat().st_size > 0 and "Worst images" in page
+    assert len(shown) == metrics["n_images"] and all(f"images/{p.name}" in page for p in shown)
 
 
 def test_load_round_trip_gives_identical_boxes(run, tmp_path):
@@ -82,6 +89,7 @@ def test_evaluate_scores_a_detection_model_on_box_data(run, tmp_path, capsys):
     assert main(["evaluate", str(run), str(data), "--out", str(tmp_path / "eval")]) == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["part"] == "all" and metrics["n_images"] == 8
+    assert len(list((tmp_path / "eval" / "report" / "images").glob("*.jpg"))) == 8
     assert "mAP@0.5" in capsys.readouterr().out
     trained = json.loads((run / "metrics.json").read_text())
     assert trained["n_images"] < metrics["n_images"]
@@ -181,3 +189,17 @@ def test_automatic_size_shrinks_to_fit_the_time_budget(tmp_path):
     assert run.predictor.network.model_spec["kwargs"]["image_size"] == MIN_AUTO_SIZE
     assert yaml.safe_load((run.dir / "config.yaml").read_text())["image_size"] == MIN_AUTO_SIZE
     assert training["epochs_run"] == training["epochs_planned"] < DEFAULT_EPOCHS  # the schedule shrank
+
+
+def test_image_matches_count_found_false_and_missed_boxes():
+    from sigclass.evaluation.detection import image_matches
+
+    truth = {"boxes": [[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]], "labels": [1, 1, 2]}
+    found = {"boxes": [[0, 0, 10, 11], [1, 1, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50],
+                       [60, 60, 70, 70]],
+             "labels": [1, 1, 2, 2, 1], "scores": [0.9, 0.8, 0.95, 0.7, 0.3]}
+    # box 1 matches, box 2 duplicates it, box 3 has the wrong class, box 4 matches, box 5 is too weak
+    assert image_matches(found, truth) == {"tp": 2, "fp": 2, "fn": 1, "f1": 4 / 7}
+    assert image_matches(found, truth, score_threshold=0.0)["fp"] == 3
+    assert image_matches({"boxes": [], "labels": [], "scores": []},
+                         {"boxes": [], "labels": []})["f1"] == 1.0

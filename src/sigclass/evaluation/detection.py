@@ -1,5 +1,6 @@
-"""Detection metrics by the COCO protocol (pycocotools): mAP@[.5:.95], mAP@0.5, per class AP and
-recall.
+"""Detection metrics by the COCO protocol (pycocotools): mAP@[.5:.95], mAP@0.5, per class AP,
+recall and precision-recall curves; per image matches (:func:`image_matches`) that rank the
+images of a report from worst to best.
 
 The ground truth and the detections are handed to ``pycocotools.cocoeval.COCOeval`` as in-memory
 COCO documents; areas are the boxes' own (no segmentation), no box is ``iscrowd``.
@@ -12,7 +13,10 @@ import io
 
 import numpy as np
 
-__all__ = ["detection_metrics"]
+__all__ = ["detection_metrics", "image_matches"]
+
+#: The recall points of the COCO protocol's interpolated precision (0, 0.01, ..., 1).
+RECALL_POINTS = np.linspace(0.0, 1.0, 101)
 
 
 def _coco_documents(predictions, targets, classes):
@@ -36,7 +40,8 @@ def _coco_documents(predictions, targets, classes):
     return truth, detections
 
 
-def detection_metrics(predictions, targets, classes: list[str], max_detections: int = 100) -> dict:
+def detection_metrics(predictions, targets, classes: list[str], max_detections: int = 100,
+                      curves: bool = False) -> dict:
     """COCO metrics of ``predictions`` against ``targets``.
 
     Args:
@@ -44,6 +49,8 @@ def detection_metrics(predictions, targets, classes: list[str], max_detections: 
         targets: Per image, ``{"boxes", "labels"}`` alike.
         classes: Class names; label ``i`` is ``classes[i - 1]``.
         max_detections: Detections per image kept by the protocol.
+        curves: Add ``pr_curves``: per class with boxes, the interpolated precision at IoU 0.5
+            at the protocol's 101 recall points (``recall``), cut where it ends (-1 in COCO).
 
     Returns:
         ``map`` (mAP@[.5:.95]), ``map_50``, ``map_75``, ``mar_100`` (mean recall at
@@ -93,7 +100,52 @@ def detection_metrics(predictions, targets, classes: list[str], max_detections: 
             "n_detections": int(n_dets[k + 1]),
         }
     stats = [max(0.0, float(v)) for v in evaluator.stats]
-    return {"map": stats[0], "map_50": stats[1], "map_75": stats[2], "mar_100": stats[8],
+    extra = {}
+    if curves:
+        extra["pr_curves"] = {"recall": [round(float(r), 2) for r in RECALL_POINTS], "iou": 0.5,
+                              "precision": {name: _curve(precision[0, :, k, 0, -1])
+                                            for k, name in enumerate(classes) if n_truth[k + 1]}}
+    return {**extra, "map": stats[0], "map_50": stats[1], "map_75": stats[2], "mar_100": stats[8],
             "per_class": per_class, "n_images": len(truth["images"]),
             "n_boxes": int(n_truth.sum()), "max_detections": int(max_detections),
             "protocol": "COCO bbox (pycocotools), IoU 0.50:0.95, all areas"}
+
+
+def _curve(values: np.ndarray) -> list[float]:
+    values = np.asarray(values, dtype=float)
+    return [round(float(v), 4) for v in values[values > -1]]
+
+
+def image_matches(prediction, target, score_threshold: float = 0.5, iou: float = 0.5) -> dict:
+    """True and false positives and missed boxes of one image: detections scoring at least
+    ``score_threshold``, matched greedily (highest score first) to an unmatched true box of
+    their class with IoU at least ``iou``; ``f1`` is 1 for an image with neither boxes nor
+    detections."""
+    boxes = np.asarray(prediction["boxes"], dtype=float).reshape(-1, 4)
+    labels = np.asarray(prediction["labels"]).reshape(-1)
+    scores = np.asarray(prediction["scores"], dtype=float).reshape(-1)
+    keep = np.flatnonzero(scores >= score_threshold)
+    keep = keep[np.argsort(-scores[keep], kind="stable")]
+    truth = np.asarray(target["boxes"], dtype=float).reshape(-1, 4)
+    truth_labels = np.asarray(target["labels"]).reshape(-1)
+    overlap = _iou(boxes[keep], truth)
+    used = np.zeros(len(truth), dtype=bool)
+    tp = 0
+    for row, index in enumerate(keep):
+        candidates = (truth_labels == labels[index]) & ~used & (overlap[row] >= iou)
+        if candidates.any():
+            used[np.flatnonzero(candidates)[np.argmax(overlap[row][candidates])]] = True
+            tp += 1
+    fp, fn = len(keep) - tp, len(truth) - tp
+    f1 = 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
+    return {"tp": tp, "fp": fp, "fn": fn, "f1": f1}
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of ``(n, 4)`` and ``(m, 4)`` xyxy boxes (torchvision's ``box_iou``)."""
+    import torch
+    from torchvision.ops import box_iou
+
+    if not len(a) or not len(b):
+        return np.zeros((len(a), len(b)))
+    return box_iou(torch.as_tensor(a), torch.as_tensor(b)).numpy()

@@ -1,4 +1,5 @@
-"""Plots written as PNG: confusion matrix, training curves and the reliability diagram."""
+"""Plots written as PNG: confusion matrix, training curves, the reliability diagram and the
+precision-recall curves of a detector."""
 
 from __future__ import annotations
 
@@ -79,6 +80,26 @@ def plot_reliability(proba: np.ndarray, y: np.ndarray, path: str | Path,
            title=f"Reliability ({BINS} bins, test part)")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_pr_curves(curves: dict[str, Any], path: str | Path) -> Path:
+    """Precision against recall per class (``pr_curves`` of
+    :func:`~sigclass.evaluation.detection.detection_metrics`), AP@0.5 in the legend."""
+    plt = _pyplot()
+    recall = np.asarray(curves["recall"])
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for name, precision in curves["precision"].items():
+        precision = np.asarray(precision)
+        ap = float(np.mean(np.pad(precision, (0, len(recall) - len(precision)))))
+        ax.plot(recall[:len(precision)], precision, label=f"{name} (AP@{curves['iou']:g} {ap:.3f})")
+    ax.set(title=f"Precision-recall at IoU {curves['iou']:g}", xlabel="recall", ylabel="precision",
+           xlim=(0, 1.01), ylim=(0, 1.02))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left")
     fig.tight_layout()
     atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
     plt.close(fig)

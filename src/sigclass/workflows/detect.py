@@ -60,8 +60,11 @@ def is_detection_data(source) -> bool:
 
 
 def evaluate_detector(predictor: DetectionPredictor, dataset: DetectionDataset,
-                      batch_size: int = 4, max_detections: int = 100) -> dict[str, Any]:
-    """COCO metrics of ``predictor`` on every image of ``dataset`` (classes by name)."""
+                      batch_size: int = 4, max_detections: int = 100,
+                      report: str | Path | None = None) -> dict[str, Any]:
+    """COCO metrics of ``predictor`` on every image of ``dataset`` (classes by name); with
+    ``report``, that folder gets the precision-recall curves and the page of the worst and best
+    images (:func:`~sigclass.evaluation.detection_report.write_detection_report`)."""
     from ..data.detection_torch import read_rgb
     from ..evaluation.detection import detection_metrics
 
@@ -75,7 +78,14 @@ def evaluate_detector(predictor: DetectionPredictor, dataset: DetectionDataset,
                         for f in found]
         truth += [{"boxes": item.boxes, "labels": [index[name] for name in item.labels]}
                   for item in items]
-    return detection_metrics(predictions, truth, predictor.classes, max_detections)
+    metrics = detection_metrics(predictions, truth, predictor.classes, max_detections,
+                                curves=report is not None)
+    if report is not None:
+        from ..evaluation.detection_report import write_detection_report
+
+        write_detection_report(report, [item.path for item in dataset.items], predictions, truth,
+                               predictor.classes, metrics)
+    return metrics
 
 
 def train_detection(data: str | Path | None, out: str | Path | None = None,
@@ -133,7 +143,7 @@ def train_detection(data: str | Path | None, out: str | Path | None = None,
         predictor = DetectionPredictor(trainer.network.cpu(), dataset.classes, network.data_config,
                                        device=cfg.device)
         part = "test" if len(parts["test"]) else "val"
-        metrics = evaluate_detector(predictor, dataset.subset(parts[part]))
+        metrics = evaluate_detector(predictor, dataset.subset(parts[part]), report=run_dir / "report")
         metrics = {"part": part, **metrics}
         write_json(run_dir / "metrics.json", metrics)
         predictor.info = {"task": "detection", "backbone": backbone, "arch": arch,
@@ -223,9 +233,9 @@ def evaluate_box_data(predictor: DetectionPredictor, data, part: str | None = No
         indices = dataset.split()[part]
         if len(indices):
             dataset, chosen = dataset.subset(indices), part
-    metrics = {"part": chosen, **evaluate_detector(predictor, dataset)}
+    report = None if out is None else Path(out) / "report"
+    metrics = {"part": chosen, **evaluate_detector(predictor, dataset, report=report)}
     if out is not None:
-        Path(out).mkdir(parents=True, exist_ok=True)
         write_json(Path(out) / "metrics.json", metrics)
     return metrics
 
