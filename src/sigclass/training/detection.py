@@ -18,15 +18,12 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import time
 from typing import Any
-
-import numpy as np
 
 from .._utils import resolve_device
 from .callbacks import Callback, Checkpoint, EarlyStopping, TimeBudget
 from .schedule import Plan
-from .trainer import Trainer, WarmupCosine
+from .trainer import Trainer, WarmupCosine, time_steps
 
 logger = logging.getLogger(__name__)
 
@@ -225,22 +222,9 @@ def detection_minutes(config) -> float | None:
 def time_detection_step(network, images, targets, device=None, repeats: int = 2) -> float:
     """Seconds of one optimisation step of a copy of detector ``network`` on a real batch (the
     median of ``repeats`` after a warm-up step); ``network`` is untouched."""
-    import torch
-
     device = resolve_device(device)
     probe = copy.deepcopy(network).to(device).train()
-    optimizer = torch.optim.AdamW([p for p in probe.parameters() if p.requires_grad], lr=1e-5)
     images = [image.to(device) for image in images]
     targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
-    seconds = []
-    for _ in range(repeats + 1):
-        started = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss = sum(value.float() for value in probe(images, targets).values())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds.append(time.perf_counter() - started)
-    return float(np.median(seconds[1:]))
+    return time_steps(probe, lambda: sum(v.float() for v in probe(images, targets).values()), device,
+                      repeats)
