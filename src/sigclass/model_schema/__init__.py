@@ -22,16 +22,18 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     StringConstraints,
     ValidationError,
-    model_validator,
 )
 
-from ..choices import LABEL_RULES, LENGTH_POLICIES, MODALITIES, MODES, RESIZE_MODES, TTA_CHOICES
-from ..data.signal_options import SignalConfig
+from ..choices import MODALITIES, MODES
 from ..exceptions import ArtifactError
+from .data_configs import (
+    DATA_CONFIGS,  # noqa: F401 - the schema of each modality's data_config, used by sigclass.runtime
+    data_config_channels,
+    data_config_problems,
+)
 from .fields import (
     ENSEMBLE,
     FILE_NAME,
@@ -39,26 +41,22 @@ from .fields import (
     FIX,
     FORMAT,
     FORMAT_VERSION,
-    INTERPOLATIONS,
     KEY,
     MAX_BYTES,
     MAX_CHANNELS,
     MAX_CLASSES,
     MAX_DEPTH,
     MAX_MEMBERS,
-    MAX_SIDE,
-    MAX_TIMEPOINTS,
     MODEL_JSON,
     PATH_KEY,
     RESERVED_KEYS,
-    UNION_TAG,
     WEIGHTS,
     WORD,
-    Finite,
     Name,
-    Positive,
     StrictModel,
-    Word,
+    describe_errors,
+    short,
+    show,
 )
 from .trust import ConformalSpec, DriftReference, OODSpec
 
@@ -78,64 +76,6 @@ class HeadSpec(StrictModel):
 
     file: Annotated[str, StringConstraints(max_length=128)]
     type: Annotated[str, StringConstraints(max_length=1000)] = ""
-
-
-class ImageDataConfig(StrictModel):
-    """The preprocessing of an image model (see ``sigclass.data.image_preprocess``)."""
-
-    input_size: list[Annotated[int, Field(ge=1, le=MAX_SIDE)]] = Field(min_length=3, max_length=3)
-    mean: list[Finite] = Field(min_length=1, max_length=3)
-    std: list[Positive] = Field(min_length=1, max_length=3)
-    interpolation: Literal[INTERPOLATIONS] = "bilinear"  # type: ignore[valid-type]
-    resize: Literal[RESIZE_MODES] = "squash"  # type: ignore[valid-type]
-    crop_pct: float = Field(default=1.0, gt=0, le=1, allow_inf_nan=False)
-    tta: Literal[TTA_CHOICES] | bool | None = "none"  # type: ignore[valid-type]
-    tta_hflip: bool | None = None  # model folders written before TTA groups
-    far_resize: Literal[RESIZE_MODES] | None = None  # type: ignore[valid-type]
-    far_aspect: float = Field(default=1.5, ge=1, le=1000, allow_inf_nan=False)
-
-
-class ReaderOptions(StrictModel):
-    """How signal files are read (:class:`~sigclass.data.signal_options.SignalConfig`); an
-    option added there is taken as a JSON scalar until it is typed here."""
-
-    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
-
-    window: int | None = Field(default=None, ge=1, le=MAX_TIMEPOINTS)
-    stride: int | None = Field(default=None, ge=1, le=MAX_TIMEPOINTS)
-    label_rule: Literal[LABEL_RULES] = "majority"  # type: ignore[valid-type]
-    length_policy: Literal[LENGTH_POLICIES] = "error"  # type: ignore[valid-type]
-    length: int | None = Field(default=None, ge=1, le=MAX_TIMEPOINTS)
-    case_column: Word = "case_id"
-    time_column: Word = "time"
-    label_column: Word = "label"
-    group_column: Word = "group"
-    channels: list[Word] | None = Field(default=None, max_length=MAX_CHANNELS)
-    resample: Annotated[str, StringConstraints(max_length=64)] | None = None
-    max_gap: Annotated[str, StringConstraints(max_length=64)] | Finite | None = None
-
-    @model_validator(mode="after")
-    def _known_options(self) -> ReaderOptions:
-        for key, value in (self.model_extra or {}).items():
-            if key not in SignalConfig.__dataclass_fields__:
-                raise ValueError(f"'{_short(key)}' is not a reading option")
-            if not (value is None or isinstance(value, bool | int | float | str)) or (
-                    isinstance(value, str) and len(value) > 256):
-                raise ValueError(f"option '{_short(key)}' must be a short JSON scalar")
-        return self
-
-
-class SignalDataConfig(StrictModel):
-    """The preprocessing of a signal model (see ``sigclass.data.signal_preprocess``)."""
-
-    modality: Literal["signal"] = "signal"
-    n_channels: int = Field(ge=1, le=MAX_CHANNELS)
-    n_timepoints: int = Field(ge=1, le=MAX_TIMEPOINTS)
-    channel_names: list[Word] | None = Field(default=None, max_length=MAX_CHANNELS)
-    mean: list[Finite] = Field(max_length=MAX_CHANNELS)
-    std: list[Positive] = Field(max_length=MAX_CHANNELS)
-    length_policy: Literal[LENGTH_POLICIES] = "error"  # type: ignore[valid-type]
-    reader: ReaderOptions | None = None
 
 
 class ModelDocument(StrictModel):
@@ -259,7 +199,7 @@ def check_document(folder: Path, document: dict[str, Any]) -> dict[str, Any]:
     where = folder / MODEL_JSON
     if document.get("format") != FORMAT:
         raise fail(where, [f"is not a sigclass model description (field 'format' is "
-                           f"{_show(document.get('format'))}, expected '{FORMAT}')"],
+                           f"{show(document.get('format'))}, expected '{FORMAT}')"],
                    "point sigclass at a model folder written by `sigclass train`")
     version = document.get("format_version", FORMAT_VERSION)
     if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
@@ -273,7 +213,7 @@ def check_document(folder: Path, document: dict[str, Any]) -> dict[str, Any]:
     try:
         parsed = schema.model_validate(document)
     except ValidationError as exc:
-        problems += _describe_errors(exc)
+        problems += describe_errors(exc)
         parsed = None
     if isinstance(parsed, ModelDocument):
         problems += _model_problems(folder, parsed)
@@ -281,7 +221,7 @@ def check_document(folder: Path, document: dict[str, Any]) -> dict[str, Any]:
         problems += _ensemble_problems(folder, parsed)
     elif schema is ModelDocument:  # still report the parts that can be checked on their own
         if document.get("modality") in MODALITIES:
-            problems += _data_config_problems(document["modality"], document.get("data_config"))
+            problems += data_config_problems(document["modality"], document.get("data_config"))
         network = document.get("network")
         kwargs = network.get("kwargs") if isinstance(network, dict) else None
         if isinstance(kwargs, dict):
@@ -299,7 +239,7 @@ def _model_problems(folder: Path, doc: ModelDocument) -> list[str]:
     if doc.task == "detection" and (doc.modality != "image" or doc.head is not None):
         problems.append("field 'task': a detection model is an image network without a "
                         "scikit-learn head")
-    problems += _data_config_problems(doc.modality, doc.data_config)
+    problems += data_config_problems(doc.modality, doc.data_config)
     problems += kwargs_problems(doc.network.kwargs)
     if doc.network.modality not in (None, doc.modality):
         problems.append(f"field 'network.modality': '{doc.network.modality}' differs from "
@@ -316,26 +256,26 @@ def _model_problems(folder: Path, doc: ModelDocument) -> list[str]:
         if doc.network.n_classes != len(doc.classes):
             problems.append(f"field 'classes': {len(doc.classes)} class(es) listed but "
                             f"'network.n_classes' is {doc.network.n_classes}")
-    channels = _channels(doc.modality, doc.data_config)
+    channels = data_config_channels(doc.modality, doc.data_config)
     if channels is not None and doc.network.in_chans not in (None, channels):
         problems.append(f"field 'network.in_chans': {doc.network.in_chans} differs from the "
                         f"{channels} input channel(s) of 'data_config'")
     for name in doc.files:
-        problems += file_problems(folder, name, f"files['{_short(name)}']")
+        problems += file_problems(folder, name, f"files['{short(name)}']")
     if WEIGHTS not in doc.files:
         problems.append(f"field 'files': '{WEIGHTS}' is not listed")
     if doc.head is not None:
         problems += file_problems(folder, doc.head.file, "head.file")
         if doc.head.file not in doc.files:
-            problems.append(f"field 'head.file': '{_short(doc.head.file)}' is not listed in "
+            problems.append(f"field 'head.file': '{short(doc.head.file)}' is not listed in "
                             "'files' (no checksum to verify it by)")
     if doc.ood is not None:
         problems += file_problems(folder, doc.ood.file, "ood.file")
         if doc.ood.file in (WEIGHTS, MODEL_JSON) or (doc.head and doc.ood.file == doc.head.file):
-            problems.append(f"field 'ood.file': '{_short(doc.ood.file)}' is another file of the "
+            problems.append(f"field 'ood.file': '{short(doc.ood.file)}' is another file of the "
                             "model; the reference tensors have a file of their own")
         elif doc.ood.file not in doc.files:
-            problems.append(f"field 'ood.file': '{_short(doc.ood.file)}' is not listed in "
+            problems.append(f"field 'ood.file': '{short(doc.ood.file)}' is not listed in "
                             "'files' (no checksum to verify it by)")
     return problems
 
@@ -350,7 +290,7 @@ def _ensemble_problems(folder: Path, doc: EnsembleDocument) -> list[str]:
         if (len(parts) != 2 or parts[0] != "members" or not FILE_NAME.fullmatch(parts[1])
                 or ".." in parts[1] or member.folder != "/".join(parts)):
             problems.append(f"field 'members[{index}].folder': names a member outside the model "
-                            f"folder: {_show(member.folder)}; expected 'members/<name>'")
+                            f"folder: {show(member.folder)}; expected 'members/<name>'")
         else:
             problems += file_problems(folder, member.folder, f"members[{index}].folder", is_dir=True)
     if len(set(folders)) != len(folders):
@@ -358,48 +298,12 @@ def _ensemble_problems(folder: Path, doc: EnsembleDocument) -> list[str]:
     return problems
 
 
-def _data_config_problems(modality: str, data_config: Any) -> list[str]:
-    schema = ImageDataConfig if modality == "image" else SignalDataConfig
-    if not isinstance(data_config, dict):
-        return []  # the top-level schema named it already
-    try:
-        config = schema.model_validate(data_config)
-    except ValidationError as exc:
-        return _describe_errors(exc, ("data_config",))
-    problems = []
-    if isinstance(config, ImageDataConfig):
-        channels = config.input_size[0]
-        if channels not in (1, 3):
-            problems.append(f"field 'data_config.input_size[0]': images are read with 1 or 3 "
-                            f"channels, got {channels}")
-        for key in ("mean", "std"):
-            if len(getattr(config, key)) != channels:
-                problems.append(f"field 'data_config.{key}': {len(getattr(config, key))} value(s) "
-                                f"for {channels} channel(s)")
-    else:
-        for key in ("mean", "std", "channel_names"):
-            values = getattr(config, key)
-            if values is not None and len(values) != config.n_channels:
-                problems.append(f"field 'data_config.{key}': {len(values)} value(s) for "
-                                f"{config.n_channels} channel(s)")
-    return problems
-
-
-def _channels(modality: str, data_config: dict[str, Any]) -> int | None:
-    try:
-        if modality == "image":
-            return int(data_config["input_size"][0])
-        return int(data_config["n_channels"])
-    except (KeyError, IndexError, TypeError, ValueError):
-        return None
-
-
 def kwargs_problems(kwargs: dict[str, Any]) -> list[str]:
     """What is wrong with a network's options: keys or values that could name a file or URL,
     or values that are not small JSON scalars and lists."""
     problems = []
     for key, value in kwargs.items():
-        field = f"network.kwargs.{_short(key)}"
+        field = f"network.kwargs.{short(key)}"
         if not KEY.fullmatch(key) or key in RESERVED_KEYS:
             problems.append(f"field '{field}': not a network option name")
         elif PATH_KEY.search(key):
@@ -419,12 +323,12 @@ def _value_problem(value: Any, depth: int) -> str | None:
         return None if math.isfinite(value) else f"expected a finite number, got {value}"
     if isinstance(value, str):
         if not WORD.fullmatch(value) or ".." in value or FILE_SUFFIX.search(value):
-            return (f"{_show(value)} looks like a path or URL; a network option is a number, a "
+            return (f"{show(value)} looks like a path or URL; a network option is a number, a "
                     "flag or a short name")
         return None
     if isinstance(value, list) and depth < 2 and len(value) <= 64:
         return next((p for v in value if (p := _value_problem(v, depth + 1))), None)
-    return f"expected a number, a flag, a short name or a short list of them, got {_show(value)}"
+    return f"expected a number, a flag, a short name or a short list of them, got {show(value)}"
 
 
 def file_problems(folder: Path, name: str, field: str, is_dir: bool = False) -> list[str]:
@@ -433,9 +337,9 @@ def file_problems(folder: Path, name: str, field: str, is_dir: bool = False) -> 
     plain = name.replace("\\", "/")
     if is_dir:
         if plain.startswith("/") or ".." in plain.split("/") or re.match(r"^[A-Za-z]:", plain):
-            return [f"field '{field}': {_show(name)} is not inside the model folder"]
+            return [f"field '{field}': {show(name)} is not inside the model folder"]
     elif not FILE_NAME.fullmatch(name) or name in (".", ".."):
-        return [f"field '{field}': names a file outside the model folder: {_show(name)}; "
+        return [f"field '{field}': names a file outside the model folder: {show(name)}; "
                 "expected a plain file name such as 'weights.safetensors'"]
     target = folder / name
     try:
@@ -443,57 +347,10 @@ def file_problems(folder: Path, name: str, field: str, is_dir: bool = False) -> 
     except (OSError, RuntimeError):  # a link loop
         inside = False
     if not inside:
-        return [f"field '{field}': {_show(name)} is a link that leads outside the model folder"]
+        return [f"field '{field}': {show(name)} is a link that leads outside the model folder"]
     return []
 
 
 def _unique(field: str, values: list[str]) -> list[str]:
     repeated = sorted({v for v in values if values.count(v) > 1})
-    return [f"field '{field}': {[_short(v) for v in repeated]} listed more than once"] if repeated else []
-
-
-def _describe_errors(exc: ValidationError, prefix: tuple = ()) -> list[str]:
-    """One problem per field; the branches of a union a value failed are joined with "or"."""
-    found: dict[str, list[str]] = {}
-    shown: dict[str, str] = {}
-    for error in exc.errors(include_url=False):
-        location = _location((*prefix, *error["loc"]))
-        message = re.sub(r"^Value error, ", "", re.sub(r"^Input should be ", "expected ", error["msg"]))
-        if error["type"] == "missing":
-            message = "missing"
-        elif error["type"] == "extra_forbidden":
-            message = "unknown field"
-        else:
-            shown[location] = f", got {_show(error.get('input'))}"
-        found.setdefault(location, [])
-        if message not in found[location]:
-            found[location].append(message)
-    return [f"field '{loc}': {messages[0]}"
-            + "".join(" or " + re.sub(r"^expected ", "", m) for m in messages[1:])
-            + shown.get(loc, "") for loc, messages in found.items()]
-
-
-def _location(loc: tuple) -> str:
-    text = ""
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            part = _short(str(part))
-            if UNION_TAG.fullmatch(part):
-                continue  # the branch of a union pydantic tried, not a field
-            text += f".{part}" if text else part
-    return text or "(document)"
-
-
-def _short(text: str, limit: int = 60) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, dict):
-        return f"an object of {len(value)} key(s)"
-    if isinstance(value, list):
-        return f"a list of {len(value)} item(s)"
-    return _short(repr(value))
+    return [f"field '{field}': {[short(v) for v in repeated]} listed more than once"] if repeated else []

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 FORMAT = "sigclass-model"
 ENSEMBLE = "ensemble"
@@ -48,3 +48,49 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
+def short(text, limit: int = 60) -> str:
+    """``text`` on one line, cut to ``limit`` characters (for messages that quote input)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def describe_errors(exc: ValidationError, prefix: tuple = ()) -> list[str]:
+    """One problem per field; the branches of a union a value failed are joined with "or"."""
+    found: dict[str, list[str]] = {}
+    shown: dict[str, str] = {}
+    for error in exc.errors(include_url=False):
+        location = location_of((*prefix, *error["loc"]))
+        message = re.sub(r"^Value error, ", "", re.sub(r"^Input should be ", "expected ", error["msg"]))
+        if error["type"] == "missing":
+            message = "missing"
+        elif error["type"] == "extra_forbidden":
+            message = "unknown field"
+        else:
+            shown[location] = f", got {show(error.get('input'))}"
+        found.setdefault(location, [])
+        if message not in found[location]:
+            found[location].append(message)
+    return [f"field '{loc}': {messages[0]}"
+            + "".join(" or " + re.sub(r"^expected ", "", m) for m in messages[1:])
+            + shown.get(loc, "") for loc, messages in found.items()]
+
+
+def location_of(loc: tuple) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            part = short(str(part))
+            if UNION_TAG.fullmatch(part):
+                continue  # the branch of a union pydantic tried, not a field
+            text += f".{part}" if text else part
+    return text or "(document)"
+
+
+def show(value: Any) -> str:
+    if isinstance(value, dict):
+        return f"an object of {len(value)} key(s)"
+    if isinstance(value, list):
+        return f"a list of {len(value)} item(s)"
+    return short(repr(value))

@@ -27,7 +27,7 @@ from pydantic import Field, StringConstraints, ValidationError
 from ..data.views import apply_view
 from ..evaluation.conformal import prediction_sets
 from ..exceptions import ArtifactError
-from ..model_schema import ImageDataConfig, ModelDocument, SignalDataConfig, fail, read_document
+from ..model_schema import DATA_CONFIGS, ModelDocument, fail, read_document
 from ..model_schema.fields import MODEL_JSON, StrictModel
 from .cam import read_cam
 from .heads import LinearHead
@@ -101,8 +101,7 @@ class Bundle:
         self.verify()
         document = read_document(self.folder / MODEL_JSON)
         self.document = _validated(ModelDocument, document, self.folder / MODEL_JSON)
-        config_schema = ImageDataConfig if self.document.modality == "image" else SignalDataConfig
-        _validated(config_schema, self.document.data_config, self.folder / MODEL_JSON, "data_config.")
+        _validated(DATA_CONFIGS[self.document.modality], self.document.data_config, self.folder / MODEL_JSON, "data_config.")
         self.classes = list(self.document.classes)
         self.modality = self.document.modality
         self.mode = self.document.mode
