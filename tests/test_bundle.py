@@ -94,15 +94,77 @@ def test_the_bundle_lists_every_file_and_holds_no_pickle(image_bundle):
     manifest = json.loads((image_bundle / "bundle.json").read_text())
     on_disk = sorted(p.name for p in image_bundle.iterdir())
     assert on_disk == sorted([*manifest["files"], "bundle.json"])
-    assert sorted(manifest["files"]) == ["cam.json", "head.json", "model.json", "model.onnx"]
-    assert not any(name.endswith((".skops", ".pkl", ".pickle", ".pt", ".safetensors")) for name in on_disk)
+    assert sorted(manifest["files"]) == ["cam.json", "head.json", "model.json", "model.onnx",
+                                         "ood.safetensors"]
+    assert not any(name.endswith((".skops", ".pkl", ".pickle", ".pt")) for name in on_disk)
     document = json.loads((image_bundle / "model.json").read_text())
     assert document["head"] == {"file": "head.json", "type": "logistic_regression"}
+    assert manifest["ood"] == document["ood"]["file"] == "ood.safetensors"
+    assert manifest["outputs"] == ["features", "feature_map"]  # a head's features are the pooled ones
     assert json.loads((image_bundle / "head.json").read_text())["kind"] == "logistic_regression"
 
 
 def _copy(bundle: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(bundle, tmp_path / "copy"))
+
+
+def _unusual_images(folder: Path) -> list[Path]:
+    """Inputs far from fridge photos: uniform noise and flat grey images."""
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(3):
+        noise = Image.fromarray(rng.integers(0, 256, (60 + 7 * i, 80, 3), dtype=np.uint8))
+        noise.save(folder / f"noise{i}.png")
+        Image.new("RGB", (64, 48 + 5 * i), (90 * i, 90 * i, 90 * i)).save(folder / f"flat{i}.png")
+        paths += [folder / f"noise{i}.png", folder / f"flat{i}.png"]
+    return paths
+
+
+def test_image_bundle_ood_matches_the_predictor(runs, image_bundle, fridge, tmp_path):
+    inputs = _photos(fridge) + _unusual_images(tmp_path)
+    expected = sc.load(runs[0]).score(inputs)
+    bundle = load_bundle(image_bundle)
+    got = bundle.score(inputs)
+    assert bundle.ood["method"] == "knn" and bundle.ood["k"] == 5
+    assert all(r["ood_score"] is not None for r in got)
+    diff = max(abs(g["ood_score"] - e["ood_score"]) for g, e in zip(got, expected, strict=True))
+    assert diff <= 1e-4
+    flags = [g["unknown"] for g in got]
+    assert flags == [e["unknown"] for e in expected] and any(flags) and not all(flags)
+    rejected = bundle.predict(inputs, reject_unknown=True)
+    assert [label is None for label in rejected] == flags
+    assert [r["class"] for r in bundle.score(inputs, reject_unknown=True)] == list(rejected)
+
+
+def test_signal_bundle_ood_matches_the_predictor(runs, signal_bundle, motions):
+    cases = np.concatenate([motions, motions[:5] * 20.0, np.zeros_like(motions[:2])])
+    expected = sc.load(runs[1]).score(cases)
+    bundle = load_bundle(signal_bundle)
+    manifest = json.loads((signal_bundle / "bundle.json").read_text())
+    assert manifest["outputs"] == ["logits", "feature_map", "pooled_features"]
+    got = bundle.score(cases)
+    diff = max(abs(g["ood_score"] - e["ood_score"]) for g, e in zip(got, expected, strict=True))
+    assert diff <= 1e-4
+    assert [g["unknown"] for g in got] == [e["unknown"] for e in expected]
+    assert any(g["unknown"] for g in got)
+
+
+def test_a_bundle_without_ood_refuses_reject_unknown(signal_bundle, tmp_path):
+    from sigclass.runtime.serving import BundleServedModel
+    from sigclass.serve.settings import Settings
+
+    folder = _copy(signal_bundle, tmp_path)
+    manifest = json.loads((folder / "bundle.json").read_text())
+    manifest["ood"] = None  # a bundle of an older export: its score is null
+    del manifest["files"]["ood.safetensors"]
+    (folder / "ood.safetensors").unlink()
+    (folder / "bundle.json").write_text(json.dumps(manifest))
+    bundle = load_bundle(folder)
+    assert bundle.ood is None and bundle.score(np.zeros((1, 6, 100), np.float32))[0]["ood_score"] is None
+    with pytest.raises(ConfigError, match=r"--reject-unknown needs the out-of-distribution score.*"
+                       r"Export the bundle again"):
+        BundleServedModel(Settings(model=str(folder), reject_unknown=True))
 
 
 def test_a_modified_file_is_refused_by_its_checksum(image_bundle, tmp_path):
@@ -162,7 +224,7 @@ def test_the_runtime_imports_no_heavy_library(image_bundle, fridge):
     code = ("import sys; from sigclass.runtime.serving import BundleServedModel; "
             "from sigclass.serve.app import create_app; from sigclass.serve.settings import Settings; "
             f"served = BundleServedModel(Settings(model={str(image_bundle)!r})); "
-            f"served.predictor.predict_proba([{str(_photos(fridge)[0])!r}]); "
+            f"assert served.predictor.score([{str(_photos(fridge)[0])!r}])[0]['ood_score'] is not None; "
             f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
@@ -185,7 +247,7 @@ def lean_python(tmp_path_factory) -> Path:
 
 
 def test_a_bundle_is_served_from_a_venv_without_pytorch(lean_python, image_bundle, signal_bundle,
-                                                        fridge, motions):
+                                                        fridge, motions, tmp_path):
     missing = subprocess.run([str(lean_python), "-c", "import torch"], capture_output=True)
     assert missing.returncode != 0  # the environment really has no PyTorch
     env = {"PYTHONPATH": str(ROOT / "src"), "PATH": os.environ.get("PATH", "")}
@@ -209,6 +271,20 @@ def test_a_bundle_is_served_from_a_venv_without_pytorch(lean_python, image_bundl
         assert cam.shape == (int(height * scale), int(width * scale)) and cam.max() == 1 and cam.min() >= 0
         assert explanation["target"] == bundle_cam(load_bundle(image_bundle), photo, None)["target"]
         assert explanation["overlay_png_base64"] and explanation["method"] == "head_cam"
+        assert httpx.get(base + "/metadata", timeout=30).json()["serving"]["heavy_modules_loaded"] == []
+    # --reject-unknown: class null for the inputs the OOD score calls unknown, the same scores
+    noise = _unusual_images(tmp_path / "unusual")[0]
+    expected = {r["unknown"]: r for r in load_bundle(image_bundle).score([photo, noise])}
+    assert set(expected) == {False, True}  # the photo is known, the noise unknown
+    with running_server(image_bundle, "--reject-unknown", python=lean_python, env=env) as (base, _):
+        for path in (photo, noise):
+            answer = httpx.post(base + "/predict", files={"file": (path.name, path.read_bytes(),
+                                                                   "image/png")}, timeout=60).json()
+            record = expected[answer["unknown"]]
+            assert abs(answer["ood_score"] - record["ood_score"]) < 1e-6
+            assert (answer["class"] is None) == answer["unknown"]
+        metrics = httpx.get(base + "/metrics", timeout=30).text
+        assert "sigclass_unknown_inputs_total 1.0" in metrics
         assert httpx.get(base + "/metadata", timeout=30).json()["serving"]["heavy_modules_loaded"] == []
     with running_server(signal_bundle, python=lean_python, env=env) as (base, _):
         answer = httpx.post(base + "/predict", json=motions[0].tolist(), timeout=60).json()
