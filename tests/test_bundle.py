@@ -212,12 +212,70 @@ def test_a_head_without_coefficients_is_refused_clearly():
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
+    from sigclass.training.heads import make_head
+
     rng = np.random.default_rng(0)
     head = Pipeline([("scale", StandardScaler()), ("clf", RandomForestClassifier(n_estimators=3))])
     head.fit(rng.standard_normal((20, 4)), ["a", "b"] * 10)
     with pytest.raises(ConfigError, match=r"\(StandardScaler -> RandomForestClassifier\) cannot be "
-                       r"exported to a bundle.*--head logreg"):
+                       r"exported to a bundle.*Train with --head logreg, linear_svm or ridge"):
         head_document(head, ["a", "b"])
+    rbf = make_head("rbf_svm", cv_folds=2, calibration_folds=2, params={"C": 1.0})
+    rbf = rbf.fit(rng.standard_normal((20, 4)), ["a", "b"] * 10).best_estimator_
+    with pytest.raises(ConfigError, match=r"CalibratedClassifierCV \(SVC\)\) cannot be exported"):
+        head_document(rbf, ["a", "b"])
+
+
+@pytest.mark.parametrize("name", ["linear_svm", "ridge"])
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_calibrated_linear_heads_are_exported_exactly(name, n_classes, tmp_path):
+    from sigclass.runtime.heads import LinearHead
+    from sigclass.training.heads import make_head
+
+    rng = np.random.default_rng(n_classes)
+    classes = [f"c{i}" for i in range(n_classes)]
+    labels = np.repeat(classes, 15)
+    features = (rng.standard_normal((len(labels), 12)) + np.repeat(np.eye(n_classes, 12) * 2, 15, axis=0)
+                + 5.0).astype(np.float32)
+    head = make_head(name, cv_folds=3, calibration_folds=3).fit(features, labels).best_estimator_
+    document = head_document(head, classes)
+    assert document["kind"] == "calibrated_linear"
+    (tmp_path / "head.json").write_text(json.dumps(document))
+    order = classes[::-1]  # the model's class order need not be the head's
+    runtime = LinearHead.read(tmp_path / "head.json", order)
+    queries = np.concatenate([features, rng.standard_normal((20, 12)).astype(np.float32) * 30])
+    expected = head.predict_proba(queries)[:, [list(head.classes_).index(c) for c in order]]
+    assert np.max(np.abs(runtime.predict_proba(queries) - expected)) <= 1e-9
+
+
+def test_a_linear_svm_head_bundle_matches_the_predictor(runs, fridge, tmp_path):
+    from sigclass.training.heads import fit_head
+
+    predictor = sc.load(runs[0])
+    photos = _photos(fridge)
+    train = photos[::2]
+    predictor.head = fit_head("linear_svm", predictor.features(train), np.array([p.parent.name for p in train]),
+                              cv_folds=2, params={"C": 0.01})[0]
+    predictor.save(tmp_path / "svm-model")
+    report = export_bundle(str(tmp_path / "svm-model"), tmp_path / "bundle")
+    assert report["head"] == "calibrated_linear" and report["max_abs_diff"] <= 1e-4
+    document = json.loads((tmp_path / "bundle" / "model.json").read_text())
+    assert document["head"] == {"file": "head.json", "type": "calibrated_linear"}
+    expected = sc.load(tmp_path / "svm-model").score(photos)
+    got = load_bundle(tmp_path / "bundle").score(photos)
+    for g, e in zip(got, expected, strict=True):
+        assert max(abs(g["probabilities"][c] - e["probabilities"][c]) for c in e["probabilities"]) <= 1e-4
+        assert g["class"] == e["class"] and abs(g["ood_score"] - e["ood_score"]) <= 1e-4
+
+
+def test_a_head_json_that_does_not_fit_is_refused(tmp_path):
+    from sigclass.runtime.heads import LinearHead
+
+    document = {"kind": "calibrated_linear", "classes": ["a", "b", "c"], "coef": [[1.0]] * 3,
+                "intercept": [0.0] * 3, "calibration": [{"a": -1.0, "b": 0.0}] * 3, "columns": [0, 1, 1]}
+    (tmp_path / "head.json").write_text(json.dumps(document))
+    with pytest.raises(ArtifactError, match="'columns' must be 3 entries.*fix: export the bundle again"):
+        LinearHead.read(tmp_path / "head.json", ["a", "b", "c"])
 
 
 def test_the_runtime_imports_no_heavy_library(image_bundle, fridge):
@@ -291,6 +349,12 @@ def test_a_bundle_is_served_from_a_venv_without_pytorch(lean_python, image_bundl
         expected = load_bundle(signal_bundle).predict_proba(motions[:1])[0]
         classes = load_bundle(signal_bundle).classes
         assert np.max(np.abs(np.array([answer["probabilities"][c] for c in classes]) - expected)) < 1e-6
+        assert answer["ood_score"] is not None
+        explained = httpx.post(base + "/predict?explain=true", json=motions[0].tolist(), timeout=60)
+        assert explained.status_code == 200, explained.text
+        importance = explained.json()["explanation"]["channel_importance"]
+        expected = bundle_cam(load_bundle(signal_bundle), motions[0], None)["channel_importance"]
+        assert np.allclose(importance, expected, atol=1e-6)
         assert httpx.get(base + "/metadata", timeout=30).json()["serving"]["heavy_modules_loaded"] == []
 
 
@@ -310,13 +374,18 @@ def test_image_bundle_cam_matches_the_toolkit(runs, image_bundle, fridge):
 
 
 def test_signal_bundle_cam_matches_the_toolkit(runs, signal_bundle, motions):
-    expected = sc.explain(sc.load(runs[1]), motions[:6], channel_importance=False)
+    expected = sc.explain(sc.load(runs[1]), motions[:6])
     bundle = load_bundle(signal_bundle)
-    assert json.loads((signal_bundle / "bundle.json").read_text())["outputs"] == ["logits", "feature_map"]
     for case, explanation in zip(motions[:6], expected, strict=True):
         got = bundle_cam(bundle, case, None)
         assert got["method"] == explanation.method == "cam" and got["target"] == explanation.label
         assert np.max(np.abs(np.array(got["map"]) - explanation.map)) <= 1e-3
+        # each channel's importance by occlusion, as the toolkit's
+        importance = np.array(got["channel_importance"])
+        assert importance.shape == explanation.channel_importance.shape == (6,)
+        assert np.max(np.abs(importance - explanation.channel_importance)) <= 1e-5
+    other = next(c for c in bundle.classes if c != expected[0].label)
+    assert len(bundle_cam(bundle, motions[0], other)["channel_importance"]) == 6
 
 
 def test_a_bundle_without_cam_weights_refuses_explanations(signal_bundle, tmp_path):
