@@ -121,6 +121,13 @@ def _unusual_images(folder: Path) -> list[Path]:
     return paths
 
 
+def _same_flags(got: list[dict], expected: list[dict], threshold: float) -> bool:
+    """The same ``unknown`` flags, but where the score lies within 1e-5 of the threshold (the
+    threshold is the score of one validation item, which float differences may put either side)."""
+    return all(g["unknown"] == e["unknown"] for g, e in zip(got, expected, strict=True)
+               if abs(e["ood_score"] - threshold) > 1e-5)
+
+
 def test_image_bundle_ood_matches_the_predictor(runs, image_bundle, fridge, tmp_path):
     inputs = _photos(fridge) + _unusual_images(tmp_path)
     expected = sc.load(runs[0]).score(inputs)
@@ -131,7 +138,7 @@ def test_image_bundle_ood_matches_the_predictor(runs, image_bundle, fridge, tmp_
     diff = max(abs(g["ood_score"] - e["ood_score"]) for g, e in zip(got, expected, strict=True))
     assert diff <= 1e-4
     flags = [g["unknown"] for g in got]
-    assert flags == [e["unknown"] for e in expected] and any(flags) and not all(flags)
+    assert _same_flags(got, expected, bundle.ood["threshold"]) and any(flags) and not all(flags)
     rejected = bundle.predict(inputs, reject_unknown=True)
     assert [label is None for label in rejected] == flags
     assert [r["class"] for r in bundle.score(inputs, reject_unknown=True)] == list(rejected)
@@ -146,8 +153,31 @@ def test_signal_bundle_ood_matches_the_predictor(runs, signal_bundle, motions):
     got = bundle.score(cases)
     diff = max(abs(g["ood_score"] - e["ood_score"]) for g, e in zip(got, expected, strict=True))
     assert diff <= 1e-4
-    assert [g["unknown"] for g in got] == [e["unknown"] for e in expected]
+    assert _same_flags(got, expected, bundle.ood["threshold"])
     assert any(g["unknown"] for g in got)
+
+
+def test_a_mahalanobis_score_is_carried_too(runs, motions, tmp_path):
+    from types import SimpleNamespace
+
+    from aeon.datasets import load_basic_motions
+
+    from sigclass.workflows.fit_ood import fit_ood
+
+    predictor = sc.load(runs[1])
+    X, y = load_basic_motions(split="train")
+    fit_ood(SimpleNamespace(ood="mahalanobis", ood_k=5), predictor,
+            predictor.features(X.astype(np.float32)), [str(c) for c in y],
+            predictor.features(motions[20:]))
+    predictor.save(tmp_path / "model")
+    report = export_bundle(str(tmp_path / "model"), tmp_path / "bundle")
+    assert report["ood"] == "mahalanobis" and report["max_ood_diff"] <= 1e-4
+    # not the held-out cases: the threshold is one of their scores, which 1e-6 could flip
+    cases = np.concatenate([motions[:20], motions[:5] * 20.0])
+    expected = sc.load(tmp_path / "model").score(cases)
+    got = load_bundle(tmp_path / "bundle").score(cases)
+    assert max(abs(g["ood_score"] - e["ood_score"]) for g, e in zip(got, expected, strict=True)) <= 1e-4
+    assert [g["unknown"] for g in got] == [e["unknown"] for e in expected]
 
 
 def test_a_bundle_without_ood_refuses_reject_unknown(signal_bundle, tmp_path):
