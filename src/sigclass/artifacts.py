@@ -39,7 +39,7 @@ from .model_schema import (
     file_problems,
     read_document,
 )
-from .model_schema.ood_reference import OOD_TENSORS, read_ood_tensors  # noqa: F401 - OOD_TENSORS re-exported
+from .model_schema.ood_reference import read_ood_tensors
 from .models import create_model
 
 HEAD = "head.skops"
