@@ -15,8 +15,14 @@ results under ``"cam"`` (the other figures are kept): the largest difference bet
 bundle's NumPy map and ``sigclass.explain``'s over the inputs, and the p50 of ``/predict`` with
 ``explain=true`` against plain ``/predict`` on a real bundle service (requests interleaved).
 
+With ``--trust`` the out-of-distribution score and the signal channel importance are measured
+and merged under ``"trust"``: the largest OOD score difference between the bundle (NumPy) and
+the PyTorch predictor and the share of inputs both call unknown alike, over the fridgeObjects
+photos plus noise and flat images, and the BasicMotions test cases plus amplified and
+flat-lined copies; the largest channel importance difference against ``sigclass.explain``.
+
 Writes bench/results/bundle.json. Usage: python bench/bench_bundle.py [--image-run RUN]
-[--signal-run RUN] [--cam]
+[--signal-run RUN] [--cam] [--trust]
 """
 
 from __future__ import annotations
@@ -153,11 +159,61 @@ def cam_figures(runs: dict, bundles: dict, inputs: dict, requests: int = 41) -> 
     return out
 
 
+def unusual_images(folder: Path, n: int = 10) -> list[Path]:
+    """Inputs far from fridge photos: uniform noise and flat grey images of varied sizes."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (60 + 7 * i, 80 + 3 * i, 3), dtype=np.uint8)).save(
+            folder / f"noise{i}.png")
+        grey = int(255 * i / max(1, n - 1))
+        Image.new("RGB", (64 + 4 * i, 48 + 5 * i), (grey, grey, grey)).save(folder / f"flat{i}.png")
+        paths += [folder / f"noise{i}.png", folder / f"flat{i}.png"]
+    return paths
+
+
+def trust_figures(runs: dict, bundles: dict, inputs: dict) -> dict:
+    """OOD score and unknown parity (bundle vs PyTorch predictor), channel importance parity."""
+    import sigclass as sc
+    from sigclass.runtime import load_bundle
+    from sigclass.runtime.cam import bundle_cam
+
+    out = {}
+    for name in ("image", "signal"):
+        items = inputs[name]
+        expected = sc.load(runs[name]).score(items)
+        bundle = load_bundle(bundles[name])
+        got = bundle.score(items)
+        out[name] = {
+            "ood_method": bundle.ood["method"], "k": bundle.ood.get("k"),
+            "threshold": bundle.ood["threshold"], "n_inputs": len(items),
+            "ood_max_abs_diff": max(abs(g["ood_score"] - e["ood_score"])
+                                    for g, e in zip(got, expected, strict=True)),
+            "same_unknown": float(np.mean([g["unknown"] == e["unknown"]
+                                           for g, e in zip(got, expected, strict=True)])),
+            "n_unknown": int(sum(bool(e["unknown"]) for e in expected))}
+        print(name, out[name])
+    cases = inputs["signal_cases"]
+    explained = sc.explain(sc.load(runs["signal"]), cases)
+    bundle = load_bundle(bundles["signal"])
+    diffs = [float(np.max(np.abs(np.array(bundle_cam(bundle, case, None)["channel_importance"])
+                                 - e.channel_importance))) for case, e in zip(cases, explained, strict=True)]
+    out["signal"]["channel_importance_max_abs_diff"] = max(diffs)
+    out["signal"]["channel_importance_n_inputs"] = len(cases)
+    print("channel importance", max(diffs))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image-run", type=Path)
     parser.add_argument("--signal-run", type=Path)
     parser.add_argument("--cam", action="store_true", help="measure the CAM figures only")
+    parser.add_argument("--trust", action="store_true", help="measure the OOD and channel "
+                        "importance figures only (with --cam: both)")
     args = parser.parse_args()
     import sigclass as sc
     from sigclass.runtime import load_bundle
@@ -176,15 +232,31 @@ def main() -> None:
     photos = sorted(p for p in FRIDGE.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     X, _ = load_basic_motions(split="test")
     X = X.astype(np.float32)
-    if args.cam:
+    if args.cam or args.trust:
         path = ROOT / "bench" / "results" / "bundle.json"
         result = json.loads(path.read_text())
-        result["cam"] = {**cam_figures({"image": image_run, "signal": signal_run}, bundles,
-                                       {"image": photos, "signal": list(X)}),
-                         "machine": {"cpus": os.cpu_count(), "load_average": list(os.getloadavg())},
-                         "what": "bundle CAM (NumPy) vs sigclass.explain: largest map difference over "
-                                 "all inputs; p50 of /predict?explain=true vs /predict on the bundle "
-                                 "service, one input per request, interleaved"}
+        machine = {"cpus": os.cpu_count(), "load_average": list(os.getloadavg())}
+        if args.trust:
+            flat = X[:10].copy()
+            flat[:, 0, :] = flat[:, 0, :1]  # the first channel flat-lined
+            shifted = {"image": photos + unusual_images(work / "unusual"),
+                       "signal": np.concatenate([X, X[:10] * 20.0, flat]), "signal_cases": list(X)}
+            result["trust"] = {**trust_figures({"image": image_run, "signal": signal_run}, bundles,
+                                               shifted), "machine": machine,
+                               "what": "bundle OOD score (NumPy) vs the PyTorch predictor's: largest "
+                                       "difference and share of inputs with the same unknown flag "
+                                       "(image: 134 photos + 10 noise + 10 flat images; signal: 40 "
+                                       "test cases + 10 amplified x20 + 10 with a flat-lined "
+                                       "channel); channel importance vs sigclass.explain over the "
+                                       "40 test cases"}
+        if args.cam:
+            result["cam"] = {**cam_figures({"image": image_run, "signal": signal_run}, bundles,
+                                           {"image": photos, "signal": list(X)}),
+                             "machine": machine,
+                             "what": "bundle CAM (NumPy) vs sigclass.explain: largest map difference "
+                                     "over all inputs; p50 of /predict?explain=true vs /predict on "
+                                     "the bundle service, one input per request, interleaved (the "
+                                     "signal explanation includes the channel importance)"}
         path.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {path}")
         return

@@ -39,14 +39,11 @@ from .model_schema import (
     file_problems,
     read_document,
 )
+from .model_schema.ood_reference import read_ood_tensors
 from .models import create_model
 
 HEAD = "head.skops"
 OOD_FILE = "ood.safetensors"
-# the tensors of each OOD score: name -> its shape, in terms of the spec's counts
-OOD_TENSORS = {"knn": {"bank": ("n_reference", "dim")},
-               "mahalanobis": {"means": ("n_classes", "dim"), "basis": ("dim", "rank"),
-                               "inverse_variances": ("rank",), "residual_precision": (1,)}}
 
 # scikit-learn internals the heads are made of, beyond the types skops trusts by default.
 TRUSTED_HEAD_TYPES = frozenset({
@@ -254,33 +251,7 @@ def read_ood_reference(folder: Path, document: dict[str, Any], feature_width: in
     spec = document.get("ood")
     if not spec:
         return None
-    from safetensors.numpy import load_file
-
-    path = folder / spec["file"]
-    try:
-        tensors = load_file(str(path))
-    except Exception as exc:  # noqa: BLE001
-        raise ArtifactError(f"Cannot read the OOD reference '{path}' ({exc}). Restore the model "
-                            "folder from its run or the model registry.") from None
-    sizes = {"n_reference": spec["n_reference"], "dim": spec["dim"],
-             "n_classes": len(document["classes"])}
-    if "basis" in tensors and tensors["basis"].ndim == 2:
-        sizes["rank"] = int(tensors["basis"].shape[1])
-    expected = {name: tuple(sizes.get(d, d) for d in dims)
-                for name, dims in OOD_TENSORS[spec["method"]].items()}
-    found = {name: tuple(t.shape) for name, t in tensors.items()}
-    problems = [f"tensor '{name}' has shape {list(found.get(name, ()))}, field 'ood' says "
-                f"{list(shape)}" for name, shape in expected.items() if found.get(name) != shape]
-    problems += [f"tensor '{name}' is not one of a {spec['method']} reference"
-                 for name in sorted(found.keys() - expected.keys())]
-    if feature_width is not None and feature_width != spec["dim"]:
-        problems.append(f"field 'ood.dim' is {spec['dim']}, the network's pooled features have "
-                        f"{feature_width}")
-    if any(not np.all(np.isfinite(t)) for t in tensors.values()):
-        problems.append("holds values that are not finite numbers")
-    if problems:
-        raise fail(path, ["does not fit field 'ood' of model.json: " + "; ".join(problems[:3])])
-    return tensors
+    return read_ood_tensors(folder / spec["file"], spec, len(document["classes"]), feature_width)
 
 
 def model_files(folder: str | Path | None) -> dict[str, str]:

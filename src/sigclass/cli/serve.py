@@ -156,8 +156,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
         report = export_bundle(args.model, args.output)
         head = f", head as {report['head']} coefficients" if report["head"] else ""
+        ood = (f", {report['ood']} OOD score {report['max_ood_diff']:.2e}" if report.get("ood")
+               else "")
         print(f"Bundle written to {report['path']} ({', '.join(report['files'])}{head}; "
-              f"max |runtime - PyTorch| probability = {report['max_abs_diff']:.2e} on "
+              f"max |runtime - PyTorch| probability = {report['max_abs_diff']:.2e}{ood} on "
               f"{report['n_checked']} inputs); serve it with `sigclass serve {report['path']}`")
         return 0
     if args.quantize:

@@ -9,7 +9,11 @@ A bundle is a folder written by ``sigclass export MODEL --format bundle -o DIR``
 - ``head.json`` (headless models): the scikit-learn head as coefficients;
 - ``cam.json`` (networks with global average pooling + a linear head, or a linear sklearn head):
   the class weights over the last feature map, which the graph gives as its second output, so
-  class activation maps are computed in NumPy (:mod:`sigclass.runtime.cam`).
+  class activation maps are computed in NumPy (:mod:`sigclass.runtime.cam`);
+- ``ood.safetensors`` (models fitted with an out-of-distribution score): the score's reference
+  tensors, as in the model folder; the graph of a network that outputs logits then also gives its
+  pooled features (``pooled_features``), so the score (:mod:`sigclass.evaluation.ood`, NumPy)
+  and ``unknown`` are those of the model folder.
 
 Nothing in a bundle is pickled, and nothing in it is executed.
 """
@@ -26,9 +30,11 @@ from pydantic import Field, StringConstraints, ValidationError
 
 from ..data.views import apply_view
 from ..evaluation.conformal import prediction_sets
-from ..exceptions import ArtifactError
+from ..evaluation.ood import score_records, scores
+from ..exceptions import ArtifactError, ConfigError
 from ..model_schema import DATA_CONFIGS, ModelDocument, fail, read_document
 from ..model_schema.fields import MODEL_JSON, StrictModel
+from ..model_schema.ood_reference import read_ood_tensors
 from .cam import read_cam
 from .heads import LinearHead
 from .preprocess import inputs_for
@@ -37,7 +43,7 @@ __all__ = ["BUNDLE_FORMAT", "BUNDLE_JSON", "Bundle", "BundleManifest", "file_sha
 
 BUNDLE_JSON = "bundle.json"
 BUNDLE_FORMAT = "sigclass-bundle"
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2  # 2: the OOD reference (``ood``) and the ``pooled_features`` output
 EXPORT_AGAIN = "export the bundle again with `sigclass export MODEL --format bundle -o DIR`"
 FileName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")]
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
@@ -51,6 +57,7 @@ class BundleManifest(StrictModel):
     graph: FileName
     head: FileName | None = None
     cam: FileName | None = None
+    ood: FileName | None = None
     outputs: list[Annotated[str, StringConstraints(max_length=64)]] = Field(min_length=1, max_length=4)
     files: dict[FileName, Sha256] = Field(min_length=2, max_length=16)
     info: dict[str, Any] = Field(default_factory=dict)
@@ -120,6 +127,32 @@ class Bundle:
                     if self.manifest.cam else None)
         self.session = _session(self.folder / self.manifest.graph, threads)
         self.input_name = self.session.get_inputs()[0].name
+        self.ood, self.ood_reference, self._features_output = None, None, None
+        if self.manifest.ood:
+            self._read_ood(document, where)
+
+    def _read_ood(self, document: dict[str, Any], where: Path) -> None:
+        """The OOD score's spec and reference tensors; a network's graph must output its pooled
+        features (a headless model's outputs are its features)."""
+        spec, outputs = document.get("ood"), self.manifest.outputs
+        problems = []
+        if not spec:
+            problems.append(f"field 'ood': the manifest lists '{self.manifest.ood}', model.json has "
+                            "no 'ood' field")
+        if self.head is None and "pooled_features" not in outputs:
+            problems.append("field 'outputs': the OOD score needs the network's pooled features, "
+                            f"the graph outputs {outputs}")
+        if len(self.session.get_outputs()) != len(outputs):
+            problems.append(f"field 'outputs': {len(outputs)} listed, the graph has "
+                            f"{len(self.session.get_outputs())}")
+        if problems:
+            raise fail(where, problems, EXPORT_AGAIN)
+        width = int(self.head.coef.shape[1]) if self.head is not None else None
+        self.ood_reference = read_ood_tensors(self.folder / self.manifest.ood, spec, self.n_classes,
+                                              width, EXPORT_AGAIN)
+        self.ood = dict(spec)
+        if self.head is None:
+            self._features_output = outputs.index("pooled_features")
 
     @property
     def model_name(self) -> str:
@@ -133,7 +166,7 @@ class Bundle:
         """Check every listed file against its SHA-256 in ``bundle.json``; all problems in one
         :class:`ArtifactError`."""
         manifest, problems = self.manifest, []
-        needed = [MODEL_JSON, manifest.graph] + [n for n in (manifest.head, manifest.cam) if n]
+        needed = [MODEL_JSON, manifest.graph] + [n for n in (manifest.head, manifest.cam, manifest.ood) if n]
         problems += [f"field 'files': '{name}' is not listed (no checksum to verify it by)"
                      for name in needed if name not in manifest.files]
         for name, expected in manifest.files.items():
@@ -152,13 +185,22 @@ class Bundle:
     def run(self, batch: np.ndarray) -> np.ndarray:
         """The graph's first output (logits or features) on a preprocessed batch, averaged over
         the test-time views."""
+        return self.forward(batch)[0]
+
+    def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The graph's first output averaged over the test-time views, and the pooled features
+        the OOD score is computed on (``None`` without one): a headless model's averaged outputs,
+        a network's ``pooled_features`` of the plain view (as :meth:`sigclass.Predictor.features`)."""
         views = self.preprocessor.views
-        out = None
+        out, features = None, None
         for view in views:
             x = batch if view == "id" else apply_view(batch, view)
-            result = self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
-            out = result if out is None else out + result
-        return out / float(len(views)) if len(views) > 1 else out
+            results = self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})
+            out = results[0] if out is None else out + results[0]
+            if view == "id" and self._features_output is not None:
+                features = results[self._features_output]
+        out = out / float(len(views)) if len(views) > 1 else out
+        return out, (out if self.ood is not None and self.head is not None else features)
 
     def probabilities_from_outputs(self, outputs: np.ndarray) -> np.ndarray:
         """Class probabilities: the head's, or the softmax of the logits over the temperature."""
@@ -175,9 +217,56 @@ class Bundle:
                 for i in range(0, len(items), batch_size)]
         return np.concatenate(rows) if rows else np.zeros((0, self.n_classes))
 
-    def predict(self, inputs, batch_size: int = 64) -> np.ndarray:
-        proba = self.predict_proba(inputs, batch_size)
-        return np.asarray(self.classes, dtype=object)[proba.argmax(axis=1)]
+    def predict(self, inputs, batch_size: int = 64, reject_unknown: bool = False) -> np.ndarray:
+        """Predicted class names; with ``reject_unknown``, ``None`` for the unknown inputs."""
+        if not reject_unknown:
+            proba = self.predict_proba(inputs, batch_size)
+            return np.asarray(self.classes, dtype=object)[proba.argmax(axis=1)]
+        self.require_ood()
+        proba, ood = self.proba_and_ood(inputs, batch_size)
+        labels = np.asarray(self.classes, dtype=object)[proba.argmax(axis=1)]
+        labels[self.unknown(ood)] = None
+        return labels
+
+    def ood_scores(self, features: np.ndarray) -> np.ndarray | None:
+        """How far each row of pooled ``features`` is from the training data (larger: farther;
+        :mod:`sigclass.evaluation.ood`); ``None`` for a bundle without an OOD reference."""
+        if self.ood is None or features is None:
+            return None
+        return scores(self.ood_reference, self.ood["method"], self.ood.get("k"), features)
+
+    def proba_and_ood(self, inputs, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities and OOD scores (``None`` without an OOD reference) of raw inputs."""
+        items = self.preprocessor.as_list(inputs)
+        proba, ood = [np.zeros((0, self.n_classes))], [np.zeros(0)]
+        for begin in range(0, len(items), batch_size):
+            outputs, features = self.forward(self.preprocessor(items[begin:begin + batch_size]))
+            proba.append(self.probabilities_from_outputs(outputs))
+            ood.append(self.ood_scores(features))
+        return np.concatenate(proba), (None if self.ood is None else np.concatenate(ood))
+
+    def unknown(self, ood_scores: np.ndarray | None) -> np.ndarray | None:
+        """Which scores lie above the model's OOD threshold."""
+        if ood_scores is None or self.ood is None:
+            return None
+        return np.asarray(ood_scores) > self.ood["threshold"]
+
+    def score(self, inputs, batch_size: int = 64, reject_unknown: bool = False) -> list[dict[str, Any]]:
+        """One record per input, as the service answers (as :meth:`sigclass.Predictor.score`):
+        ``class``, ``confidence``, ``probabilities``, ``prediction_set``, ``ood_score``, ``unknown``."""
+        if reject_unknown:
+            self.require_ood()
+        proba, ood = self.proba_and_ood(inputs, batch_size)
+        return score_records(self, proba, ood, reject_unknown)
+
+    def require_ood(self) -> None:
+        """Refuse ``--reject-unknown`` for a bundle without an OOD reference."""
+        if self.ood is None:
+            raise ConfigError(f"--reject-unknown needs the out-of-distribution score of the model, "
+                              f"but the bundle '{self.folder}' holds none (a model trained without "
+                              "it, or a bundle exported by an older sigclass). Export the bundle "
+                              "again from a model trained with this sigclass version, or drop "
+                              "--reject-unknown.")
 
     def prediction_sets(self, proba: np.ndarray) -> list[list[str]] | None:
         """The conformal prediction sets of ``proba`` (``None`` without a stored threshold)."""

@@ -1,7 +1,8 @@
 """Class activation maps of a bundle, in NumPy: the graph's second output is the last feature
 map, ``cam.json`` holds the class weights over its channels (the network's final linear layer,
 or a headless model's head coefficients divided by its scaling), as in
-:mod:`sigclass.explain.engine` (``cam`` / ``head_cam``)."""
+:mod:`sigclass.explain.engine` (``cam`` / ``head_cam``); for a signal, each channel's importance
+by occlusion, as the toolkit's (:func:`channel_importance`)."""
 
 from __future__ import annotations
 
@@ -109,9 +110,23 @@ def bundle_cam(bundle, item, target: str | None) -> dict:
                   np.concatenate([stretched, np.zeros(size - model_length, dtype=np.float32)]))
     cam = normalize_map(placed)
     png = _overlay(cam, image if bundle.modality == "image" else None)
+    importance = (None if bundle.modality == "image" else
+                  channel_importance(bundle, batch, proba[index], index).astype(float).tolist())
     return {"method": bundle.cam.kind, "target": bundle.classes[index],
             "overlay_png_base64": base64.b64encode(png).decode("ascii"),
-            "map": np.round(cam.astype(np.float64), 4).tolist(), "channel_importance": None}
+            "map": np.round(cam.astype(np.float64), 4).tolist(), "channel_importance": importance}
+
+
+def channel_importance(bundle, batch: np.ndarray, base: float, index: int) -> np.ndarray:
+    """Per channel of one preprocessed signal ``batch`` ``(1, C, T)``: how much the probability
+    ``base`` of class ``index`` drops when that channel is set to its training mean (0 after the
+    standardization), as :mod:`sigclass.explain` computes it (one graph run on ``C`` copies,
+    the test-time views averaged)."""
+    n_channels = batch.shape[1]
+    occluded = np.repeat(np.asarray(batch, dtype=np.float32), n_channels, axis=0)
+    occluded[np.arange(n_channels), np.arange(n_channels)] = 0.0
+    dropped = bundle.probabilities_from_outputs(bundle.run(occluded))[:, index]
+    return (float(base) - dropped).astype(np.float32)
 
 
 def _overlay(cam: np.ndarray, image) -> bytes:

@@ -1,8 +1,16 @@
 """A headless model's head as plain coefficients (``head.json``), evaluated with NumPy.
 
-The one head kind written is ``logistic_regression``: an optional standardization
-(``(x - mean) / scale``, the head pipeline's ``StandardScaler``) then ``x @ coef.T + intercept``;
-a softmax over the classes (multinomial), or a sigmoid of the one column (two classes).
+Both head kinds start with an optional standardization (``(x - mean) / scale``, the head
+pipeline's ``StandardScaler``) and a linear score ``x @ coef.T + intercept``:
+
+- ``logistic_regression``: a softmax over the classes (multinomial), or a sigmoid of the one
+  column (two classes);
+- ``calibrated_linear`` (the ``linear_svm`` and ``ridge`` heads: a ``LinearSVC`` or
+  ``RidgeClassifierCV`` in a ``CalibratedClassifierCV`` with one calibrated classifier and
+  sigmoid calibration): each score column ``j`` gives its class ``columns[j]`` the probability
+  ``1 / (1 + exp(a_j * score + b_j))`` (Platt scaling, one-vs-rest); with two classes the
+  first class gets the rest, otherwise the row is divided by its sum (all zeros: uniform), as
+  scikit-learn's ``_CalibratedClassifier.predict_proba``.
 """
 
 from __future__ import annotations
@@ -17,7 +25,14 @@ from pydantic import Field, ValidationError
 from ..exceptions import ArtifactError
 from ..model_schema.fields import Finite, Name, StrictModel
 
-HEAD_KINDS = ("logistic_regression",)
+HEAD_KINDS = ("logistic_regression", "calibrated_linear")
+
+
+class Sigmoid(StrictModel):
+    """The Platt scaling of one score column: ``1 / (1 + exp(a * score + b))``."""
+
+    a: Finite
+    b: Finite
 
 
 class HeadDocument(StrictModel):
@@ -29,6 +44,12 @@ class HeadDocument(StrictModel):
     scale: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] | None = None
     coef: list[list[Finite]] = Field(min_length=1)
     intercept: list[Finite] = Field(min_length=1)
+    # calibrated_linear: the sigmoid of each score column and the class index it gives
+    calibration: list[Sigmoid] | None = None
+    columns: list[Annotated[int, Field(ge=0)]] | None = None
+    # the dtype of the scorer's coefficients, which scikit-learn computes the scores in (a ridge
+    # classifier fitted on float32 features keeps float32 ones)
+    dtype: Literal["float32", "float64"] = "float64"
 
 
 class LinearHead:
@@ -46,6 +67,12 @@ class LinearHead:
         self.scale = None if document.scale is None else np.asarray(document.scale, dtype=np.float64)
         self.order = [list(document.classes).index(c) for c in classes]
         self.n_features = self.coef.shape[1]
+        self.kind = document.kind
+        self.dtype = np.dtype(document.dtype)
+        self.n_head_classes = len(document.classes)
+        self.columns = list(document.columns or [])
+        self.calibration = (None if document.calibration is None else
+                            np.asarray([[c.a, c.b] for c in document.calibration], dtype=np.float64))
 
     @classmethod
     def read(cls, path: Path, classes: list[str]) -> LinearHead:
@@ -71,17 +98,30 @@ class LinearHead:
             values = getattr(document, name)
             if values is not None and len(values) != width:
                 problems.append(f"'{name}' has {len(values)} values for {width} features")
+        if document.kind == "calibrated_linear":
+            columns, calibration = document.columns or [], document.calibration or []
+            if (len(columns) != n_rows or len(calibration) != n_rows or len(set(columns)) != n_rows
+                    or any(c >= len(document.classes) for c in columns)):
+                problems.append(f"'calibration' and 'columns' must be {n_rows} entries, the columns "
+                                f"distinct class indices below {len(document.classes)}")
+        elif document.calibration is not None or document.columns is not None:
+            problems.append("'calibration' and 'columns' are for a calibrated_linear head only")
         if problems:
             raise ArtifactError(f"'{path}': " + "; ".join(problems) + "; fix: export the bundle again.")
         return cls(document, classes)
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
-        x = np.asarray(features, dtype=np.float64)
+        x = np.asarray(features)
+        dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.float64
+        # scikit-learn's StandardScaler computes in the features' dtype (float32 from the graph)
         if self.mean is not None:
-            x = x - self.mean
+            x = x.astype(dtype) - self.mean.astype(dtype)
         if self.scale is not None:
-            x = x / self.scale
-        scores = x @ self.coef.T + self.intercept
+            x = x.astype(dtype) / self.scale.astype(dtype)
+        scores = (x.astype(self.dtype) @ self.coef.T.astype(self.dtype)
+                  + self.intercept.astype(self.dtype)).astype(np.float64)
+        if self.kind == "calibrated_linear":
+            return self._calibrated(scores)[:, self.order]
         if scores.shape[1] == 1:  # two classes: the column is the second class's log-odds
             positive = 1.0 / (1.0 + np.exp(-scores[:, 0]))
             proba = np.stack([1.0 - positive, positive], axis=1)
@@ -89,3 +129,16 @@ class LinearHead:
             exp = np.exp(scores - scores.max(axis=1, keepdims=True))
             proba = exp / exp.sum(axis=1, keepdims=True)
         return proba[:, self.order]
+
+    def _calibrated(self, scores: np.ndarray) -> np.ndarray:
+        proba = np.zeros((len(scores), self.n_head_classes))
+        with np.errstate(over="ignore"):  # exp overflow: probability 0, as scipy's expit
+            for j, column in enumerate(self.columns):
+                a, b = self.calibration[j]
+                proba[:, column] = 1.0 / (1.0 + np.exp(a * scores[:, j] + b))
+        if self.n_head_classes == 2:
+            proba[:, 0] = 1.0 - proba[:, 1]
+            return proba
+        total = proba.sum(axis=1, keepdims=True)
+        uniform = np.full_like(proba, 1.0 / self.n_head_classes)
+        return np.divide(proba, total, out=uniform, where=total != 0)

@@ -113,7 +113,7 @@ class BundleServedModel:
 
     Raises:
         ConfigError: Settings a bundle cannot honour (``--backend torch``, ``--precision int8``,
-            ``--device cuda``).
+            ``--device cuda``, ``--reject-unknown`` without an OOD reference in the bundle).
     """
 
     def __init__(self, settings):
@@ -123,11 +123,9 @@ class BundleServedModel:
             raise ConfigError("A bundle runs its fp32 ONNX graph on the CPU with ONNX Runtime: drop "
                               "--backend torch, --precision int8 and --device cuda, or serve the "
                               "model folder instead.")
-        if getattr(settings, "reject_unknown", False):
-            raise ConfigError("A bundle has no out-of-distribution score yet, so --reject-unknown "
-                              "cannot be honoured: serve the model folder instead, or drop the "
-                              "option.")
         self.predictor = Bundle(settings.model)
+        if getattr(settings, "reject_unknown", False):
+            self.predictor.require_ood()
         self.handler = ImageUploads() if self.predictor.modality == "image" else SignalUploads()
         files = self.predictor.manifest.files
         self.identity = {"name": str(self.predictor.info.get("registered_name")
@@ -155,7 +153,12 @@ class BundleServedModel:
         return self.predictor.preprocessor(items, names)
 
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
-        return self.predictor.probabilities_from_outputs(self.predictor.run(batch))
+        """Class probabilities of a preprocessed batch, and, for a bundle with an
+        out-of-distribution score, that score as one more last column (as the full service)."""
+        outputs, features = self.predictor.forward(batch)
+        proba = self.predictor.probabilities_from_outputs(outputs)
+        ood = self.predictor.ood_scores(features)
+        return proba if ood is None else np.column_stack([proba, ood])
 
     def explain(self, item, target: str | None) -> dict[str, Any]:
         if self.predictor.cam is None:

@@ -1,14 +1,16 @@
 """``sigclass export MODEL --format bundle``: a model folder as a bundle the lean runtime serves.
 
 The bundle (see :mod:`sigclass.runtime.bundle`) holds the ONNX graph, ``model.json``, the head
-as coefficients and ``bundle.json`` with the SHA-256 of every file; no pickle. After writing it,
-the bundle is loaded by the runtime and its probabilities are compared with the PyTorch
-predictor's on the same preprocessed inputs.
+as coefficients, the OOD reference (``ood.safetensors``, as in the model folder) and
+``bundle.json`` with the SHA-256 of every file; no pickle. After writing it, the bundle is loaded
+by the runtime and its probabilities and OOD scores are compared with the PyTorch predictor's on
+the same preprocessed inputs.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +24,12 @@ from ..loading import load
 from ..model_schema.fields import MODEL_JSON
 from ..runtime.bundle import BUNDLE_FORMAT, BUNDLE_JSON, BUNDLE_VERSION, Bundle, file_sha256
 from ..runtime.cam import CAM_JSON
-from ..runtime.heads import HEAD_KINDS
 
 __all__ = ["export_bundle", "head_document"]
 
-GRAPH, HEAD = "model.onnx", "head.json"
+GRAPH, HEAD, OOD = "model.onnx", "head.json", "ood.safetensors"
 CAM_TOL = 1e-3
+OOD_RTOL = 1e-4  # largest OOD score difference allowed, relative to the threshold
 
 
 def cam_document(predictor) -> dict[str, Any] | None:
@@ -65,49 +67,98 @@ def cam_document(predictor) -> dict[str, Any] | None:
     return {"kind": engine.kind, "weights": weights.astype(np.float64).tolist()}
 
 
-def _with_feature_map(network):
-    """``network`` answering ``(its output, the last feature map)``."""
+def _with_outputs(network, feature_map: bool, pooled: bool):
+    """``network`` answering ``(its output[, the last feature map][, its pooled features])``;
+    the pooled features are the input of its last linear layer, as
+    :func:`sigclass.inference.pooled_features`."""
     import torch
 
-    class WithFeatureMap(torch.nn.Module):
+    if not (feature_map or pooled):
+        return network
+
+    class WithOutputs(torch.nn.Module):
         def __init__(self, inner):
             super().__init__()
             self.inner = inner
 
         def forward(self, x):
             feats = self.inner.forward_features(x)
-            return self.inner.forward_head(feats), feats
+            outputs = (self.inner.forward_head(feats),) + ((feats,) if feature_map else ())
+            if pooled:
+                outputs += (self.inner.forward_head(feats, pre_logits=True).flatten(1),)
+            return outputs
 
-    return WithFeatureMap(network).eval()
+    return WithOutputs(network).eval()
+
+
+LINEAR_SCORERS = ("LinearSVC", "RidgeClassifierCV", "RidgeClassifier")
 
 
 def head_document(head, classes: list[str]) -> dict[str, Any]:
-    """``head.json`` of a scikit-learn head: a ``LogisticRegression``, alone or after a
-    ``StandardScaler`` in a ``Pipeline``.
+    """``head.json`` of a scikit-learn head, alone or after a ``StandardScaler`` in a
+    ``Pipeline``: a ``LogisticRegression`` (``logistic_regression``), or a ``LinearSVC`` /
+    ``RidgeClassifierCV`` in a ``CalibratedClassifierCV`` with one calibrated classifier and
+    sigmoid calibration, the toolkit's ``linear_svm`` and ``ridge`` heads
+    (``calibrated_linear``, see :mod:`sigclass.runtime.heads`).
 
     Raises:
-        ConfigError: Any other head (SVMs, ridge, forests and boosting have no coefficient form
-            the runtime evaluates).
+        ConfigError: Any other head (an RBF SVM, forests and boosting have no coefficient form
+            the runtime evaluates; isotonic or ensembled calibration is not reproduced).
     """
     steps = list(getattr(head, "steps", [("clf", head)]))
     scaler = steps[0][1] if len(steps) == 2 and type(steps[0][1]).__name__ == "StandardScaler" else None
     clf = steps[-1][1]
     kinds = " -> ".join(type(s).__name__ for _, s in steps)
+    if type(clf).__name__ == "CalibratedClassifierCV":
+        kinds += f" ({type(clf.estimator).__name__})"
+    calibrated = _calibrated_linear(clf)
     multi_class = getattr(clf, "multi_class", "auto")
-    if (type(clf).__name__ != "LogisticRegression" or len(steps) > (2 if scaler is not None else 1)
-            or multi_class == "ovr"):
+    logistic = type(clf).__name__ == "LogisticRegression" and multi_class != "ovr"
+    if (not logistic and calibrated is None) or len(steps) > (2 if scaler is not None else 1):
         raise ConfigError(f"The head of this model ({kinds}) cannot be exported to a bundle: the "
-                          f"lean runtime evaluates {', '.join(HEAD_KINDS)} heads (the default "
-                          "'logreg' head) as coefficients, without scikit-learn. Train with "
-                          "--head logreg, or serve the model folder with the full install.")
-    return {
-        "kind": "logistic_regression",
-        "classes": [str(c) for c in clf.classes_],
+                          "lean runtime evaluates the 'logreg', 'linear_svm' and 'ridge' heads "
+                          "(logistic regression; a linear SVM or ridge classifier with sigmoid "
+                          "calibration) as coefficients, without scikit-learn; an RBF SVM, "
+                          "forests and boosting have no such form. Train with --head logreg, "
+                          "linear_svm or ridge, or serve the model folder with the full install.")
+    scaling = {
         "mean": None if scaler is None or scaler.mean_ is None else scaler.mean_.tolist(),
         "scale": None if scaler is None or scaler.scale_ is None else scaler.scale_.tolist(),
+    }
+    if calibrated is not None:
+        return {"kind": "calibrated_linear", "classes": [str(c) for c in clf.classes_], **scaling,
+                **calibrated}
+    return {
+        "kind": "logistic_regression",
+        "classes": [str(c) for c in clf.classes_], **scaling,
         "coef": np.asarray(clf.coef_, dtype=np.float64).tolist(),
         "intercept": np.asarray(clf.intercept_, dtype=np.float64).reshape(-1).tolist(),
     }
+
+
+def _calibrated_linear(clf) -> dict[str, Any] | None:
+    """The coefficients, sigmoids and class columns of a calibrated linear classifier (``None``
+    for anything else), as scikit-learn's ``_CalibratedClassifier.predict_proba`` uses them."""
+    members = getattr(clf, "calibrated_classifiers_", None)
+    if type(clf).__name__ != "CalibratedClassifierCV" or not members or len(members) != 1:
+        return None
+    member = members[0]
+    scorer = member.estimator
+    if (member.method != "sigmoid" or type(scorer).__name__ not in LINEAR_SCORERS
+            or any(type(c).__name__ != "_SigmoidCalibration" for c in member.calibrators)):
+        return None
+    classes = [str(c) for c in member.classes]
+    coef = np.asarray(scorer.coef_, dtype=np.float64).reshape(-1, np.shape(scorer.coef_)[-1])
+    positions = [classes.index(str(c)) for c in scorer.classes_]
+    # two classes: one score column, that of the second class
+    columns = [positions[0] + 1] if len(classes) == 2 else positions[:len(coef)]
+    if len(member.calibrators) != len(coef) or len(columns) != len(coef):
+        return None
+    return {"coef": coef.tolist(),
+            "intercept": np.asarray(scorer.intercept_, dtype=np.float64).reshape(-1).tolist(),
+            "calibration": [{"a": float(c.a_), "b": float(c.b_)} for c in member.calibrators],
+            "columns": [int(c) for c in columns],
+            "dtype": "float32" if np.asarray(scorer.coef_).dtype == np.float32 else "float64"}
 
 
 def export_bundle(model: str, output: str | Path, n_check: int = 8, atol: float = 1e-4,
@@ -121,7 +172,8 @@ def export_bundle(model: str, output: str | Path, n_check: int = 8, atol: float 
         atol: Largest probability difference allowed between them.
 
     Returns:
-        ``{"path", "files", "max_abs_diff", "n_checked", "head"}``.
+        ``{"path", "files", "max_abs_diff", "n_checked", "head", "cam", "ood", "max_ood_diff"}``
+        (``ood``: the OOD score's method, ``None`` for a model without one).
 
     Raises:
         ConfigError: An ensemble, a network or head that cannot be exported, an output folder
@@ -141,23 +193,32 @@ def export_bundle(model: str, output: str | Path, n_check: int = 8, atol: float 
     folder = _prepare_folder(Path(output))
     shape = tuple(predictor.preprocessor.item_shape)
     cam = cam_document(predictor)
-    export_onnx(network if cam is None else _with_feature_map(network), shape, folder / GRAPH)
-    document = read_model_json(Path(predictor.info["path"]))
+    ood = getattr(predictor, "ood", None)
+    pooled = ood is not None and head is None  # a headless model's outputs are its features
+    export_onnx(_with_outputs(network, cam is not None, pooled), shape, folder / GRAPH)
+    source = Path(predictor.info["path"])
+    document = read_model_json(source)
     document.pop("head", None)
+    document.pop("ood", None)
+    if ood is not None:  # the reference tensors as the model folder holds them, checksum and all
+        shutil.copyfile(source / ood["file"], folder / OOD)
+        document["ood"] = {**ood, "file": OOD}
     if head is not None:
         write_json(folder / HEAD, head)
-        document["head"] = {"file": HEAD, "type": "logistic_regression"}
+        document["head"] = {"file": HEAD, "type": head["kind"]}
     if cam is not None:
         write_json(folder / CAM_JSON, cam)
     write_json(folder / MODEL_JSON, document)
     names = ([MODEL_JSON, GRAPH] + ([HEAD] if head is not None else [])
-             + ([CAM_JSON] if cam is not None else []))
+             + ([CAM_JSON] if cam is not None else []) + ([OOD] if ood is not None else []))
     files = {name: file_sha256(folder / name) for name in names}
     write_json(folder / BUNDLE_JSON, {
         "format": BUNDLE_FORMAT, "format_version": BUNDLE_VERSION, "graph": GRAPH,
         "head": HEAD if head is not None else None,
         "cam": CAM_JSON if cam is not None else None,
-        "outputs": ["features" if head is not None else "logits"] + (["feature_map"] if cam else []),
+        "ood": OOD if ood is not None else None,
+        "outputs": (["features" if head is not None else "logits"] + (["feature_map"] if cam else [])
+                    + (["pooled_features"] if pooled else [])),
         "files": files,
         "info": {"source": str(model), "model": predictor.model_name},
     })
@@ -167,14 +228,24 @@ def export_bundle(model: str, output: str | Path, n_check: int = 8, atol: float 
     with torch.inference_mode():
         outputs = network(torch.from_numpy(batch)).float().numpy()
     expected = predictor.probabilities_from_outputs(outputs)
-    got = bundle.probabilities_from_outputs(bundle.session.run(None, {bundle.input_name: batch})[0])
+    results = bundle.session.run(None, {bundle.input_name: batch})
+    got = bundle.probabilities_from_outputs(results[0])
     diff = float(np.max(np.abs(got - expected)))
     if diff > atol:
         raise ConfigError(f"The bundle in '{folder}' gives probabilities {diff:.3g} away from "
                           f"PyTorch's (tolerance {atol:g}); serve the model folder instead.")
+    ood_diff = None
+    if ood is not None:
+        features = results[bundle.manifest.outputs.index("pooled_features")] if pooled else results[0]
+        reference = predictor.batch_ood_scores(torch.from_numpy(batch), outputs)
+        ood_diff = float(np.max(np.abs(bundle.ood_scores(features) - reference)))
+        if ood_diff > OOD_RTOL * max(1.0, float(ood["threshold"])):
+            raise ConfigError(f"The bundle in '{folder}' gives OOD scores {ood_diff:.3g} away from "
+                              "PyTorch's; serve the model folder instead.")
     return {"path": str(folder), "files": files, "max_abs_diff": diff, "n_checked": n_check,
-            "head": "logistic_regression" if head is not None else None,
-            "cam": None if cam is None else cam["kind"]}
+            "head": None if head is None else head["kind"],
+            "cam": None if cam is None else cam["kind"],
+            "ood": None if ood is None else ood["method"], "max_ood_diff": ood_diff}
 
 
 def _prepare_folder(folder: Path) -> Path:
