@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -36,7 +37,7 @@ VARIANTS = (("gradcam", 0), ("layercam", 0), ("gradcam", 1), ("layercam", 1))
 
 
 def subset(root: Path, n_train: int, n_val: int) -> Path:
-    """A VOC folder of the first ``n_train`` train and ``n_val`` val images of BCCD (links)."""
+    """A VOC folder of the first ``n_train`` train and ``n_val`` val images of BCCD (copies)."""
     sets = BCCD / "ImageSets" / "Main"
     (root / "Annotations").mkdir(parents=True)
     (root / "JPEGImages").mkdir()
@@ -45,8 +46,8 @@ def subset(root: Path, n_train: int, n_val: int) -> Path:
         names = (sets / f"{part}.txt").read_text().split()[:n]
         (root / "ImageSets" / "Main" / f"{part}.txt").write_text("\n".join(names) + "\n")
         for name in names:
-            (root / "Annotations" / f"{name}.xml").symlink_to(BCCD / "Annotations" / f"{name}.xml")
-            (root / "JPEGImages" / f"{name}.jpg").symlink_to(BCCD / "JPEGImages" / f"{name}.jpg")
+            shutil.copy(BCCD / "Annotations" / f"{name}.xml", root / "Annotations")
+            shutil.copy(BCCD / "JPEGImages" / f"{name}.jpg", root / "JPEGImages")
     return root
 
 

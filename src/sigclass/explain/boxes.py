@@ -23,6 +23,7 @@ picked per anchor by a top-k that this module does not trace back.
 
 from __future__ import annotations
 
+import base64
 import io
 import re
 from dataclasses import dataclass, field
@@ -350,8 +351,6 @@ def explain_boxes_payload(explained: list[BoxExplanation], png: bytes,
     """The service's answer for one image: its boxes, each with an ``explanation`` (``method``,
     ``target``: the box's class, ``map``: ``[row][column]`` over ``map_box``, ``mass_inside``),
     and the image's ``explanation`` (``method``, ``overlay_png_base64``)."""
-    import base64
-
     boxes = []
     for entry in explained:
         summary = entry.to_dict()
