@@ -148,7 +148,8 @@ def main() -> None:
                 "(mass_elsewhere, mean of seeded random places), the box's share of the image "
                 "(area_share: a uniform map) and whether the map's maximum is in the box (pointing)",
         "val_map_per_epoch": [round(h["val_map"], 4) for h in history],
-        "test_map_50_of_the_brief_training": round(float(run.metrics["map_50"]), 4),
+        # the subset has no test part: the run's metrics are those of its validation part
+        "val_map_50_of_the_kept_epoch": round(float(run.metrics["map_50"]), 4),
         "train_seconds": round(train_seconds, 1),
         "device": "cuda" if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores, shared)",
         "torch": torch.__version__, "python": platform.python_version(),

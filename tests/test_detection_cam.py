@@ -58,10 +58,11 @@ def test_one_map_per_box_for_the_detectors_own_boxes(run, images):
         assert [b.label for b in boxes] == list(found["labels"])
         _check_maps(boxes, (120, 160))
     assert any(b.map.max() == 1.0 for boxes in explained for b in boxes)  # not all empty
-    layer = detector.explain_boxes(images[:1], 0.0, 2, method="layercam", stage=1)[0]
-    assert [b.method for b in layer] == ["layercam", "layercam"]
+    assert {b.method for boxes in explained for b in boxes} == {"layercam"}  # the default
+    layer = detector.explain_boxes(images[:1], 0.0, 2, method="gradcam", stage=1)[0]
+    assert [b.method for b in layer] == ["gradcam", "gradcam"]
     _check_maps(layer, (120, 160))
-    with pytest.raises(ExplainError, match="must be one of gradcam, layercam"):
+    with pytest.raises(ExplainError, match="must be one of layercam, gradcam"):
         detector.explain_boxes(images[:1], method="cam")
     with pytest.raises(ExplainError, match="feature stage must be in 0-2"):
         detector.explain_boxes(images[:1], stage=5)
@@ -108,7 +109,7 @@ def test_service_explain_returns_a_map_per_box(run, images):
     for box, same in zip(body["boxes"], plain["boxes"], strict=True):
         assert box["score"] == pytest.approx(same["score"], abs=1e-5) and same["explanation"] is None
         explanation = box["explanation"]
-        assert explanation["target"] == box["class"] and explanation["method"] == "gradcam"
+        assert explanation["target"] == box["class"] and explanation["method"] == "layercam"
         x0, y0, x1, y1 = explanation["map_box"]
         values = np.array(explanation["map"])
         assert values.shape == (y1 - y0, x1 - x0)

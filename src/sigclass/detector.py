@@ -103,14 +103,14 @@ class DetectionPredictor:
         return found
 
     def explain_boxes(self, images, score_threshold: float = 0.3, max_detections: int = 50,
-                      method: str = "gradcam", stage: int = 0) -> list[list[Any]]:
+                      method: str = "layercam", stage: int = 0) -> list[list[Any]]:
         """The boxes of images, each with the gradient map of its own score inside it (Faster
         R-CNN only; see :mod:`sigclass.explain.boxes` for what the map is).
 
         Args:
             images: Image files, or tensors ``(3, H, W)`` in ``[0, 1]``.
             score_threshold, max_detections: Which boxes are explained (as :meth:`detect`).
-            method: ``"gradcam"`` or ``"layercam"``.
+            method: ``"layercam"`` (the default) or ``"gradcam"``.
             stage: The backbone stage differentiated (0: stride 8, the finest).
 
         Returns:

@@ -247,8 +247,8 @@ def _explain_boxes(args: argparse.Namespace, predictor) -> int:
     if args.method in ("auto", "cam"):
         if args.method == "cam":
             raise ConfigError("A detection model has no pooling + linear head for plain CAM; use "
-                              "--method gradcam (the default) or layercam.")
-        args.method = "gradcam"
+                              "--method layercam (the default) or gradcam.")
+        args.method = "layercam"
     if not args.inputs:
         raise ConfigError("No inputs given: pass image FILES or folders.")
     threshold = 0.3 if args.score_threshold is None else args.score_threshold

@@ -54,7 +54,7 @@ class BatchResponse(BaseModel):
 
 
 class BoxExplanationOut(BaseModel):
-    method: str = Field(description="gradcam or layercam, on the backbone's stride-8 stage")
+    method: str = Field(description="layercam, on the backbone's stride-8 stage")
     target: str = Field(description="The class the map explains: the box's own")
     map: list[Any] = Field(description="The box's map in [0, 1], [row][column] over map_box: the "
                            "gradient map of the box's score, divided by its maximum in the box")
@@ -64,7 +64,7 @@ class BoxExplanationOut(BaseModel):
 
 
 class ImageBoxesExplanationOut(BaseModel):
-    method: str = Field(description="gradcam or layercam")
+    method: str = Field(description="layercam")
     overlay_png_base64: str = Field(description="The image with every box's map inside its box "
                                     "and the boxes drawn, a base64 PNG")
 
