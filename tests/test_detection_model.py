@@ -98,8 +98,9 @@ def test_evaluate_scores_a_detection_model_on_box_data(run, tmp_path, capsys):
 def test_detection_model_refuses_classification_and_the_reverse(run, tmp_path, capsys):
     detector = sigclass.load(run)
     image = next((run.parent / "bccd" / "JPEGImages").glob("*.jpg"))
-    assert main(["explain", str(run), str(image), "--out", str(tmp_path / "cam")]) == 2
-    assert "is a detection model; class activation maps apply to classification models only" \
+    assert main(["explain", str(run), "--report", str(run.parent / "bccd"),
+                 "--out", str(tmp_path / "cam")]) == 2
+    assert "is a detection model: --report, --masks and --target apply to classification models" \
         in capsys.readouterr().err
     with pytest.raises(ConfigError, match="is a detection model: it finds boxes"):
         detector.predict_proba(["x.jpg"])

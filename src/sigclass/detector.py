@@ -64,7 +64,8 @@ class DetectionPredictor:
     def _not_a_classifier(self, *_, **__):
         raise ConfigError(f"'{self.model_name}' is a detection model: it finds boxes, it does not "
                           "classify whole images. Use predict_boxes() (CLI: `sigclass predict MODEL "
-                          "IMAGES -o boxes.csv`), or a classification model for class outputs.")
+                          "IMAGES -o boxes.csv`), explain_boxes() for a map per box (`sigclass explain MODEL "
+                          "IMAGES --out DIR`), or a classification model for class outputs.")
 
     predict = predict_proba = predict_files = explain = use_backend = _not_a_classifier
 
@@ -100,6 +101,49 @@ class DetectionPredictor:
                               "label_ids": labels,
                               "scores": out["scores"][keep].float().cpu().numpy()})
         return found
+
+    def explain_boxes(self, images, score_threshold: float = 0.3, max_detections: int = 50,
+                      method: str = "layercam", stage: int = 0) -> list[list[Any]]:
+        """The boxes of images, each with the gradient map of its own score inside it (Faster
+        R-CNN only; see :mod:`sigclass.explain.boxes` for what the map is).
+
+        Args:
+            images: Image files, or tensors ``(3, H, W)`` in ``[0, 1]``.
+            score_threshold, max_detections: Which boxes are explained (as :meth:`detect`).
+            method: ``"layercam"`` (the default) or ``"gradcam"``.
+            stage: The backbone stage differentiated (0: stride 8, the finest).
+
+        Returns:
+            Per image, a list of :class:`~sigclass.explain.boxes.BoxExplanation`, highest score
+            first, with maps of the image's own size.
+        """
+        from .explain.boxes import explain_boxes
+
+        if not 0 <= score_threshold <= 1:
+            raise ConfigError(f"The score threshold must be in [0, 1]. Got {score_threshold}.")
+        if max_detections < 1:
+            raise ConfigError(f"max_detections must be at least 1. Got {max_detections}.")
+        if any(isinstance(item, str | Path) for item in images):
+            files = [item for item in images if isinstance(item, str | Path)]
+            read = iter(self._read_images(files))
+            images = [next(read) if isinstance(item, str | Path) else item for item in images]
+        device = self._device()
+        return explain_boxes(self.network.to(device), self.classes, images, score_threshold,
+                             max_detections, method, stage, device)
+
+    def _read_images(self, paths) -> list:
+        """Image files as tensors ``(3, H, W)`` in ``[0, 1]`` (each checked; a bad file is an
+        error naming it)."""
+        from .data.detection_torch import read_rgb
+        from .data.image_files import check_image_file
+        from .exceptions import DataError, Problem
+
+        paths = [Path(p) for p in paths]
+        problems = [Problem(str(p), reason) for p in paths
+                    if (reason := check_image_file(p)[1])]
+        if problems:
+            raise DataError(problems)
+        return [read_rgb(p).float().div(255) for p in paths]
 
     def predict_boxes(self, paths, score_threshold: float = 0.05, max_detections: int = 100,
                       batch_size: int = 4) -> list[dict[str, Any]]:

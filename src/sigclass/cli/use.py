@@ -79,6 +79,10 @@ def add_commands(commands) -> None:
     explain.add_argument("--part", choices=PARTS,
                          help="with --split: the part to use (default: test; train with --masks)")
     explain.add_argument("--n", type=int, default=8, help="with --report: items per section")
+    explain.add_argument("--score-threshold", type=float, default=None,
+                         help="detection models: lowest score of an explained box (default 0.3)")
+    explain.add_argument("--max-detections", type=int, default=None,
+                         help="detection models: most boxes explained per image (default 50)")
     explain.set_defaults(func=cmd_explain)
 
     audit = commands.add_parser("audit", help="find items whose label is most likely wrong",
@@ -196,7 +200,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from ..loading import load
     from ..workflows.prepare import load_dataset
 
-    predictor = require_classifier(load(args.run), "class activation maps")
+    predictor = load(args.run)
+    if getattr(predictor, "task", "classification") == "detection":
+        return _explain_boxes(args, predictor)
+    if args.score_threshold is not None or args.max_detections is not None:
+        raise ConfigError(f"'{args.run}' is a classification model: --score-threshold and "
+                          "--max-detections apply to detection models only. Drop them.")
+    predictor = require_classifier(predictor, "class activation maps")
     if args.report:
         dataset = load_dataset(args.report, predictor.modality,
                                signal=predictor.data_config.get("reader"))
@@ -223,6 +233,32 @@ def cmd_explain(args: argparse.Namespace) -> int:
     for entry in failed:
         print(f"error: {entry['name']}: {entry['error']}", file=sys.stderr)
     print(f"{len(summaries) - len(failed)} explanations written to {args.out}")
+    return 1 if failed else 0
+
+
+def _explain_boxes(args: argparse.Namespace, predictor) -> int:
+    """`sigclass explain` on a detection model: an overlay PNG and the box maps per image."""
+    from ..explain.boxes import explain_box_files
+
+    if args.report or args.masks or args.target:
+        raise ConfigError(f"'{args.run}' is a detection model: --report, --masks and --target "
+                          "apply to classification models. Explain its boxes with "
+                          "`sigclass explain MODEL IMAGES --out DIR`.")
+    if args.method in ("auto", "cam"):
+        if args.method == "cam":
+            raise ConfigError("A detection model has no pooling + linear head for plain CAM; use "
+                              "--method layercam (the default) or gradcam.")
+        args.method = "layercam"
+    if not args.inputs:
+        raise ConfigError("No inputs given: pass image FILES or folders.")
+    threshold = 0.3 if args.score_threshold is None else args.score_threshold
+    limit = 50 if args.max_detections is None else args.max_detections
+    summaries = explain_box_files(predictor, args.inputs, args.out, threshold, limit, args.method)
+    failed = [s for s in summaries if "error" in s]
+    for entry in failed:
+        print(f"error: {entry['name']}: {entry['error']}", file=sys.stderr)
+    boxes = sum(len(s.get("boxes", [])) for s in summaries)
+    print(f"{boxes} boxes of {len(summaries) - len(failed)} images explained in {args.out}")
     return 1 if failed else 0
 
 

@@ -29,6 +29,16 @@ def heatmap_rgb(values: np.ndarray) -> np.ndarray:
     return (colormaps[COLORMAP](np.clip(values, 0, 1))[..., :3] * 255).astype(np.uint8)
 
 
+def blend_heatmap(base, values: np.ndarray, alpha: float = 0.45):
+    """The PIL image ``base`` with ``values`` (``(H, W)`` in ``[0, 1]``) as a colour heat map
+    whose opacity grows with the value (low-map areas stay close to the photo)."""
+    from PIL import Image
+
+    weight = (alpha * values)[..., None]
+    blended = (1 - weight) * np.asarray(base, dtype=np.float32) + weight * heatmap_rgb(values)
+    return Image.fromarray(np.clip(blended, 0, 255).astype(np.uint8))
+
+
 def render_image(explanation, image, alpha: float = 0.45,
                  classes: list[str] | None = None) -> bytes:
     """The image with the map as a colour heat map and a caption strip."""
@@ -39,9 +49,7 @@ def render_image(explanation, image, alpha: float = 0.45,
     if cam.shape != (base.height, base.width):
         raise ValueError(f"The map has shape {cam.shape} but the image is "
                          f"{base.height}x{base.width}; pass the input that was explained.")
-    weight = (alpha * cam)[..., None]  # low-CAM areas stay closer to the photo
-    blended = (1 - weight) * np.asarray(base, dtype=np.float32) + weight * heatmap_rgb(cam)
-    overlay = Image.fromarray(np.clip(blended, 0, 255).astype(np.uint8))
+    overlay = blend_heatmap(base, cam, alpha)
     strip = max(14, base.height // 12)
     canvas = Image.new("RGB", (base.width, base.height + strip), (255, 255, 255))
     canvas.paste(overlay, (0, strip))

@@ -98,7 +98,8 @@ def check_metrics_key(request: Request, key: Annotated[str | None, Depends(api_k
 
 Served = Annotated[Any, Depends(served_model)]  # a ServedModel or a BundleServedModel
 Authorized = Depends(check_api_key)
-Explain = Annotated[bool, Query(description="Add the class activation map (PNG overlay + raw map)")]
+Explain = Annotated[bool, Query(description="Add the class activation map (PNG overlay + raw "
+                                "map); detection models: a map per box and the overlay of them")]
 Target = Annotated[str | None, Query(max_length=200, description="Class the map explains "
                                      "(default: the predicted class)")]
 ScoreThreshold = Annotated[float | None, Query(ge=0, le=1, description="Detection models: the "
@@ -231,7 +232,8 @@ async def answer(request: Request, served: ServedModel, uploads: list[Upload], e
                  max_detections: int | None) -> list[dict[str, Any]]:
     """The predictions of ``uploads`` by the served model's task: classes or boxes."""
     if task_of(served) == "detection":
-        return await detect_uploads(request, served, uploads, score_threshold, max_detections)
+        return await detect_uploads(request, served, uploads, score_threshold, max_detections,
+                                    explain)
     return await score(request, served, uploads, explain, target)
 
 

@@ -96,6 +96,20 @@ class DetectionServedModel:
                  for b, label, score in zip(f["boxes"], f["labels"], f["scores"], strict=True)]
                 for f in found]
 
+    def detect_explained(self, images: list, score_threshold: float,
+                         max_detections: int) -> list[tuple[list[dict], dict]]:
+        """The boxes of each image tensor with their maps (in the model thread: the maps take
+        gradients through the shared network): per image its boxes, each with ``explanation``,
+        and the image's ``explanation`` (the overlay PNG of all box maps)."""
+        from ..explain.boxes import box_overlay, explain_boxes_payload
+
+        found = self.predictor.explain_boxes(images, score_threshold, max_detections)
+        answers = []
+        for image, explained in zip(images, found, strict=True):
+            png = box_overlay(image, explained, self.classes)
+            answers.append(explain_boxes_payload(explained, png))
+        return answers
+
     def input_spec(self) -> dict[str, Any]:
         size = self.predictor.data_config.get("input_size") or [None, None, None]
         return {"modality": "image", "task": "detection", "shorter_side": size[-1],
@@ -117,10 +131,9 @@ def check_options(served, explain: bool, target: str | None, score_threshold: fl
                   max_detections: int | None) -> None:
     """Refuse query options that do not apply to the served model's task."""
     if task_of(served) == "detection":
-        if explain or target is not None:
-            raise ServiceError(422, "explain_unavailable", "explain=true and 'target' are not "
-                               "available for detection models in the service yet (explanations "
-                               "of boxes are not implemented); ask without them.")
+        if target is not None:
+            raise ServiceError(422, "bad_option", "'target' does not apply to detection models: "
+                               "each box's map explains the box's own class. Drop it.")
     elif score_threshold is not None or max_detections is not None:
         raise ServiceError(422, "bad_option", "'score_threshold' and 'max_detections' apply to "
                            "detection models only; this model classifies. Drop them.")
@@ -138,10 +151,13 @@ def _decode(served: DetectionServedModel, upload) -> tuple[Any, str, int]:
 
 
 async def detect_uploads(request, served: DetectionServedModel, uploads: list,
-                         score_threshold: float | None, max_detections: int | None) -> list[dict]:
+                         score_threshold: float | None, max_detections: int | None,
+                         explain: bool = False) -> list[dict]:
     """The detections of ``uploads``, in order; every bad input is named in one error. Images
     are decoded one at a time, at most ``max_concurrent_decodes`` across all requests, and a
-    request's images may hold ``max_batch_pixels`` together."""
+    request's images may hold ``max_batch_pixels`` together. With ``explain``, every box gets
+    its map and every image the overlay of its boxes' maps (see
+    :mod:`sigclass.explain.boxes`)."""
     threshold = DEFAULT_SCORE_THRESHOLD if score_threshold is None else score_threshold
     limit = DEFAULT_MAX_DETECTIONS if max_detections is None else max_detections
     images, problems, pixels = [], [], 0
@@ -161,7 +177,13 @@ async def detect_uploads(request, served: DetectionServedModel, uploads: list,
         images.append(tensor)
     if problems:
         raise DataError(problems)
-    boxes = await request.app.state.batcher.call(served.detect, images, threshold, limit)
+    if explain:
+        answers = await request.app.state.batcher.call(served.detect_explained, images, threshold,
+                                                       limit)
+    else:
+        boxes = await request.app.state.batcher.call(served.detect, images, threshold, limit)
+        answers = [(b, None) for b in boxes]
     request.app.state.monitor.observe_batch(len(images))
     return [{"input": u.name, "task": "detection", "score_threshold": threshold,
-             "max_detections": limit, "boxes": b} for u, b in zip(uploads, boxes, strict=True)]
+             "max_detections": limit, "boxes": b, "explanation": e}
+            for u, (b, e) in zip(uploads, answers, strict=True)]

@@ -53,6 +53,22 @@ class BatchResponse(BaseModel):
     predictions: list[Prediction]
 
 
+class BoxExplanationOut(BaseModel):
+    method: str = Field(description="layercam, on the backbone's stride-8 stage")
+    target: str = Field(description="The class the map explains: the box's own")
+    map: list[Any] = Field(description="The box's map in [0, 1], [row][column] over map_box: the "
+                           "gradient map of the box's score, divided by its maximum in the box")
+    map_box: list[int] = Field(description="The pixels the map covers: [x0, y0, x1, y1] of the "
+                               "uploaded image, x1 and y1 exclusive")
+    mass_inside: float = Field(description="Share of the box's whole-image map inside the box")
+
+
+class ImageBoxesExplanationOut(BaseModel):
+    method: str = Field(description="layercam")
+    overlay_png_base64: str = Field(description="The image with every box's map inside its box "
+                                    "and the boxes drawn, a base64 PNG")
+
+
 class Box(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
@@ -62,6 +78,8 @@ class Box(BaseModel):
     ymax: float = Field(description="Bottom edge, in the uploaded image's own pixels")
     box_class: str = Field(alias="class", description="The object's class")
     score: float = Field(description="The detector's score of the box, in [0, 1]")
+    explanation: BoxExplanationOut | None = Field(
+        default=None, description="explain=true: the gradient map of the box's score")
 
 
 class Detections(BaseModel):
@@ -70,6 +88,8 @@ class Detections(BaseModel):
     score_threshold: float = Field(description="The lowest score returned")
     max_detections: int = Field(description="The most boxes returned")
     boxes: list[Box] = Field(description="The objects found, highest score first")
+    explanation: ImageBoxesExplanationOut | None = Field(
+        default=None, description="explain=true: the picture of all the boxes' maps")
 
 
 class DetectResponse(Detections):

@@ -25,7 +25,7 @@ async function loadMetadata() {
   classes = body.classes;
   $("model").textContent = `Model ${body.model.name} (version ${body.model.version}), ` +
     `${body.modality}${task === "detection" ? " detection" : ""}, classes: ${body.classes.join(", ")}`;
-  // Explanations of boxes are not served: a detection model hides the option.
+  // The page draws boxes only; their maps come from the API (?explain=true), not shown here.
   $("explain-label").hidden = task === "detection";
   $("threshold-label").hidden = task !== "detection";
   $("submit").textContent = task === "detection" ? "Detect" : "Classify";
