@@ -65,6 +65,7 @@ def test_onnx_runtime_finds_the_boxes_pytorch_finds(run, graph, images, capsys):
     got = detector.predict_boxes(images, score_threshold=0.0)
     assert _same_boxes(expected, got) > 0
     assert detector.use_backend("torch").backend == "torch"
+    assert detector.resolve_backend("auto") == "onnx"  # the faster engine on a CPU
     with pytest.raises(ConfigError, match="runs in fp32 only"):
         detector.use_backend("onnx", precision="int8")
 

@@ -24,7 +24,7 @@ def run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(run):
-    with running_server(run / "model", "--device", "cpu") as (base, _):
+    with running_server(run / "model", "--device", "cpu", "--backend", "torch") as (base, _):
         yield base
 
 

@@ -6,12 +6,17 @@ classes, the preprocessing (``data_config``: shorter side, mean, std) and how to
 network (``network.kwargs``: backbone, architecture, sizes; see
 :func:`sigclass.models.detection.build_detector`). :func:`sigclass.load` returns a
 :class:`DetectionPredictor` for such a folder.
+
+It runs on PyTorch, or on ONNX Runtime after :meth:`DetectionPredictor.use_backend` ``("onnx")``:
+the whole detector exported as one graph (:mod:`sigclass.detector_engine`), the same images in and
+the same boxes out.
 """
 
 from __future__ import annotations
 
 import csv
 import platform
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +26,7 @@ from . import __version__
 from ._utils import atomic_write, sha256_file, write_json
 from .artifacts import load_weights, verify_files
 from .choices import BACKENDS, check_choice
-from .exceptions import ConfigError
+from .exceptions import ArtifactError, ConfigError
 from .model_schema import FORMAT, FORMAT_VERSION, MODEL_JSON, WEIGHTS, fail
 from .models.detection import build_detector
 
@@ -31,7 +36,7 @@ __all__ = ["AUTO_BACKEND", "BOX_COLUMNS", "DetectionPredictor", "require_classif
 BOX_COLUMNS = ("path", "xmin", "ymin", "xmax", "ymax", "label", "score")
 #: What ``backend="auto"`` runs a detector on, on a CPU (PyTorch on CUDA): the faster engine
 #: measured by ``bench/bench_detection_speed.py`` (README: Detection).
-AUTO_BACKEND = "torch"
+AUTO_BACKEND = "onnx"
 
 
 class DetectionPredictor:
@@ -44,7 +49,8 @@ class DetectionPredictor:
         info: Metadata saved with the model (metrics, data, training).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
 
-    PyTorch runs it unless :meth:`use_backend` picks ONNX Runtime.
+    PyTorch runs it unless :meth:`use_backend` picks ONNX Runtime (``sigclass predict`` and
+    ``sigclass serve`` ask for ``"auto"``: ONNX Runtime on a CPU).
     """
 
     task = "detection"
@@ -108,12 +114,16 @@ class DetectionPredictor:
             return self
         path = detector_graph_path(self, onnx_path)
         if path is None:
-            import tempfile
-
             path = Path(tempfile.mkdtemp(prefix="sigclass-onnx-")) / "detector.onnx"
         if not path.is_file():
             self.export_onnx(path, n_check=1)
-        self.backend, self._engine = "onnx", OnnxDetectionEngine(path)
+        try:
+            engine = OnnxDetectionEngine(path)
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime's errors on a damaged graph vary
+            raise ArtifactError(f"ONNX Runtime cannot read the detector graph '{path}' "
+                                f"({' '.join(str(exc).split())[:200]}); delete it and it is "
+                                "exported again.") from None
+        self.backend, self._engine = "onnx", engine
         return self
 
     def export_onnx(self, path: str | Path, n_check: int = 2, seed: int = 0) -> dict[str, Any]:

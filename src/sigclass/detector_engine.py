@@ -103,8 +103,8 @@ def compare_detections(expected: dict[str, Any], got: dict[str, Any], min_score:
         ``n_boxes`` compared (from both sides), ``unmatched`` (boxes with no box of IoU >= ``min_iou``),
         ``max_box_diff`` (pixels) and ``max_score_diff`` over the matched pairs.
     """
-    from torchvision.ops import box_iou
     import torch
+    from torchvision.ops import box_iou
 
     result = {"n_boxes": 0, "unmatched": 0, "max_box_diff": 0.0, "max_score_diff": 0.0}
     for one, other in ((expected, got), (got, expected)):
