@@ -116,3 +116,21 @@ def test_the_service_answers_boxes_with_onnx_runtime(run, graph, images):
            "labels": [b["class"] for b in served], "scores": np.array([b["score"] for b in served])}
     expected = detector.predict_boxes([image], score_threshold=0.0)
     assert _same_boxes(expected, [got]) > 0
+
+
+def test_an_fcos_detector_exports_with_its_own_output_order(tmp_path):
+    """FCOS (and RetinaNet) return boxes, scores, labels in that order: the graph names them so."""
+    import torch
+
+    from sigclass.detector_engine import check_graph, export_detector_onnx
+    from sigclass.models.detection import build_detector
+
+    torch.manual_seed(0)
+    network = build_detector(3, arch="fcos", pretrained=False, image_size=64).eval()
+    layer = network.head.classification_head.cls_logits  # scores spread above the threshold
+    with torch.no_grad():
+        torch.nn.init.normal_(layer.weight, std=0.05)
+        layer.bias.fill_(-1.0)
+    graph = export_detector_onnx(network, tmp_path / "fcos.onnx", (64, 85))
+    report = check_graph(network, graph, 64, n_check=2)
+    assert report["n_boxes"] > 0 and report["max_score_diff"] < 1e-4

@@ -15,6 +15,7 @@ the same boxes out.
 from __future__ import annotations
 
 import csv
+import logging
 import platform
 import tempfile
 from pathlib import Path
@@ -32,6 +33,8 @@ from .models.detection import build_detector
 
 __all__ = ["AUTO_BACKEND", "BOX_COLUMNS", "DetectionPredictor", "require_classifier",
            "write_boxes_csv"]
+
+logger = logging.getLogger(__name__)
 
 BOX_COLUMNS = ("path", "xmin", "ymin", "xmax", "ymax", "label", "score")
 #: What ``backend="auto"`` runs a detector on, on a CPU (PyTorch on CUDA): the faster engine
@@ -103,7 +106,8 @@ class DetectionPredictor:
         :meth:`resolve_backend`). ONNX Runtime runs the graph of
         :func:`~sigclass.detector_engine.export_detector_onnx`, exported once to ``onnx_path``
         (default: the cache folder, keyed by the model's checksums) and checked against PyTorch
-        when it is written. Returns ``self``."""
+        when it is written; ``"auto"`` falls back to PyTorch, with a warning, for a detector that
+        cannot be exported. Returns ``self``."""
         from .detector_engine import OnnxDetectionEngine, detector_graph_path
 
         if precision != "fp32":
@@ -116,7 +120,14 @@ class DetectionPredictor:
         if path is None:
             path = Path(tempfile.mkdtemp(prefix="sigclass-onnx-")) / "detector.onnx"
         if not path.is_file():
-            self.export_onnx(path, n_check=1)
+            try:
+                self.export_onnx(path, n_check=1)
+            except ConfigError as exc:
+                if backend != "auto":
+                    raise
+                logger.warning("Running the detector on PyTorch: %s", exc)
+                self.backend, self._engine = "torch", None
+                return self
         try:
             engine = OnnxDetectionEngine(path)
         except Exception as exc:  # noqa: BLE001 - ONNX Runtime's errors on a damaged graph vary

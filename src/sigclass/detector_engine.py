@@ -60,7 +60,9 @@ def export_detector_onnx(network, path: str | Path, example_size: tuple[int, int
 
     network = network.eval().float().cpu()
     example = torch.rand(3, *example_size, generator=torch.Generator().manual_seed(0))
-    axes = {"image": {1: "height", 2: "width"}, **{name: {0: "found"} for name in OUTPUTS}}
+    with torch.inference_mode():  # the graph's outputs follow the keys of the network's dict
+        names = list(network([example])[0])  # (RetinaNet and FCOS: boxes, scores, labels)
+    axes = {"image": {1: "height", 2: "width"}, **{name: {0: "found"} for name in names}}
 
     def write(tmp: Path) -> None:
         for name in ("torch.onnx", "onnx_ir", "onnxscript"):  # the exporter is chatty
@@ -69,7 +71,7 @@ def export_detector_onnx(network, path: str | Path, example_size: tuple[int, int
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             torch.onnx.export(network, ([example],), str(tmp), dynamo=False, opset_version=OPSET,
-                              input_names=["image"], output_names=list(OUTPUTS),
+                              input_names=["image"], output_names=names,
                               dynamic_axes=axes, do_constant_folding=True)
 
     name = getattr(network, "model_spec", {}).get("name", type(network).__name__)
@@ -92,15 +94,17 @@ class OnnxDetectionEngine(OnnxEngine):
 
 
 def compare_detections(expected: dict[str, Any], got: dict[str, Any], min_score: float = 0.1,
-                       min_iou: float = 0.99, rank: int = 90) -> dict[str, Any]:
+                       min_iou: float = 0.99, max_pixels: float = 1.0, rank: int = 90) -> dict[str, Any]:
     """How far two engines' detections of one image are apart.
 
     Each box of either side scoring at least ``min_score`` among its first ``rank`` (boxes near
-    the score threshold or the detection cap may fall on either side of it) is matched with the
-    other side's box of the same label that overlaps it most.
+    the score threshold or the detection cap may fall on either side of it) is paired with the
+    other side's box of the same label nearest to it (largest coordinate difference); the pair
+    matches when they overlap by IoU >= ``min_iou`` or no coordinate differs by more than
+    ``max_pixels`` (boxes of zero area have no IoU).
 
     Returns:
-        ``n_boxes`` compared (from both sides), ``unmatched`` (boxes with no box of IoU >= ``min_iou``),
+        ``n_boxes`` compared (from both sides), ``unmatched`` (boxes without a match),
         ``max_box_diff`` (pixels) and ``max_score_diff`` over the matched pairs.
     """
     import torch
@@ -108,21 +112,24 @@ def compare_detections(expected: dict[str, Any], got: dict[str, Any], min_score:
 
     result = {"n_boxes": 0, "unmatched": 0, "max_box_diff": 0.0, "max_score_diff": 0.0}
     for one, other in ((expected, got), (got, expected)):
-        boxes = torch.as_tensor(np.asarray(one["boxes"], dtype=np.float32)).reshape(-1, 4)
-        others = torch.as_tensor(np.asarray(other["boxes"], dtype=np.float32)).reshape(-1, 4)
-        iou = box_iou(boxes, others).numpy() if len(boxes) and len(others) else None
+        boxes = np.asarray(one["boxes"], dtype=np.float32).reshape(-1, 4)
+        others = np.asarray(other["boxes"], dtype=np.float32).reshape(-1, 4)
+        labels, other_labels = np.asarray(one["labels"]), np.asarray(other["labels"])
+        iou = box_iou(torch.from_numpy(boxes), torch.from_numpy(others)).numpy()
         for i in range(min(len(boxes), rank)):
             if float(one["scores"][i]) < min_score:
                 continue
             result["n_boxes"] += 1
-            same = [j for j in range(len(others))
-                    if iou is not None and one["labels"][i] == other["labels"][j]]
-            j = max(same, key=lambda k: iou[i, k], default=None)
-            if j is None or iou[i, j] < min_iou:
+            same = np.flatnonzero(other_labels == labels[i])
+            if not len(same):
                 result["unmatched"] += 1
                 continue
-            result["max_box_diff"] = max(result["max_box_diff"],
-                                         float(np.abs(boxes[i].numpy() - others[j].numpy()).max()))
+            diffs = np.abs(others[same] - boxes[i]).max(axis=1)
+            j = same[int(np.argmin(diffs))]
+            if not (diffs.min() <= max_pixels or iou[i, j] >= min_iou):
+                result["unmatched"] += 1
+                continue
+            result["max_box_diff"] = max(result["max_box_diff"], float(diffs.min()))
             result["max_score_diff"] = max(result["max_score_diff"],
                                            abs(float(one["scores"][i]) - float(other["scores"][j])))
     return result
@@ -157,7 +164,8 @@ def check_graph(network, path: str | Path, side: int, n_check: int = 2, seed: in
 
     engine = OnnxDetectionEngine(path)
     network = network.eval().float().cpu()
-    floor = float(getattr(getattr(network, "roi_heads", None), "score_thresh", 0.05)) + 0.01
+    head = getattr(network, "roi_heads", network)  # Faster R-CNN's, or RetinaNet's and FCOS's own
+    floor = float(getattr(head, "score_thresh", 0.05)) + 0.01
     totals = {"n_checked": n_check, "n_boxes": 0, "max_box_diff": 0.0, "max_score_diff": 0.0}
     for image in check_images(side, n_check, seed):
         with torch.inference_mode():
