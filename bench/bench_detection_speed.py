@@ -2,8 +2,8 @@
 
 Usage::
 
-    .venv/bin/python bench/bench_detection_speed.py            # about 10 minutes on 2 cores
-    .venv/bin/python bench/bench_detection_speed.py --rounds 3 --requests 10
+    .venv/bin/python bench/bench_detection_speed.py            # about 12 minutes on 2 cores
+    .venv/bin/python bench/bench_detection_speed.py --repeats 1 --rounds 1 --requests 8
 
 Protocol: the default detector (Faster R-CNN + FPN on EfficientNet-Lite0) is built with its
 ImageNet backbone and a fresh, untrained head, at the default shorter side (512 px) and at
@@ -15,8 +15,9 @@ the two engines interleaved image by image, after a warm-up, so that both see th
 the shared machine; images/s is the median over images and the ratio is taken within the run.
 The service is measured the same way: one ``sigclass serve --backend torch`` and one
 ``--backend onnx`` process (default size), ``POST /predict`` of one photo at concurrency 1,
-alternating between the two; p50 and p90 latency end to end. The load average is recorded
-before and after.
+alternating between the two; p50 and p90 latency end to end. The whole measurement runs
+``--repeats`` times (the shared machine's load changes over minutes); each repeat is recorded
+with the load average before and after it, and ``summary`` gives the range of each ratio.
 
 Writes ``bench/results/detection_speed.json``.
 """
@@ -130,36 +131,48 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=8)
     parser.add_argument("--requests", type=int, default=16, help="service requests per engine")
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 256])
+    parser.add_argument("--repeats", type=int, default=2, help="whole measurements, in turn")
     args = parser.parse_args()
 
     import onnxruntime
     import torch
 
     photos = sorted((BCCD / "JPEGImages").glob("*.jpg"))[:args.photos]
-    load_before = list(os.getloadavg())
     started = time.perf_counter()
     result = {
         "what": "Detector speed on the CPU, batch 1: PyTorch vs ONNX Runtime (predictor and service)",
         "model": "Faster R-CNN + FPN on EfficientNet-Lite0: ImageNet backbone, untrained head "
                  "(speed does not depend on training)",
         "images": f"{len(photos)} BCCD photos (640x480), each resized by the detector itself",
-        "protocol": "engines interleaved image by image after a warm-up; medians; ratios within the run",
-        "machine": {"cpus": os.cpu_count(), "shared": True, "load_average_before": load_before,
+        "protocol": "engines interleaved image by image after a warm-up; medians; ratios within "
+                    "each repeat",
+        "machine": {"cpus": os.cpu_count(), "shared": True,
                     "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
                     "onnxruntime": onnxruntime.__version__, "python": platform.python_version()},
-        "engine": {},
+        "repeats": [],
     }
     with tempfile.TemporaryDirectory() as tmp:
-        os.environ["SIGCLASS_CACHE_DIR"] = str(Path(tmp) / "cache")  # a fresh export, timed
         folders = {size: untrained_detector(Path(tmp) / f"det-{size}", size) for size in args.sizes}
-        for size, folder in folders.items():
-            result["engine"][f"{size}px"] = engine_speed(folder, photos, args.rounds)
-            print(size, json.dumps(result["engine"][f"{size}px"]), flush=True)
-        if args.requests:
-            result["service_concurrency_1"] = {
-                "size": f"{args.sizes[0]}px", **service_latency(folders[args.sizes[0]], photos, args.requests)}
-            print(json.dumps(result["service_concurrency_1"]), flush=True)
-    result["machine"]["load_average_after"] = list(os.getloadavg())
+        for repeat in range(args.repeats):
+            # a fresh cache each time: the export is timed too
+            os.environ["SIGCLASS_CACHE_DIR"] = str(Path(tmp) / f"cache-{repeat}")
+            entry = {"load_average_before": list(os.getloadavg()), "engine": {}}
+            for size, folder in folders.items():
+                entry["engine"][f"{size}px"] = engine_speed(folder, photos, args.rounds)
+                print(size, json.dumps(entry["engine"][f"{size}px"]), flush=True)
+            if args.requests:
+                entry["service_concurrency_1"] = {
+                    "size": f"{args.sizes[0]}px",
+                    **service_latency(folders[args.sizes[0]], photos, args.requests)}
+                print(json.dumps(entry["service_concurrency_1"]), flush=True)
+            entry["load_average_after"] = list(os.getloadavg())
+            result["repeats"].append(entry)
+    ratios = {f"{size}px_onnx_over_torch_speed": [r["engine"][f"{size}px"]["onnx_over_torch_speed"]
+                                                   for r in result["repeats"]] for size in args.sizes}
+    if args.requests:
+        ratios["service_onnx_over_torch_p50"] = [r["service_concurrency_1"]["onnx_over_torch_p50"]
+                                                 for r in result["repeats"]]
+    result["summary"] = {name: {"min": min(values), "max": max(values)} for name, values in ratios.items()}
     result["seconds"] = round(time.perf_counter() - started, 1)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written {RESULTS}")
