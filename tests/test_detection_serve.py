@@ -72,9 +72,9 @@ def test_predict_returns_the_predictors_boxes_in_original_pixels(server, run, im
                       timeout=120).json()
     assert body["input"] == "body" and len(body["boxes"]) == 2
     top = max(b["score"] for b in body["boxes"])
-    high = httpx.post(server + f"/predict?score_threshold={top:.6f}",
+    high = httpx.post(server + f"/predict?score_threshold={top - 1e-6:.6f}",
                       files={"file": (images[0].name, images[0].read_bytes())}, timeout=120).json()
-    assert all(b["score"] >= top - 1e-6 for b in high["boxes"]) and len(high["boxes"]) >= 1
+    assert all(b["score"] >= top - 2e-6 for b in high["boxes"]) and len(high["boxes"]) >= 1
 
 
 def test_batch_gives_one_entry_per_image(server, run, images):
