@@ -24,7 +24,7 @@ def run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(run):
-    with running_server(run / "model", "--device", "cpu") as (base, _):
+    with running_server(run / "model", "--device", "cpu", "--backend", "torch") as (base, _):
         yield base
 
 
@@ -140,7 +140,7 @@ def test_a_text_upload_is_refused_naming_the_file(server):
 def test_engine_options_a_detector_cannot_use_are_refused(run):
     from sigclass.cli import main
 
-    assert main(["serve", str(run / "model"), "--backend", "onnx"]) == 2
+    assert main(["serve", str(run / "model"), "--precision", "int8"]) == 2
     assert main(["serve", str(run / "model"), "--reject-unknown"]) == 2
 
 

@@ -27,7 +27,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("trained models: predictor, artifacts and their schema, tracking store and registry, loading, "
      "the lean serving runtime",
      ("sigclass.predictor", "sigclass.artifacts", "sigclass.model_schema", "sigclass.ensemble",
-      "sigclass.runtime", "sigclass.tracking", "sigclass.loading", "sigclass.detector")),
+      "sigclass.runtime", "sigclass.tracking", "sigclass.loading", "sigclass.detector",
+      "sigclass.detector_engine")),
     ("workflows", ("sigclass.workflows", "sigclass.audit")),
     ("front ends", ("sigclass.serve", "sigclass.cli", "sigclass.__main__")),
 )

@@ -6,12 +6,18 @@ classes, the preprocessing (``data_config``: shorter side, mean, std) and how to
 network (``network.kwargs``: backbone, architecture, sizes; see
 :func:`sigclass.models.detection.build_detector`). :func:`sigclass.load` returns a
 :class:`DetectionPredictor` for such a folder.
+
+It runs on PyTorch, or on ONNX Runtime after :meth:`DetectionPredictor.use_backend` ``("onnx")``:
+the whole detector exported as one graph (:mod:`sigclass.detector_engine`), the same images in and
+the same boxes out.
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 import platform
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +26,20 @@ import numpy as np
 from . import __version__
 from ._utils import atomic_write, sha256_file, write_json
 from .artifacts import load_weights, verify_files
-from .exceptions import ConfigError
+from .choices import BACKENDS, check_choice
+from .exceptions import ArtifactError, ConfigError
 from .model_schema import FORMAT, FORMAT_VERSION, MODEL_JSON, WEIGHTS, fail
 from .models.detection import build_detector
 
-__all__ = ["BOX_COLUMNS", "DetectionPredictor", "require_classifier", "write_boxes_csv"]
+__all__ = ["AUTO_BACKEND", "BOX_COLUMNS", "DetectionPredictor", "require_classifier",
+           "write_boxes_csv"]
+
+logger = logging.getLogger(__name__)
 
 BOX_COLUMNS = ("path", "xmin", "ymin", "xmax", "ymax", "label", "score")
+#: What ``backend="auto"`` runs a detector on, on a CPU (PyTorch on CUDA): the faster engine
+#: measured by ``bench/bench_detection_speed.py`` (README: Detection).
+AUTO_BACKEND = "onnx"
 
 
 class DetectionPredictor:
@@ -38,6 +51,9 @@ class DetectionPredictor:
         data_config: The preprocessing stored with the model.
         info: Metadata saved with the model (metrics, data, training).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+
+    PyTorch runs it unless :meth:`use_backend` picks ONNX Runtime (``sigclass predict`` and
+    ``sigclass serve`` ask for ``"auto"``: ONNX Runtime on a CPU).
     """
 
     task = "detection"
@@ -51,6 +67,8 @@ class DetectionPredictor:
         self.data_config = dict(data_config)
         self.info = dict(info or {})
         self.device = device
+        self.backend = "torch"
+        self._engine = None  # an OnnxDetectionEngine when ONNX Runtime runs the detector
 
     @property
     def model_name(self) -> str:
@@ -67,7 +85,77 @@ class DetectionPredictor:
                           "IMAGES -o boxes.csv`), explain_boxes() for a map per box (`sigclass explain MODEL "
                           "IMAGES --out DIR`), or a classification model for class outputs.")
 
-    predict = predict_proba = predict_files = explain = use_backend = _not_a_classifier
+    predict = predict_proba = predict_files = explain = _not_a_classifier
+
+    # -- the engine -------------------------------------------------------------------------------
+
+    def resolve_backend(self, backend: str) -> str:
+        """``"torch"`` or ``"onnx"`` for ``backend``: as asked, or for ``"auto"`` PyTorch on CUDA
+        or without ONNX Runtime, else :data:`AUTO_BACKEND`."""
+        from .inference import onnx_available
+
+        check_choice("backend", backend, BACKENDS)
+        if backend != "auto":
+            return backend
+        if self._device().type == "cuda" or not onnx_available():
+            return "torch"
+        return AUTO_BACKEND
+
+    def use_backend(self, backend: str, onnx_path: str | Path | None = None,
+                    precision: str = "fp32") -> DetectionPredictor:
+        """Run the detector on ``backend`` (``auto``, ``torch`` or ``onnx``; see
+        :meth:`resolve_backend`). ONNX Runtime runs the graph of
+        :func:`~sigclass.detector_engine.export_detector_onnx`, exported once to ``onnx_path``
+        (default: the cache folder, keyed by the model's checksums) and checked against PyTorch
+        when it is written; ``"auto"`` falls back to PyTorch, with a warning, for a detector that
+        cannot be exported. Returns ``self``."""
+        from .detector_engine import OnnxDetectionEngine, detector_graph_path
+
+        if precision != "fp32":
+            raise ConfigError(f"'{self.model_name}' is a detection model: it runs in fp32 only "
+                              f"(got precision {precision!r}). Drop --precision.")
+        if self.resolve_backend(backend) == "torch":
+            self.backend, self._engine = "torch", None
+            return self
+        path = detector_graph_path(self, onnx_path)
+        if path is None:
+            path = Path(tempfile.mkdtemp(prefix="sigclass-onnx-")) / "detector.onnx"
+        if not path.is_file():
+            try:
+                self.export_onnx(path, n_check=1)
+            except ConfigError as exc:
+                if backend != "auto":
+                    raise
+                logger.warning("Running the detector on PyTorch: %s", exc)
+                self.backend, self._engine = "torch", None
+                return self
+        try:
+            engine = OnnxDetectionEngine(path)
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime's errors on a damaged graph vary
+            raise ArtifactError(f"ONNX Runtime cannot read the detector graph '{path}' "
+                                f"({' '.join(str(exc).split())[:200]}); delete it and it is "
+                                "exported again.") from None
+        self.backend, self._engine = "onnx", engine
+        return self
+
+    def export_onnx(self, path: str | Path, n_check: int = 2, seed: int = 0) -> dict[str, Any]:
+        """Write the detector's ONNX graph to ``path`` and compare ONNX Runtime with PyTorch on
+        ``n_check`` synthetic images (see :func:`~sigclass.detector_engine.check_graph`).
+
+        Raises:
+            ConfigError: The detector cannot be exported, or the engines disagree (the file is
+                then removed).
+        """
+        from .detector_engine import check_graph, export_detector_onnx
+
+        side = int(self.data_config.get("input_size", [3, 96, 96])[-1])
+        path = export_detector_onnx(self.network, path, (side, round(side * 4 / 3)))
+        try:
+            report = check_graph(self.network, path, side, n_check, seed)
+        except ConfigError:
+            path.unlink(missing_ok=True)
+            raise
+        return {"path": str(path), **report}
 
     # -- prediction -------------------------------------------------------------------------------
 
@@ -79,28 +167,39 @@ class DetectionPredictor:
     def detect(self, images, score_threshold: float = 0.05, max_detections: int = 100,
                batch_size: int = 4) -> list[dict[str, Any]]:
         """Detections of image tensors ``(3, H, W)`` in ``[0, 1]``: per image ``boxes`` (n, 4),
-        ``labels`` (class names) and ``scores`` as numpy arrays, highest score first."""
-        import torch
-
+        ``labels`` (class names) and ``scores`` as numpy arrays, highest score first, from the
+        engine :meth:`use_backend` chose (PyTorch by default)."""
         if not 0 <= score_threshold <= 1:
             raise ConfigError(f"The score threshold must be in [0, 1]. Got {score_threshold}.")
         if max_detections < 1:
             raise ConfigError(f"max_detections must be at least 1. Got {max_detections}.")
+        found = []
+        for out in self._raw_detections(images, batch_size):
+            keep = np.flatnonzero(out["scores"] >= score_threshold)[:max_detections]
+            labels = out["labels"][keep].astype(np.int64)
+            found.append({"boxes": out["boxes"][keep].astype(np.float32),
+                          "labels": np.array([self.classes[i - 1] for i in labels], dtype=object),
+                          "label_ids": labels,
+                          "scores": out["scores"][keep].astype(np.float32)})
+        return found
+
+    def _raw_detections(self, images, batch_size: int):
+        """The network's ``boxes``, ``labels`` and ``scores`` per image, as numpy arrays."""
+        import torch
+
+        if self._engine is not None:  # ONNX Runtime: one image per call
+            for image in images:
+                yield self._engine(image.detach().cpu().float())
+            return
         device = self._device()
         network = self.network.to(device).eval()
-        found = []
         for start in range(0, len(images), batch_size):
             batch = [image.to(device) for image in images[start:start + batch_size]]
             with torch.inference_mode():
                 outputs = network(batch)
             for out in outputs:
-                keep = (out["scores"] >= score_threshold).nonzero().flatten()[:max_detections]
-                labels = out["labels"][keep].cpu().numpy()
-                found.append({"boxes": out["boxes"][keep].float().cpu().numpy(),
-                              "labels": np.array([self.classes[i - 1] for i in labels], dtype=object),
-                              "label_ids": labels,
-                              "scores": out["scores"][keep].float().cpu().numpy()})
-        return found
+                yield {k: out[k].float().cpu().numpy() if k != "labels" else out[k].cpu().numpy()
+                       for k in ("boxes", "labels", "scores")}
 
     def explain_boxes(self, images, score_threshold: float = 0.3, max_detections: int = 50,
                       method: str = "layercam", stage: int = 0) -> list[list[Any]]:

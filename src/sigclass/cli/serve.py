@@ -178,6 +178,11 @@ def cmd_export(args: argparse.Namespace) -> int:
                   "accuracy points lost (see quantization.json in the run folder)")
         return 0
     report = export_model(args.model, args.output)
+    if "max_box_diff" in report:  # a detector
+        print(f"ONNX detector written to {report['path']} (ORT vs PyTorch on {report['n_checked']} "
+              f"images, {report['n_boxes']} boxes: max box difference {report['max_box_diff']:.2e} "
+              f"px, max score difference {report['max_score_diff']:.2e})")
+        return 0
     print(f"ONNX model written to {report['path']} (max |ORT - PyTorch| = "
           f"{report['max_abs_diff']:.2e} on {report['n_checked']} inputs)")
     return 0

@@ -176,6 +176,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                               "classification models only. Drop it.")
         from ..workflows.detect import predict_box_files
 
+        predictor.use_backend(args.backend, precision=args.precision)
         count = predict_box_files(predictor, args.inputs, args.output, args.score_threshold,
                                   args.max_detections)
         print(f"{count} boxes written to {args.output}")

@@ -35,7 +35,7 @@ class DetectionServedModel:
     """A loaded detection model with what the routes need.
 
     Args:
-        settings: Which model and device (detectors run on PyTorch, in fp32).
+        settings: Which model, device and backend (PyTorch or ONNX Runtime, in fp32).
         predictor: The loaded :class:`~sigclass.detector.DetectionPredictor`.
         identity: Its name and version (:func:`sigclass.serve.model.model_identity`).
     """
@@ -48,20 +48,23 @@ class DetectionServedModel:
         self.settings = settings
         self.predictor = predictor
         predictor.device = settings.device
+        predictor.use_backend(settings.backend, settings.onnx_path)
         self.identity = identity
-        self.engine_info = {"backend": "torch", "precision": "fp32",
-                            "device": str(resolve_device(settings.device)),
-                            "chosen_by": "detection models run on PyTorch",
+        self.engine_info = {"backend": predictor.backend, "precision": "fp32",
+                            "device": "cpu" if predictor.backend == "onnx"
+                            else str(resolve_device(settings.device)),
+                            "chosen_by": "setting" if settings.backend != "auto" else
+                            "auto: ONNX Runtime on a CPU (measured faster), PyTorch on CUDA",
                             "batching": "per request (no micro-batching across requests)"}
         self.load_seconds = time.perf_counter() - start
 
     @staticmethod
     def check_settings(settings) -> None:
-        """Refuse an engine a detector does not run on (it would be ignored silently)."""
-        if settings.backend not in ("auto", "torch") or settings.precision != "fp32":
-            raise ConfigError(f"'{settings.model}' is a detection model: it runs on PyTorch in fp32 "
-                              f"only (got --backend {settings.backend}, --precision "
-                              f"{settings.precision}). Drop these options, or pass --backend torch.")
+        """Refuse a precision a detector does not run in (it would be ignored silently)."""
+        if settings.precision != "fp32":
+            raise ConfigError(f"'{settings.model}' is a detection model: it runs in fp32 only, on "
+                              f"PyTorch or ONNX Runtime (got --precision {settings.precision}). "
+                              "Drop --precision.")
 
     @property
     def modality(self) -> str:

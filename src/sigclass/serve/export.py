@@ -18,7 +18,10 @@ def export_model(model: str, output: str | Path, n_check: int = 4, atol: float =
     """Write ``model``'s network to ``output`` and compare outputs on ``n_check`` random inputs.
 
     The graph takes preprocessed inputs (``(N, C, H, W)`` images or ``(N, C, T)`` signals) and
-    returns what the network returns: logits, or features for a headless model's head.
+    returns what the network returns: logits, or features for a headless model's head. A
+    detection model's graph is the whole detector instead (one image of any size in, boxes in its
+    own pixels, labels and scores out; :meth:`DetectionPredictor.export_onnx
+    <sigclass.detector.DetectionPredictor.export_onnx>`), checked on ``n_check`` synthetic images.
 
     Raises:
         ConfigError: The network cannot be exported, or ONNX Runtime disagrees with PyTorch by
@@ -26,7 +29,10 @@ def export_model(model: str, output: str | Path, n_check: int = 4, atol: float =
     """
     import torch
 
-    predictor = require_classifier(load(model), "ONNX export and the service")
+    predictor = load(model)
+    if getattr(predictor, "task", "classification") == "detection":
+        return predictor.export_onnx(Path(output), n_check=n_check, seed=seed)
+    predictor = require_classifier(predictor, "ONNX export and the service")
     network = predictor.network.eval().float().cpu()
     if not getattr(network, "onnx_exportable", True):
         raise ConfigError(f"'{predictor.model_name}' cannot be exported to ONNX (it runs code "

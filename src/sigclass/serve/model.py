@@ -105,8 +105,9 @@ def load_servable(source: str, reject_unknown: bool = False, settings: Settings 
     Raises:
         ArtifactError: The model folder is missing, damaged or inconsistent.
         ConfigError: ``source`` is an ensemble, ``reject_unknown`` asks for an
-            out-of-distribution score the model was saved without, or ``settings`` ask a
-            detection model for an engine it does not run on.
+            out-of-distribution score the model was saved without, ``settings`` ask a
+            detection model for a precision it does not run in, or its ONNX graph cannot be
+            exported or disagrees with PyTorch.
     """
     predictor = load(source)
     if getattr(predictor, "task", "classification") == "detection":
@@ -117,6 +118,8 @@ def load_servable(source: str, reject_unknown: bool = False, settings: Settings 
             from .detection import DetectionServedModel
 
             DetectionServedModel.check_settings(settings)
+            # the ONNX graph is exported and checked here, once, before any worker starts
+            predictor.use_backend(settings.backend, settings.onnx_path)
         return predictor
     if getattr(predictor, "members", None):
         raise ConfigError(f"'{source}' is an ensemble; the service scores one network "
