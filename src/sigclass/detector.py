@@ -175,7 +175,9 @@ class DetectionPredictor:
             raise ConfigError(f"max_detections must be at least 1. Got {max_detections}.")
         found = []
         for out in self._raw_detections(images, batch_size):
-            keep = np.flatnonzero(out["scores"] >= score_threshold)[:max_detections]
+            # label 0 is the background: RetinaNet and FCOS score it as a class of its own
+            keep = np.flatnonzero((out["scores"] >= score_threshold) & (out["labels"] >= 1))
+            keep = keep[:max_detections]
             labels = out["labels"][keep].astype(np.int64)
             found.append({"boxes": out["boxes"][keep].astype(np.float32),
                           "labels": np.array([self.classes[i - 1] for i in labels], dtype=object),
