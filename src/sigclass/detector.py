@@ -14,7 +14,6 @@ the same boxes out.
 
 from __future__ import annotations
 
-import csv
 import logging
 import platform
 import tempfile
@@ -31,8 +30,7 @@ from .exceptions import ArtifactError, ConfigError
 from .model_schema import FORMAT, FORMAT_VERSION, MODEL_JSON, WEIGHTS, fail
 from .models.detection import build_detector
 
-__all__ = ["AUTO_BACKEND", "BOX_COLUMNS", "DetectionPredictor", "require_classifier",
-           "write_boxes_csv"]
+__all__ = ["AUTO_BACKEND", "BOX_COLUMNS", "DetectionPredictor", "box_rows", "require_classifier"]
 
 logger = logging.getLogger(__name__)
 
@@ -316,17 +314,12 @@ def require_classifier(predictor, what: str):
     return predictor
 
 
-def write_boxes_csv(path: str | Path, paths, detections) -> int:
-    """One row per box (``path,xmin,ymin,xmax,ymax,label,score``); returns the number of rows."""
-    rows = 0
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(BOX_COLUMNS)
-        for image_path, found in zip(paths, detections, strict=True):
-            for box, label, score in zip(found["boxes"], found["labels"], found["scores"], strict=True):
-                writer.writerow([str(image_path), *(f"{float(v):.2f}" for v in box), label,
-                                 f"{float(score):.4f}"])
-                rows += 1
-    return rows
+def box_rows(path, found: dict[str, Any]) -> list[dict[str, str]]:
+    """The rows of one image's detections ``found`` (:meth:`DetectionPredictor.detect`), one
+    per box (columns :data:`BOX_COLUMNS`, coordinates to 0.01 pixel, scores to 1e-4); an image
+    with no box gets one row whose box fields are empty, so that no image is left out."""
+    rows = [{"path": str(path), **{k: f"{float(v):.2f}" for k, v in zip(BOX_COLUMNS[1:5], box,
+                                                                       strict=True)},
+             "label": str(label), "score": f"{float(score):.4f}"}
+            for box, label, score in zip(found["boxes"], found["labels"], found["scores"], strict=True)]
+    return rows or [{"path": str(path), **dict.fromkeys(BOX_COLUMNS[1:], "")}]

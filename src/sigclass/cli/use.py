@@ -36,8 +36,11 @@ def add_commands(commands) -> None:
     predict.add_argument("inputs", nargs="+", help="image files or folders; signal files (.npz, .csv, "
                          ".parquet, .ts): one row per case")
     predict.add_argument("-o", "--output", type=Path, required=True,
-                         help="output .csv or .parquet; an interrupted run resumes where it stopped")
-    predict.add_argument("--batch-size", type=int, default=64)
+                         help="output .csv, .parquet, .json (records) or .jsonl; an interrupted "
+                         "run resumes where it stopped")
+    predict.add_argument("--batch-size", type=int, default=None,
+                         help="inputs scored and written at a time (default: 64; detection "
+                         "models: 8 images)")
     predict.add_argument("--backend", choices=BACKENDS, default="auto",
                          help="auto: ONNX Runtime on a CPU, PyTorch on CUDA")
     predict.add_argument("--precision", choices=PRECISIONS, default="fp32",
@@ -164,7 +167,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                               "models, which --engine spark does not score; drop them")
         if args.partitions is not None and args.partitions < 1:
             raise ConfigError(f"--partitions must be 1 or more, got {args.partitions}")
-        count = predict_spark(args.run, args.inputs, args.output, batch_size=args.batch_size,
+        count = predict_spark(args.run, args.inputs, args.output, batch_size=args.batch_size or 64,
                               partitions=args.partitions, master=args.spark_master,
                               backend=args.backend, precision=args.precision)
         print(f"{count} predictions written to {args.output}")
@@ -178,7 +181,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
         predictor.use_backend(args.backend, precision=args.precision)
         count = predict_box_files(predictor, args.inputs, args.output, args.score_threshold,
-                                  args.max_detections)
+                                  args.max_detections, batch_size=args.batch_size or 8,
+                                  progress=not args.quiet)
         print(f"{count} boxes written to {args.output}")
         return 0
     if args.score_threshold is not None or args.max_detections is not None:
@@ -188,7 +192,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.reject_unknown:
         require_ood(predictor, args.run)
     predictor.use_backend(args.backend, precision=args.precision)
-    count = predict_files(predictor, args.inputs, args.output, batch_size=args.batch_size,
+    count = predict_files(predictor, args.inputs, args.output, batch_size=args.batch_size or 64,
                           progress=not args.quiet, reject_unknown=args.reject_unknown)
     print(f"{count} predictions written to {args.output}")
     return 0

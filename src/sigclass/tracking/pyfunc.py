@@ -15,6 +15,13 @@ Input (a pandas DataFrame, e.g. from ``mlflow models predict -i batch.csv``):
   ``case_id`` column for several cases).
 
 Output: a DataFrame with ``label`` and one ``p_<class>`` probability column per class.
+
+A detection model (:class:`~sigclass.detector.DetectionPredictor`) takes the ``path`` column of
+image files (or a single unnamed column of paths) and returns one row per box, with the columns
+of ``sigclass predict`` on a detector: ``path, xmin, ymin, xmax, ymax, label, score``; an image
+with no box has one row whose box fields are null. The params ``score_threshold`` (0.05 by
+default) and ``max_detections`` (100) are those of ``sigclass predict``. Base64 ``image``
+input is refused: its rows could not be named in the output.
 """
 
 from __future__ import annotations
@@ -29,6 +36,9 @@ from mlflow.pyfunc import PythonModel
 
 from .. import __version__
 from .._utils import environment_info
+from ..artifacts import find_model_dir, read_model_json
+from ..detector import DetectionPredictor
+from ..exceptions import DataError, Problem
 from ..modalities import modality_of
 from ..predictor import Predictor
 
@@ -44,11 +54,18 @@ class SigclassPyfunc(PythonModel):
     """
 
     def load_context(self, context) -> None:
-        self.predictor = Predictor.load(context.artifacts[ARTIFACT_KEY])
+        folder = find_model_dir(context.artifacts[ARTIFACT_KEY])
+        document = read_model_json(folder)
+        if document.get("task") == "detection":
+            self.predictor = DetectionPredictor.from_folder(folder, document)
+        else:
+            self.predictor = Predictor.load(folder)
 
     def predict(self, context, model_input: pd.DataFrame,
                 params: dict[str, Any] | None = None) -> pd.DataFrame:
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        if getattr(self.predictor, "task", "classification") == "detection":
+            return detect_frame(self.predictor, frame, params or {})
         inputs = frame_to_inputs(frame, self.predictor)
         proba = self.predictor.predict_proba(inputs)
         classes = self.predictor.classes
@@ -60,6 +77,27 @@ class SigclassPyfunc(PythonModel):
 def frame_to_inputs(frame, predictor) -> Any:
     """The rows of ``frame`` as inputs of ``predictor`` (see the module docstring)."""
     return modality_of(predictor).decode_frame(frame, predictor)
+
+
+def detect_frame(predictor, frame: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+    """The boxes of the images named by ``frame``'s ``path`` column, one row per box (see the
+    module docstring); a file that cannot be read is a :class:`DataError` naming it."""
+    from ..detector import BOX_COLUMNS, box_rows
+
+    if "path" not in frame.columns and not (len(frame.columns) == 1
+                                            and str(frame.columns[0]) == "0"):
+        raise DataError(Problem("input", "a detection model takes a 'path' column of image files "
+                                f"(base64 'image' input is not taken); got columns {list(frame.columns)}"))
+    paths = [str(p) for p in (frame["path"] if "path" in frame.columns else frame.iloc[:, 0])]
+    threshold = float(params.get("score_threshold", 0.05))
+    limit = int(params.get("max_detections", 100))
+    found = predictor.predict_boxes(paths, threshold, limit)
+    rows = [row for path, image in zip(paths, found, strict=True) for row in box_rows(path, image)]
+    table = pd.DataFrame(rows, columns=list(BOX_COLUMNS))
+    for column in BOX_COLUMNS[1:5] + ("score",):
+        table[column] = pd.to_numeric(table[column], errors="coerce")
+    table["label"] = table["label"].where(table["label"] != "", None)
+    return table
 
 
 def save_pyfunc(model_dir: str | Path, path: str | Path) -> Path:

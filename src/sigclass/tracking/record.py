@@ -179,7 +179,8 @@ def log_run_folder(run_dir: str | Path, uri: str | None = None) -> str:
     """
     run_dir = Path(run_dir)
     try:
-        status = json.loads((run_dir / "run.json").read_text()).get("status")
+        state = json.loads((run_dir / "run.json").read_text())
+        status = state.get("status")
         metrics = json.loads((run_dir / "metrics.json").read_text())
         config = RunConfig.from_dict(load_config(run_dir / "config.yaml"))
         info = json.loads((run_dir / "model" / "model.json").read_text()).get("info", {})
@@ -195,6 +196,9 @@ def log_run_folder(run_dir: str | Path, uri: str | None = None) -> str:
                                 artifact_root_for(uri))
     tags = {**run_tags(config, run_dir, None), "sigclass.logged_after_training": "true",
             "sigclass.dataset_fingerprint": info.get("dataset_fingerprint")}
+    if state.get("task") == "detection":  # as sigclass.workflows.detect tags its runs
+        tags.update({"sigclass.task": "detection", "sigclass.mode": "detection",
+                     "sigclass.model": info.get("backbone"), "sigclass.arch": info.get("arch")})
     with start_run(run_dir.name, settings=settings, nested=False, tags=tags) as run:
         run.log_params(config.to_dict())
         for logs in history:

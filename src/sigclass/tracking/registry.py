@@ -21,8 +21,10 @@ from .logger import TRACKING_FILE
 from .record import log_run_folder
 from .store import check_store, get_client, resolve_uri, sqlite_path
 
-KEY_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc_ovr")
-LINEAGE = ("dataset_fingerprint", "split_fingerprint", "data", "mode", "model", "run_dir")
+KEY_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc_ovr",
+               "map", "map_50", "map_75")  # the last three: detection models (COCO mAP)
+LINEAGE = ("dataset_fingerprint", "split_fingerprint", "data", "mode", "model", "run_dir", "task",
+           "arch")
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w.\-]+))/?$")
 
 

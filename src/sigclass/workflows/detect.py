@@ -4,8 +4,11 @@ The run folder holds what a classification run holds where it applies: ``config.
 resolved settings), ``data_report.json`` (images read, left out, boxes clipped), ``split.json``
 (image ids per part), ``history.json`` (per epoch: losses, val mAP), ``metrics.json`` (COCO
 metrics on the test part, or on the validation part when there is no test part) and ``model/``
-(:class:`~sigclass.detector.DetectionPredictor`). With tracking on, MLflow records the settings,
-every epoch and the test metrics.
+(:class:`~sigclass.detector.DetectionPredictor`). With tracking on, MLflow records the run as
+it records a classification run (:mod:`sigclass.tracking.record`): the settings, every epoch,
+the test metrics (``test_map``, ``test_map_50``, ...), the run folder's files and the model as an
+MLflow model, so that ``sigclass register RUN --name NAME`` and ``models:/NAME@ALIAS`` work for
+a detector as for a classifier; ``--resume`` continues the same MLflow run.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -22,10 +26,10 @@ import numpy as np
 from .._utils import write_json
 from ..config import RunConfig, load_config
 from ..data.detection import DetectionDataset, detect_layout
-from ..detector import DetectionPredictor
+from ..detector import BOX_COLUMNS, DetectionPredictor
 from ..exceptions import ArtifactError, ConfigError
 from ..models.detection import DEFAULT_BACKBONE, DEFAULT_SIZE, build_detector
-from ..tracking.logger import flatten, start_run
+from ..tracking.record import tracking_run
 from ..training.detection import (
     MIN_AUTO_SIZE,
     TARGET_EPOCHS,
@@ -33,10 +37,14 @@ from ..training.detection import (
     detection_minutes,
     time_detection_step,
 )
+from .predict_files import RowFormat
 
 logger = logging.getLogger(__name__)
 
 RUN_JSON = "run.json"  # {"task": "detection", "status": "running" | "finished"}
+#: The rows of ``sigclass predict`` on a detector: one per box, or one per image without a box.
+BOX_OUTPUT = RowFormat((*BOX_COLUMNS, "error"), key="path", text=("path", "error"),
+                       nullable=("label",), grouped=True)
 
 __all__ = ["DetectionRun", "evaluate_box_data", "evaluate_detector", "is_detection_data",
            "is_detection_run", "predict_box_files", "train_detection"]
@@ -131,10 +139,10 @@ def train_detection(data: str | Path | None, out: str | Path | None = None,
     train_set = dataset.subset(parts["train"]).to_torch(train=True)
     val_set = dataset.subset(parts["val"]).to_torch(train=False)
     checkpoint = run_dir / "checkpoints" / "last.pt"
-    tags = {"sigclass.kind": "train", "sigclass.task": "detection", "sigclass.model": backbone}
-    with start_run(run_dir.name, config=cfg, tags=tags) as run:
-        run.log_params(cfg.to_dict())
-        trainer = DetectionTrainer(network, cfg.train, device=cfg.device, callbacks=[run.callback()],
+    with tracking_run(cfg, run_dir, nested=True) as record:
+        record.run.set_tags(detection_tags(backbone, arch))
+        trainer = DetectionTrainer(network, cfg.train, device=cfg.device,
+                                   callbacks=list(record.callbacks()),
                                    checkpoint_dir=run_dir / "checkpoints", seed=cfg.seed,
                                    progress=progress)
         trainer.fit(train_set, val_set, resume=checkpoint if resume and checkpoint.is_file() else None)
@@ -151,9 +159,10 @@ def train_detection(data: str | Path | None, out: str | Path | None = None,
                           "training": {**trainer.summary(), **sizing, "device": trainer.device_.type},
                           "metrics": {k: metrics[k] for k in ("map", "map_50", "map_75", "part")}}
         predictor.save(run_dir / "model")
-        run.log_metrics({f"test_{k}": v for k, v in flatten(metrics).items()
-                         if isinstance(v, int | float) and v is not None})
-    write_json(run_dir / RUN_JSON, {"task": "detection", "status": "finished"})
+        write_json(run_dir / RUN_JSON, {"task": "detection", "status": "finished"})
+        # the model folder as an MLflow model (registrable), the run folder's files as artifacts
+        record.finish(SimpleNamespace(metrics=metrics, val_metrics={},
+                                      predictor=predictor))
     return DetectionRun(run_dir, predictor, metrics)
 
 
@@ -181,6 +190,12 @@ def _budget_size(cfg: RunConfig, train_part: DetectionDataset, backbone: str,
                                      TARGET_EPOCHS, min_size=min(native, MIN_AUTO_SIZE))
     logger.info("Image size: %s", reason)
     return {"image_size": size, "image_size_reason": reason}
+
+
+def detection_tags(backbone: str, arch: str) -> dict[str, str]:
+    """MLflow tags of a detection run (``mode`` reads ``detection`` in ``sigclass models``)."""
+    return {"sigclass.task": "detection", "sigclass.mode": "detection",
+            "sigclass.model": backbone, "sigclass.arch": arch}
 
 
 def is_detection_run(folder: str | Path | None) -> bool:
@@ -242,20 +257,46 @@ def evaluate_box_data(predictor: DetectionPredictor, data, part: str | None = No
 
 def predict_box_files(predictor: DetectionPredictor, inputs, output: str | Path,
                       score_threshold: float | None = None, max_detections: int | None = None,
-                      batch_size: int = 4) -> int:
-    """Boxes of image files and folders (searched recursively) written to the CSV ``output``,
-    one row per box; returns the number of boxes."""
-    from ..data.image_files import expand_image_inputs
-    from ..detector import write_boxes_csv
+                      batch_size: int = 8, progress: bool = False) -> int:
+    """Boxes of image files and folders (searched recursively) written to ``output``, one row
+    per box (``path, xmin, ymin, xmax, ymax, label, score, error``); returns the number of boxes
+    written by this call.
 
-    paths = expand_image_inputs(inputs)
+    The output is streamed and resumed as a classifier's
+    (:func:`~sigclass.workflows.predict_files.stream_rows`): ``.csv``, ``.parquet``, ``.json``
+    (records) or ``.jsonl``, written ``batch_size`` images at a time; a run interrupted and
+    started again with the same command scores only the images it had not finished. An image
+    with no box above ``score_threshold`` gets one row with empty box fields (null in Parquet
+    and JSON); an image that cannot be read gets one row with its ``error``, and the others are
+    scored.
+    """
+    from ..data.image_files import expand_image_inputs
+    from ..detector import box_rows
+    from .predict_files import rows_or_errors, stream_rows
+
     threshold = 0.05 if score_threshold is None else score_threshold
     limit = 100 if max_detections is None else max_detections
-    found = []
-    for start in range(0, len(paths), 64):
-        chunk = paths[start:start + 64]
-        found += predictor.predict_boxes(chunk, threshold, limit, batch_size)
-    return write_boxes_csv(output, paths, found)
+    if not 0 <= threshold <= 1:  # bad options stop the command before any output
+        raise ConfigError(f"The score threshold must be in [0, 1]. Got {threshold}.")
+    if limit < 1 or batch_size < 1:
+        raise ConfigError(f"max_detections and the batch size must be at least 1. Got "
+                          f"{limit} and {batch_size}.")
+    paths = expand_image_inputs(inputs)
+    boxes = 0
+
+    def detect(chunk: list[str]) -> list[dict]:
+        found = predictor.predict_boxes(chunk, threshold, limit, batch_size)
+        return [{**row, "error": ""} for path, image in zip(chunk, found, strict=True)
+                for row in box_rows(path, image)]
+
+    def rows_of(chunk: list[str]) -> list[dict]:
+        nonlocal boxes
+        rows = rows_or_errors(chunk, detect, key="path")
+        boxes += sum(1 for row in rows if row.get("label"))
+        return rows
+
+    stream_rows(output, paths, BOX_OUTPUT, rows_of, batch_size, progress, unit="image")
+    return boxes
 
 
 def _yaml(values: dict) -> str:

@@ -1,14 +1,18 @@
-"""Batch scoring (``sigclass predict``): many inputs to a CSV or Parquet file, streamed chunk by
-chunk, resumable after a crash.
+"""Batch scoring (``sigclass predict``): many inputs to a CSV, Parquet or JSON file, streamed
+chunk by chunk, resumable after a crash.
 
-Rows are appended and flushed after every chunk. A Parquet output is written through a CSV
-journal next to it (``<output>.partial.csv``) that becomes the Parquet file, atomically, once
-every input is scored; an interrupted run leaves the journal, and the next run resumes from it. On a restart the inputs already in the output
-are skipped, and a last line cut off by the crash is dropped first, so no input is scored twice
-and none is lost. An input that cannot be read gets a row with its error instead of stopping
-the batch (the command still exits 0): a file that is not a regular file (a named pipe, a link
-to a device) or is over 512 MB is refused from ``os.stat`` before it is opened, so scoring never
-blocks on it. A path that does not exist stops the command before anything is scored.
+Rows are appended and flushed after every chunk. A Parquet or JSON output is written through a
+CSV journal next to it (``<output>.partial.csv``) that becomes the output, atomically, once
+every input is scored; an interrupted run leaves the journal, and the next run resumes from it.
+On a restart the inputs already in the output are skipped, and a last line cut off by the crash
+is dropped first (for outputs with several rows per input, such as boxes, the last input's rows
+too, as they may be incomplete), so no input is scored twice and none is lost. An input that
+cannot be read gets a row with its error instead of stopping the batch (the command still exits
+0): a file that is not a regular file (a named pipe, a link to a device) or is over 512 MB is
+refused from ``os.stat`` before it is opened, so scoring never blocks on it. A path that does
+not exist stops the command before anything is scored. :func:`stream_rows` is the machinery,
+shared by classifiers (:func:`predict_files`) and detectors
+(:func:`~sigclass.workflows.detect.predict_box_files`).
 """
 
 from __future__ import annotations
@@ -16,30 +20,86 @@ from __future__ import annotations
 import csv
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from .._utils import atomic_write
 from ..evaluation.ood import score_records
-from ..exceptions import DataError
+from ..exceptions import ConfigError, DataError
 from ..modalities import modality_of
 from ..predictor import require_ood
 
 logger = logging.getLogger(__name__)
 
 
-def _completed(output: Path) -> set[str]:
-    """Inputs already scored in ``output``; a partial last line is cut off first."""
+@dataclass(frozen=True)
+class RowFormat:
+    """The rows of a batch scoring output: their columns and how they are read back.
+
+    Attributes:
+        fields: The columns, in order.
+        key: The column naming the input a row belongs to (what a resumed run skips).
+        text: Columns kept as text (``""`` when empty); every other column is numeric, empty
+            where it has no value (null in Parquet and JSON).
+        nullable: Text columns that are null in Parquet and JSON when empty.
+        grouped: An input may have several rows (one per box): the rows of the last input of an
+            interrupted output may be incomplete, so a resumed run scores that input again.
+    """
+
+    fields: tuple[str, ...]
+    key: str = "input"
+    text: tuple[str, ...] = ()
+    nullable: tuple[str, ...] = ()
+    grouped: bool = False
+
+
+class Streamed(NamedTuple):
+    """What one :func:`stream_rows` call wrote: inputs scored, rows, inputs with an error."""
+
+    inputs: int
+    rows: int
+    failed: int
+
+
+#: Outputs written through a CSV journal and converted once complete, by file suffix.
+JOURNALED = (".parquet", ".json", ".jsonl")
+
+
+def _completed(output: Path, form: RowFormat) -> set[str]:
+    """Inputs already scored in ``output``; a partial last line is cut off first, and with a
+    ``grouped`` format the rows of the last input too (they may be incomplete)."""
     if not output.is_file():
         return set()
     data = output.read_bytes()
+    if b"\n" in data:  # a complete header: the columns of this model's rows, or refused
+        first = data.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", "replace")
+        header = tuple(next(csv.reader([first])))
+        if header != form.fields:
+            raise ConfigError(f"Cannot add to '{output}': its columns {list(header)} are not "
+                              f"those of this model's output {list(form.fields)}. Write to "
+                              "another --output (or delete this one to score everything again).")
     if data and not data.endswith(b"\n"):
         cut = data.rfind(b"\n") + 1
         with open(output, "r+b") as handle:
             handle.truncate(cut)
         logger.warning("Dropped a partial last line of %s (interrupted write)", output)
-    with open(output, newline="") as handle:
-        return {row["input"] for row in csv.DictReader(handle)}
+    with open(output, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    if form.grouped and rows:
+        last = rows[-1][form.key]
+        kept = [row for row in rows if row[form.key] != last]
+
+        def rewrite(tmp: Path) -> None:
+            with open(tmp, "w", newline="", encoding="utf-8") as handle:
+                writer = csv.DictWriter(handle, fieldnames=form.fields)
+                writer.writeheader()
+                writer.writerows(kept)
+
+        atomic_write(output, rewrite)
+        rows = kept
+    return {row[form.key] for row in rows}
 
 
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
@@ -49,7 +109,7 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
 
 def predict_files(predictor, inputs: Iterable[str | Path], output: str | Path,
                   batch_size: int = 64, progress: bool = True, reject_unknown: bool = False) -> int:
-    """Score image files, or the cases of signal files, into a CSV or Parquet file
+    """Score image files, or the cases of signal files, into a CSV, Parquet or JSON file
     (``input, predicted, confidence, p_<class>..., prediction_set, ood_score, unknown, error``).
 
     ``prediction_set`` is the row's conformal prediction set, its classes joined by ``|``, most
@@ -59,7 +119,8 @@ def predict_files(predictor, inputs: Iterable[str | Path], output: str | Path,
     OOD data); with ``reject_unknown`` an unknown input's ``predicted`` is empty.
 
     A signal file gives one row per case, its input named ``<file>#<case id>``; the file is read
-    with the model's reading options (windowing, columns).
+    with the model's reading options (windowing, columns). The output format follows the suffix
+    (see :func:`stream_rows`).
 
     Returns:
         The number of rows written by this call.
@@ -67,37 +128,99 @@ def predict_files(predictor, inputs: Iterable[str | Path], output: str | Path,
     output = Path(output)
     if reject_unknown:
         require_ood(predictor)
-    if output.suffix.lower() == ".parquet":
-        return _predict_to_parquet(predictor, inputs, output, batch_size, progress, reject_unknown)
-    cases, todo = pending_inputs(predictor, inputs, output)
-    fields = output_fields(predictor)
+    form = output_format(predictor)
+    cases = modality_of(predictor).read_files(inputs, predictor.data_config)
+
+    def rows_of(chunk: list[str]) -> list[dict]:
+        return score_rows(predictor, chunk, batch_size, cases, reject_unknown)
+
+    return stream_rows(output, list(cases), form, rows_of, batch_size, progress).inputs
+
+
+def stream_rows(output: str | Path, keys: list[str], form: RowFormat,
+                rows_of: Callable[[list[str]], list[dict]], chunk_size: int,
+                progress: bool = True, unit: str = "item") -> Streamed:
+    """Write the rows of the inputs ``keys`` not yet in ``output``, chunk by chunk; the
+    machinery of every batch scoring output (classes, boxes).
+
+    The format follows the suffix: ``.csv`` (and any other suffix) is appended to and flushed
+    after every chunk; ``.parquet``, ``.json`` (an array of records) and ``.jsonl`` (JSON Lines)
+    are streamed into a CSV journal (:func:`journal_path`) that becomes the output, atomically,
+    once every input is written. An existing output (or journal) is resumed: its inputs are
+    skipped, and rows of new inputs are added to it.
+
+    Args:
+        output: The output file.
+        keys: Every input, in order.
+        form: The columns and how they are read back.
+        rows_of: The rows of a chunk of inputs (each row names its input in ``form.key``; a row
+            whose ``error`` is not empty is an input that could not be scored).
+        chunk_size: Inputs scored and written at a time.
+        progress: Show a progress bar.
+        unit: What the progress bar counts.
+
+    Returns:
+        What this call wrote (:class:`Streamed`).
+    """
+    output = Path(output)
+    if output.suffix.lower() in JOURNALED:
+        journal = journal_path(output)
+        if output.is_file() and not journal.is_file():
+            # a finished output: carry its rows over, so that new inputs are added to them
+            _read_table(output).reindex(columns=list(form.fields)).to_csv(journal, index=False)
+        done = stream_rows(journal, keys, form, rows_of, chunk_size, progress, unit)
+        journal_to_table(journal, output, form)
+        return done
+    scored = _completed(output, form)
+    todo = [key for key in keys if key not in scored]
+    if scored:
+        logger.info("Resuming: %d of %d inputs already scored in %s", len(set(keys) & scored),
+                    len(keys), output)
     output.parent.mkdir(parents=True, exist_ok=True)
     new_file = not output.is_file() or output.stat().st_size == 0
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(todo), desc="predict", unit="item")
-    written = failed = 0
-    with open(output, "a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
+        bar = tqdm(total=len(todo), desc="predict", unit=unit)
+    rows = 0
+    failed: set[str] = set()
+    with open(output, "a", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=form.fields)
         if new_file:
             writer.writeheader()
-        for chunk in _chunks(todo, batch_size):
-            for row in score_rows(predictor, chunk, batch_size, cases, reject_unknown):
+        for chunk in _chunks(todo, chunk_size):
+            for row in rows_of(chunk):
                 writer.writerow(row)
-                failed += bool(row["error"])
+                rows += 1
+                if row.get("error"):
+                    failed.add(row[form.key])
             handle.flush()
             os.fsync(handle.fileno())
-            written += len(chunk)
             if bar is not None:
                 bar.update(len(chunk))
     if bar is not None:
         bar.close()
     if failed:
         logger.warning("%d of %d input(s) could not be scored; their rows give the reason in the "
-                       "'error' column", failed, written)
-    return written
+                       "'error' column", len(failed), len(todo))
+    return Streamed(len(todo), rows, len(failed))
+
+
+def rows_or_errors(chunk: list[str], rows_of: Callable[[list[str]], list[dict]],
+                   key: str = "input") -> list[dict]:
+    """``rows_of(chunk)``; when it raises :class:`DataError`, the inputs are scored one by one
+    and each bad one gets a row with its error (its other columns empty)."""
+    try:
+        return rows_of(chunk)
+    except DataError:
+        rows = []
+        for item in chunk:
+            try:
+                rows += rows_of([item])
+            except DataError as exc:
+                rows.append({key: item, "error": str(exc)})
+        return rows
 
 
 def score_rows(predictor, chunk: list[str], batch_size: int, cases: dict,
@@ -110,16 +233,7 @@ def score_rows(predictor, chunk: list[str], batch_size: int, cases: dict,
         records = score_records(predictor, proba, ood, reject_unknown)
         return [_row(item, r) for item, r in zip(keys, records, strict=True)]
 
-    try:
-        return rows_of(chunk)
-    except DataError:
-        rows = []  # find the bad inputs one by one; the others are scored normally
-        for item in chunk:
-            try:
-                rows += rows_of([item])
-            except DataError as exc:
-                rows.append({"input": item, "error": str(exc)})
-        return rows
+    return rows_or_errors(chunk, rows_of)
 
 
 def _row(item: str, record: dict) -> dict:
@@ -134,27 +248,14 @@ def _row(item: str, record: dict) -> dict:
 
 
 def journal_path(output: Path) -> Path:
-    """The CSV a Parquet output is streamed into until it is complete."""
+    """The CSV a Parquet or JSON output is streamed into until it is complete."""
     return output.with_name(output.name + ".partial.csv")
-
-
-def _predict_to_parquet(predictor, inputs, output: Path, batch_size: int, progress: bool,
-                        reject_unknown: bool) -> int:
-    import pandas as pd
-
-    journal = journal_path(output)
-    if output.is_file() and not journal.is_file():
-        # a finished output: carry its rows over, so that new inputs are added to them
-        pd.read_parquet(output).to_csv(journal, index=False)
-    written = predict_files(predictor, inputs, journal, batch_size, progress, reject_unknown)
-    journal_to_parquet(journal, output)
-    return written
 
 
 def pending_inputs(predictor, inputs, output: Path) -> tuple[dict, list[str]]:
     """The inputs read for scoring (key: payload) and the keys not yet in ``output``."""
     cases = modality_of(predictor).read_files(inputs, predictor.data_config)
-    done = scored_inputs(output)
+    done = scored_inputs(output, output_format(predictor))
     todo = [key for key in cases if key not in done]
     if done:
         logger.info("Resuming: %d of %d inputs already scored in %s", len(done), len(cases), output)
@@ -167,25 +268,62 @@ def output_fields(predictor) -> list[str]:
             "prediction_set", "ood_score", "unknown", "error"]
 
 
-def scored_inputs(output: Path) -> set[str]:
-    """The inputs already in a finished CSV or Parquet output (none when it does not exist)."""
-    if output.suffix.lower() == ".parquet":
-        if not output.is_file():
-            return set()
-        import pandas as pd
+def output_format(predictor) -> RowFormat:
+    """The rows of a classifier's batch scoring output: one per input."""
+    return RowFormat(tuple(output_fields(predictor)), "input",
+                     text=("input", "predicted", "prediction_set", "unknown", "error"))
 
-        return set(pd.read_parquet(output, columns=["input"])["input"].astype(str))
-    return _completed(output)
+
+def scored_inputs(output: Path, form: RowFormat | None = None) -> set[str]:
+    """The inputs already in a finished CSV, Parquet or JSON output (none when it does not
+    exist); ``form`` (a classifier's by default) names the input column."""
+    key = form.key if form else "input"
+    if not output.is_file():
+        return set()
+    if output.suffix.lower() in JOURNALED:
+        return set(_read_table(output)[key].astype(str))
+    if form is None:
+        with open(output, newline="", encoding="utf-8") as handle:
+            form = RowFormat(tuple(csv.DictReader(handle).fieldnames or ()))
+    return _completed(output, form)
+
+
+def _read_table(output: Path):
+    """A finished Parquet or JSON output as a DataFrame (values as written)."""
+    import pandas as pd
+
+    suffix = output.suffix.lower()
+    if suffix == ".parquet":
+        return pd.read_parquet(output)
+    return pd.read_json(output, orient="records", lines=suffix == ".jsonl", dtype=False,
+                        convert_dates=False)
+
+
+def journal_to_table(journal: Path, output: Path, form: RowFormat) -> None:
+    """Write the CSV ``journal`` as the Parquet or JSON file ``output`` (atomically, typed as
+    ``form`` says) and remove it."""
+    import pandas as pd
+
+    table = pd.read_csv(journal, dtype={c: str for c in (*form.text, *form.nullable)},
+                        keep_default_na=False)
+    for column in table.columns:
+        if column in form.nullable:
+            table[column] = table[column].astype(object).where(table[column] != "", None)
+        elif column not in form.text:
+            table[column] = pd.to_numeric(table[column], errors="coerce")
+    suffix = output.suffix.lower()
+    if suffix == ".parquet":
+        atomic_write(output, lambda tmp: table.to_parquet(tmp, index=False))
+    else:
+        lines = suffix == ".jsonl"
+        atomic_write(output, lambda tmp: table.to_json(tmp, orient="records", lines=lines,
+                                                       force_ascii=False, indent=None))
+    journal.unlink()
 
 
 def journal_to_parquet(journal: Path, output: Path) -> None:
-    """Write the CSV ``journal`` as the Parquet file ``output`` (atomically) and remove it."""
-    import pandas as pd
-
-    table = pd.read_csv(journal, dtype={"input": str, "predicted": str, "prediction_set": str,
-                                        "unknown": str, "error": str},
-                        keep_default_na=False, na_values={"confidence": [""], "ood_score": [""]})
-    for column in [c for c in table.columns if c.startswith("p_") or c in ("confidence", "ood_score")]:
-        table[column] = pd.to_numeric(table[column], errors="coerce")
-    atomic_write(output, lambda tmp: table.to_parquet(tmp, index=False))
-    journal.unlink()
+    """Write a classifier's CSV ``journal`` as the Parquet file ``output`` and remove it."""
+    with open(journal, newline="", encoding="utf-8") as handle:
+        fields = tuple(csv.DictReader(handle).fieldnames or ())
+    form = RowFormat(fields, text=("input", "predicted", "prediction_set", "unknown", "error"))
+    journal_to_table(journal, output, form)
