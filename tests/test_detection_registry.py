@@ -24,19 +24,24 @@ pytestmark = needs_bccd
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """A tiny detector trained with tracking on; yields (run folder, tracking URI)."""
+def recorded(tmp_path_factory):
+    """A tiny detector trained with tracking on; (run folder, tracking URI)."""
     base = tmp_path_factory.mktemp("detect-registry")
     uri = f"sqlite:///{(base / 'mlflow.db').as_posix()}"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SIGCLASS_TRACKING", "on")
-        patch.setenv("SIGCLASS_CACHE_DIR", str(base / "cache"))
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
         data = tiny_bccd(base / "bccd")
         code = main(["train", str(data), "--out", str(base / "run"), "--epochs", "1",
                      "--image-size", "96", "--batch-size", "4", "--set", f"tracking.uri={uri}", "-q"])
-        assert code == 0
-        yield base / "run", uri
+    assert code == 0
+    return base / "run", uri
+
+
+@pytest.fixture
+def store(recorded, monkeypatch):
+    """The recorded run, its store being the one `models:/` URIs are looked up in."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", recorded[1])
+    return recorded
 
 
 def _client(uri: str):
@@ -108,6 +113,12 @@ def test_pyfunc_gives_one_row_per_box(store):
         assert len(rows) == len(found["boxes"])
         np.testing.assert_allclose(rows[["xmin", "ymin", "xmax", "ymax"]], found["boxes"], atol=0.006)
         assert list(rows["label"]) == list(found["labels"])
+    from PIL import Image
+
+    grey = run.parent / "grey.png"  # no box at a threshold of 1: one row, its box fields null
+    Image.new("RGB", (160, 120), (128, 128, 128)).save(grey)
+    none = model.predict(pd.DataFrame({"path": [str(grey)]}), params={"score_threshold": 1.0})
+    assert len(none) == 1 and none.drop(columns="path").isna().all(axis=None)
     with pytest.raises(DataError, match="a detection model takes a 'path' column"):
         model.predict(pd.DataFrame({"image": ["aGVsbG8="]}))
 

@@ -109,8 +109,20 @@ def save_pyfunc(model_dir: str | Path, path: str | Path) -> Path:
                     ("torch", "torchvision", "timm", "scikit-learn", "numpy") if name in versions]
     requirements = [f"sigclass=={__version__}", "safetensors", "skops", "pandas", *requirements]
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    detector = read_model_json(find_model_dir(model_dir)).get("task") == "detection"
     mlflow.pyfunc.save_model(
         path=str(path), python_model=str(CODE_FILE), artifacts={ARTIFACT_KEY: str(Path(model_dir))},
         pip_requirements=requirements, metadata={"sigclass_format": "safetensors+json"},
+        **({"signature": detection_signature()} if detector else {}),
     )
     return Path(path)
+
+
+def detection_signature():
+    """A detector's MLflow signature: its params (MLflow passes none a signature does not
+    declare); the input is left to sigclass to check, as a classifier's."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ParamSchema, ParamSpec
+
+    return ModelSignature(inputs=None, outputs=None, params=ParamSchema([
+        ParamSpec("score_threshold", "double", 0.05), ParamSpec("max_detections", "long", 100)]))

@@ -80,6 +80,9 @@ def predict_spark(model: str | Path, inputs: Iterable[str | Path], output: str |
         ConfigError: PySpark or a Java runtime is missing, or the parts of an interrupted job
             over other inputs or another model are in the way.
     """
+    if Path(output).suffix.lower() in (".json", ".jsonl"):
+        raise ConfigError(f"--engine spark writes a .csv or .parquet output, not '{output}'. "
+                          "Choose one of those, or score with the local engine.")
     _check_spark()
     folder = model_folder(model)
     predictor = load(folder)
