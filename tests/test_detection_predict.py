@@ -51,7 +51,7 @@ def options(run, images) -> list[str]:
     """The options of every `sigclass predict` here: a score threshold between the best box of
     the grey image and the best box of each cell image, so that some images have boxes above
     it and one has none; at most 20 boxes per image, 3 images at a time (a batch of another
-    size gives the same boxes to float rounding only)."""
+    size gives the same boxes to float rounding only), on PyTorch (as the predictor compared)."""
     detector = sigclass.load(run, device="cpu")
     cells = sorted(images.glob("*.jpg"))[:-1]  # the last is broken.jpg
     best = [float(f["scores"].max()) for f in detector.predict_boxes(cells, 0.0, 20)]
@@ -59,7 +59,7 @@ def options(run, images) -> list[str]:
     grey_best = float(grey.max()) if len(grey) else 0.0
     assert grey_best < min(best), "the detector finds more in a grey image than in cells"
     return ["--score-threshold", f"{(grey_best + min(best)) / 2:.4f}", "--max-detections", "20",
-            "--batch-size", "3"]
+            "--batch-size", "3", "--backend", "torch"]
 
 
 @pytest.fixture(scope="module")

@@ -142,7 +142,7 @@ def test_serve_takes_a_registered_detector(store):
     assert main(["register", str(run), "--name", "cells-serve", "--alias", "prod",
                  "--tracking-uri", uri]) == 0
     image = Path(_images(run)[0])
-    with running_server("models:/cells-serve@prod", "--device", "cpu",
+    with running_server("models:/cells-serve@prod", "--device", "cpu", "--backend", "torch",
                         env={"MLFLOW_TRACKING_URI": uri}) as (base, _):
         response = httpx.post(base + "/predict", params={"score_threshold": 0.0, "max_detections": 5},
                               files={"file": (image.name, image.read_bytes())}, timeout=120)
