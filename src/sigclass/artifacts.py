@@ -264,6 +264,21 @@ def model_files(folder: str | Path | None) -> dict[str, str]:
         return {}
 
 
+def graph_cache_path(folder: str | Path | None, key: dict[str, Any], explicit: str | Path | None = None,
+                     prefix: str = "") -> Path | None:
+    """Where the ONNX graph of the model saved in ``folder`` is kept: ``explicit``, else the
+    sigclass cache folder, keyed by the model's checksums and ``key`` (what else the graph
+    depends on); ``None`` for a model that was never saved."""
+    if explicit:
+        return Path(explicit)
+    files = model_files(folder)
+    if not files:
+        return None
+    from ._utils import default_cache_dir, sha256_json
+
+    return default_cache_dir() / "onnx" / f"{prefix}{sha256_json({'files': files, **key})[:20]}.onnx"
+
+
 def _load_head(path: Path):
     import skops.io as sio
 

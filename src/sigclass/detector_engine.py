@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from ._utils import atomic_write, default_cache_dir, sha256_json
-from .artifacts import model_files
+from ._utils import atomic_write
+from .artifacts import graph_cache_path
 from .exceptions import ConfigError
 from .inference import OnnxEngine
 
@@ -36,13 +36,8 @@ OUTPUTS = ("boxes", "labels", "scores")
 def detector_graph_path(predictor, explicit: str | Path | None = None) -> Path | None:
     """Where a saved detector's ONNX graph is kept: ``explicit``, else the sigclass cache folder
     keyed by the model's checksums (``None`` for a model that was never saved)."""
-    if explicit:
-        return Path(explicit)
-    files = model_files(predictor.info.get("path"))
-    if not files:
-        return None
-    key = sha256_json({"files": files, "task": "detection", "opset": OPSET})[:20]
-    return default_cache_dir() / "onnx" / f"detector-{key}.onnx"
+    return graph_cache_path(predictor.info.get("path"), {"task": "detection", "opset": OPSET},
+                            explicit, prefix="detector-")
 
 
 def export_detector_onnx(network, path: str | Path, example_size: tuple[int, int] = (96, 128)) -> Path:

@@ -14,11 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from ._utils import default_cache_dir, sha256_json
 from .artifacts import (
     ENSEMBLE,
     find_model_dir,
-    model_files,
+    graph_cache_path,
     read_model_json,
     read_network_and_head,
     read_ood_reference,
@@ -34,13 +33,8 @@ from .modalities import modality_of
 def onnx_cache_path(predictor, explicit: str | Path | None = None) -> Path | None:
     """Where a saved model's ONNX graph is kept: ``explicit``, else the sigclass cache folder
     keyed by the model's checksums (``None`` for a model that was never saved)."""
-    if explicit:
-        return Path(explicit)
-    files = model_files(predictor.info.get("path"))
-    if not files:
-        return None
-    key = sha256_json({"files": files, "shape": list(predictor.preprocessor.item_shape)})[:20]
-    return default_cache_dir() / "onnx" / f"{key}.onnx"
+    return graph_cache_path(predictor.info.get("path"),
+                            {"shape": list(predictor.preprocessor.item_shape)}, explicit)
 
 
 def quantized_paths(predictor) -> tuple[Path, Path]:
