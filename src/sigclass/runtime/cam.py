@@ -15,9 +15,6 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, ValidationError
 
-from ..data.image_preprocess import map_to_image
-from ..data.signal_preprocess import as_case
-from ..data.signal_windows import trim_trailing_nan
 from ..data.views import apply_view, invert_view
 from ..exceptions import ArtifactError
 from ..model_schema.fields import Finite, StrictModel
@@ -44,30 +41,6 @@ def read_cam(path: Path, n_classes: int) -> CamDocument:
     return document
 
 
-def _linear_index(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Source indices and weights of a linear resize (half-pixel centres, as PyTorch's
-    ``align_corners=False``)."""
-    pos = np.maximum((np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5, 0.0)
-    low = np.minimum(np.floor(pos).astype(int), n_in - 1)
-    high = np.minimum(low + 1, n_in - 1)
-    return low, high, (pos - low).astype(np.float32)
-
-
-def resize_1d(raw: np.ndarray, length: int) -> np.ndarray:
-    low, high, frac = _linear_index(raw.shape[-1], max(1, int(length)))
-    raw = np.asarray(raw, dtype=np.float32)
-    return raw[low] * (1 - frac) + raw[high] * frac
-
-
-def resize_2d(raw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``raw`` stretched to ``size`` by bilinear interpolation (as the toolkit's ``resize_map``)."""
-    raw = np.asarray(raw, dtype=np.float32)
-    y0, y1, fy = _linear_index(raw.shape[0], max(1, int(size[0])))
-    x0, x1, fx = _linear_index(raw.shape[1], max(1, int(size[1])))
-    rows = raw[y0] * (1 - fy)[:, None] + raw[y1] * fy[:, None]
-    return rows[:, x0] * (1 - fx) + rows[:, x1] * fx
-
-
 def normalize_map(raw: np.ndarray) -> np.ndarray:
     positive = np.maximum(np.asarray(raw, dtype=np.float32), 0.0)
     peak = float(positive.max(initial=0.0))
@@ -79,12 +52,7 @@ def bundle_cam(bundle, item, target: str | None) -> dict:
     from ..exceptions import ExplainError
 
     prep = bundle.preprocessor
-    if bundle.modality == "image":
-        image = prep.decode([item])[0]
-        size, batch = (image.height, image.width), prep.transform(image)[None]
-    else:
-        batch = prep([item])
-        size = int(trim_trailing_nan(as_case(item)).shape[1])
+    batch, size, picture = prep.cam_input(item)
     weights = np.asarray(bundle.cam.weights, dtype=np.float32)
     outputs, feats = 0, []
     for view in prep.views:
@@ -101,17 +69,10 @@ def bundle_cam(bundle, item, target: str | None) -> dict:
                            f"{', '.join(bundle.classes)}.")
     raw = sum(invert_view(np.tensordot(weights[index], f[0], axes=(0, 0))[None], v)[0]
               for f, v in zip(feats, prep.views, strict=True)) / len(prep.views)
-    if bundle.modality == "image":
-        placed = map_to_image(raw, size, bundle.data_config, resize=resize_2d)
-    else:
-        model_length = int(bundle.data_config["n_timepoints"])
-        stretched = resize_1d(raw, model_length)
-        placed = (stretched[:size] if size <= model_length else
-                  np.concatenate([stretched, np.zeros(size - model_length, dtype=np.float32)]))
-    cam = normalize_map(placed)
-    png = _overlay(cam, image if bundle.modality == "image" else None)
-    importance = (None if bundle.modality == "image" else
-                  channel_importance(bundle, batch, proba[index], index).astype(float).tolist())
+    cam = normalize_map(prep.place_map(raw, size))
+    png = _overlay(cam, picture)
+    importance = (channel_importance(bundle, batch, proba[index], index).astype(float).tolist()
+                  if prep.per_channel else None)
     return {"method": bundle.cam.kind, "target": bundle.classes[index],
             "overlay_png_base64": base64.b64encode(png).decode("ascii"),
             "map": np.round(cam.astype(np.float64), 4).tolist(), "channel_importance": importance}

@@ -17,8 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from ..data.image_preprocess import image_inputs_as_list, letterbox_padding, load_image, resize_for
-from ..data.signal_preprocess import SignalPreprocessor
+from ..data.image_preprocess import (
+    image_inputs_as_list,
+    letterbox_padding,
+    load_image,
+    map_to_image,
+    resize_for,
+)
+from ..data.signal_preprocess import SignalPreprocessor, as_case
+from ..data.signal_windows import trim_trailing_nan
 from ..data.views import views_of
 from ..exceptions import DataError, Problem
 
@@ -28,9 +35,16 @@ PIL_FILTERS = {"nearest": 0, "nearest-exact": 0, "box": 4, "bilinear": 2, "hammi
 
 
 class ImageInputs:
-    """Images (paths, bytes, PIL images, arrays) as one normalized float32 ``(N, C, H, W)`` batch."""
+    """Images (paths, bytes, PIL images, arrays) as one normalized float32 ``(N, C, H, W)`` batch.
+
+    What the runtime does differently for images and signals is here and in
+    :class:`SignalInputs`, one contract: ``__call__`` (a batch), ``cam_input`` and ``place_map``
+    (an explanation's input and where its map lands), ``per_channel`` (whether an explanation
+    weighs channels).
+    """
 
     modality = "image"
+    per_channel = False
 
     def __init__(self, data_config: dict[str, Any]):
         self.data_config = data_config
@@ -69,6 +83,17 @@ class ImageInputs:
         if not images:
             return np.zeros((0, *self.item_shape), dtype=np.float32)
         return np.stack([self.transform(image) for image in images])
+
+    def cam_input(self, item) -> tuple[np.ndarray, tuple[int, int], Any]:
+        """One image's batch ``(1, C, H, W)``, its own ``(height, width)`` and the decoded
+        picture an overlay is drawn on."""
+        image = self.decode([item])[0]
+        return self.transform(image)[None], (image.height, image.width), image
+
+    def place_map(self, raw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """A map over the network's input placed on the image's own ``size`` (undoing the
+        resize, crop or letterbox), as the toolkit places it."""
+        return map_to_image(raw, size, self.data_config, resize=resize_2d)
 
     def transform(self, image) -> np.ndarray:
         """One decoded PIL image as the normalized ``(C, H, W)`` float32 input of the network."""
@@ -121,10 +146,54 @@ class SignalInputs(SignalPreprocessor):
     """Signal cases as one standardized float32 ``(N, C, T)`` batch: the training-side checks
     (channels, NaN, length policy) and standardization, without PyTorch."""
 
+    per_channel = True
+
     def __call__(self, items: list, names: list[str] | None = None) -> np.ndarray:
         return self.batch(items, names)
+
+    def cam_input(self, item) -> tuple[np.ndarray, int, None]:
+        """One case's batch ``(1, C, T)`` and its own length (no picture)."""
+        return self([item]), int(trim_trailing_nan(as_case(item)).shape[1]), None
+
+    def place_map(self, raw: np.ndarray, length: int) -> np.ndarray:
+        """A map over the model's time steps stretched back onto the case's ``length`` (zero
+        past the model's length), as the toolkit places it."""
+        model_length = int(self.data_config["n_timepoints"])
+        stretched = resize_1d(raw, model_length)
+        if length <= model_length:
+            return stretched[:length]
+        return np.concatenate([stretched, np.zeros(length - model_length, dtype=np.float32)])
+
+
+#: The preprocessing of each modality.
+INPUTS = {"image": ImageInputs, "signal": SignalInputs}
 
 
 def inputs_for(modality: str, data_config: dict[str, Any]):
     """The preprocessing of a bundle's ``modality``."""
-    return ImageInputs(data_config) if modality == "image" else SignalInputs(data_config)
+    return INPUTS[modality](data_config)
+
+
+def _linear_index(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices and weights of a linear resize (half-pixel centres, as PyTorch's
+    ``align_corners=False``)."""
+    pos = np.maximum((np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5, 0.0)
+    low = np.minimum(np.floor(pos).astype(int), n_in - 1)
+    high = np.minimum(low + 1, n_in - 1)
+    return low, high, (pos - low).astype(np.float32)
+
+
+def resize_1d(raw: np.ndarray, length: int) -> np.ndarray:
+    low, high, frac = _linear_index(raw.shape[-1], max(1, int(length)))
+    raw = np.asarray(raw, dtype=np.float32)
+    return raw[low] * (1 - frac) + raw[high] * frac
+
+
+def resize_2d(raw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``raw`` stretched to ``size`` by bilinear interpolation (as the toolkit's ``resize_map``)."""
+    raw = np.asarray(raw, dtype=np.float32)
+    y0, y1, fy = _linear_index(raw.shape[0], max(1, int(size[0])))
+    x0, x1, fx = _linear_index(raw.shape[1], max(1, int(size[1])))
+    rows = raw[y0] * (1 - fy)[:, None] + raw[y1] * fy[:, None]
+    return rows[:, x0] * (1 - fx) + rows[:, x1] * fx
+

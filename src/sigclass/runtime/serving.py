@@ -105,6 +105,10 @@ class SignalUploads:
                                "(one per time point)."}
 
 
+
+#: How the service reads an upload of each modality.
+UPLOADS = {"image": ImageUploads, "signal": SignalUploads}
+
 class BundleServedModel:
     """A bundle with the functions the service's routes need.
 
@@ -126,7 +130,7 @@ class BundleServedModel:
         self.predictor = Bundle(settings.model)
         if getattr(settings, "reject_unknown", False):
             self.predictor.require_ood()
-        self.handler = ImageUploads() if self.predictor.modality == "image" else SignalUploads()
+        self.handler = UPLOADS[self.predictor.modality]()
         files = self.predictor.manifest.files
         self.identity = {"name": str(self.predictor.info.get("registered_name")
                                      or self.predictor.folder.name),
