@@ -20,8 +20,7 @@ from ..exceptions import DataError, Problem
 from ..models import create_model, model_entry
 from ..training import distributed
 from ..training.image_featurizer import Featurizer
-from ..training.schedule import Budget, budget_image_size, resolve_batch_size
-from ..training.trainer import time_training_step
+from ..training.schedule import Budget, budget_image_size, resolve_batch_size, time_training_step
 from .base import Modality
 from .drawing import render_image
 from .uploads import IMAGE_FORMATS, as_limits, decode_image

@@ -22,8 +22,8 @@ from typing import Any
 
 from .._utils import resolve_device
 from .callbacks import Callback, Checkpoint, EarlyStopping, TimeBudget
-from .schedule import Plan
-from .trainer import Trainer, WarmupCosine, time_steps
+from .schedule import Plan, time_steps
+from .trainer import Trainer, WarmupCosine
 
 logger = logging.getLogger(__name__)
 

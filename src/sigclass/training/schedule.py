@@ -21,10 +21,14 @@ The rules (also in the ``TrainConfig`` docstring):
 
 from __future__ import annotations
 
+import copy
 import math
+import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from .._utils import resolve_device
 
 AUTO_BATCH = 32
 MIN_AUTO_BATCH = 8
@@ -209,3 +213,39 @@ def budget_image_size(native: int, step_seconds: float, steps_per_epoch: int, bu
     return size, (f"{size} px instead of the network's {native}: {fits:.1f} epochs of "
                   f"{epoch_seconds:.0f} s would fit in {budget_minutes:g} min at {native} px, "
                   f"{target_epochs} are planned")
+
+
+def time_training_step(network, input_shape: tuple[int, ...], batch_size: int, device=None,
+                       repeats: int = 2) -> float:
+    """Seconds of one optimisation step (forward, backward, AdamW) of a copy of ``network`` on a
+    random batch: the median of ``repeats`` after one warm-up step. ``network`` is untouched."""
+    import torch
+
+    device = resolve_device(device)
+    probe = copy.deepcopy(network).to(device).train()
+    if len(input_shape) == 3:
+        probe = probe.to(memory_format=torch.channels_last)
+    x = torch.randn(batch_size, *input_shape, device=device)
+    if x.ndim == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return time_steps(probe, lambda: probe(x).float().logsumexp(1).mean(), device, repeats)
+
+
+def time_steps(probe, loss_of, device, repeats: int = 2) -> float:
+    """The median seconds of ``repeats`` optimisation steps (AdamW on the trainable parameters
+    of ``probe``, the loss from ``loss_of()``) after one warm-up step."""
+    import torch
+
+    optimizer = torch.optim.AdamW([p for p in probe.parameters() if p.requires_grad], lr=1e-5)
+    seconds = []
+    for _ in range(repeats + 1):
+        started = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = loss_of()
+        optimizer.zero_grad(set_to_none=True)
+        loss.float().backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - started)
+    return float(np.median(seconds[1:]))
