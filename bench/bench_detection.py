@@ -7,7 +7,8 @@ AP on the test part, with the settings, the image size chosen and why, the epoch
 device and the time. BCCD holds two boxes of zero area (images 338 and 343), so the run reads it
 with ``--on-bad-file skip``.
 
-Usage: python bench/bench_detection.py [--max-minutes 25] [--image-size 256] [--epochs 6] [--out F]
+Usage: python bench/bench_detection.py [--max-minutes 25] [--image-size 256] [--epochs 6]
+       [--arch fcos] [--out F]
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=None, help="default: automatic")
     parser.add_argument("--epochs", type=int, default=None, help="default: automatic")
     parser.add_argument("--batch-size", type=int, default=None, help="default: automatic (4)")
+    parser.add_argument("--arch", default=None, help="default: the default head (fasterrcnn)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "detection.json")
     args = parser.parse_args()
     given = {key: value for key, value in (
         ("image_size", args.image_size), ("train.epochs", args.epochs),
-        ("train.max_minutes", args.max_minutes), ("train.batch_size", args.batch_size))
+        ("train.max_minutes", args.max_minutes), ("train.batch_size", args.batch_size),
+        ("model_args", {"arch": args.arch} if args.arch else None))
         if value is not None}
 
     import torch
@@ -51,7 +54,7 @@ def main() -> None:
     training = run.predictor.info["training"]
     result = {
         "dataset": "BCCD (Shenggan/BCCD_Dataset), its own ImageSets/Main split",
-        "model": "Faster R-CNN + FPN (torchvision), EfficientNet-Lite0 ImageNet backbone",
+        "model": f"{run.predictor.info['arch']} (torchvision), EfficientNet-Lite0 ImageNet backbone",
         "settings": {"given": given or "defaults (no flags)", "on_bad_file": "skip"},
         "image_size": run.predictor.data_config["input_size"][-1],
         "image_size_reason": training.get("image_size_reason", "given"),
