@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -327,8 +328,11 @@ def _start_ui(uri: str, tries: int = 3):
     """
     for _ in range(tries):
         port = _free_port()
+        # the server's log goes to a file: a pipe nobody reads fills up and blocks the server
+        # and `sigclass ui` itself (its last flush on the way out)
+        log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - open as long as the server runs
         process = subprocess.Popen([sys.executable, "-m", "sigclass", "ui", "--port", str(port),
-                                    "--tracking-uri", uri], env=ENV, stdout=subprocess.PIPE,
+                                    "--tracking-uri", uri], env=ENV, stdout=log,
                                    stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and process.poll() is None:
@@ -341,7 +345,8 @@ def _start_ui(uri: str, tries: int = 3):
             process.send_signal(signal.SIGINT)
             process.wait(timeout=30)
             raise AssertionError("the MLflow UI did not answer within 240 s")
-        output = process.stdout.read()
+        log.seek(0)
+        output = log.read()
         if "address already in use" not in output.lower():
             raise AssertionError(output)
     raise AssertionError(f"no free port found in {tries} tries")
@@ -371,7 +376,12 @@ def test_ui_serves_the_store_over_http_and_takes_runs(recorded, colour_folder, t
         assert "model/artifacts/model/model.json" in _artifacts(client, run.info.run_id)
     finally:  # Ctrl-C: `sigclass ui` stops its MLflow server (SIGTERM would leave it running)
         process.send_signal(signal.SIGINT)
-        process.wait(timeout=30)
+        try:  # at most the 10 s grace of its children, then their SIGKILL, then its own exit
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
+            pytest.fail("`sigclass ui` did not stop within 60 s of Ctrl-C")
 
 
 def test_signal_model_scores_through_pyfunc_rows(tmp_path, tracking_on, recorded):

@@ -98,12 +98,17 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "sigclass", *args]
 
 
+EPOCHS = 150
+
+
 @pytest.mark.timeout(1800)  # an interrupted run, then up to 10 minutes of resumed training
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT])
 def test_interrupted_training_resumes_to_a_finished_run(colour_folder, tmp_path, stop):
     out = tmp_path / "run"
+    # enough epochs that the run cannot end between its first checkpoint and the signal, even on
+    # a loaded machine where this process waits for a core (40 epochs of 36 tiny images did)
     args = ["train", str(colour_folder), "--mode", "scratch", "--model", "vgg_like_1",
-            "--image-size", "32", "--epochs", "40", "--patience", "0", "--out", str(out), "-q"]
+            "--image-size", "32", "--epochs", str(EPOCHS), "--patience", "0", "--out", str(out), "-q"]
     process = subprocess.Popen(_cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     checkpoint = out / "checkpoints" / "last.pt"
     with stopped(process):
@@ -111,6 +116,7 @@ def test_interrupted_training_resumes_to_a_finished_run(colour_folder, tmp_path,
         while not checkpoint.exists() and time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.2)
         assert checkpoint.exists(), f"no checkpoint within 120 s (exit code {process.poll()})"
+        assert process.poll() is None, "the run finished before it could be interrupted"
         os.kill(process.pid, stop)
         _, stderr = process.communicate(timeout=60)
     status = json.loads((out / "run.json").read_text())["status"]
@@ -126,6 +132,6 @@ def test_interrupted_training_resumes_to_a_finished_run(colour_folder, tmp_path,
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads((out / "run.json").read_text())["status"] == "finished"
     history = json.loads((out / "history.json").read_text())
-    assert [h["epoch"] for h in history] == list(range(1, 41))
+    assert [h["epoch"] for h in history] == list(range(1, EPOCHS + 1))
     assert_resumed(before, history, checkpoint)
     assert sc.load(out).predict(sorted(colour_folder.glob("red/*.png"))[:1]).shape == (1,)
