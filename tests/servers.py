@@ -16,6 +16,14 @@ from pathlib import Path
 import httpx
 
 
+def default_signal_handling() -> None:
+    """``preexec_fn`` of a child the test stops with a signal: the stop signals as a terminal
+    would deliver them. A suite started under ``nohup`` or in the background passes SIGHUP (and
+    SIGINT) on ignored, and sigclass keeps an ignored signal ignored, as it should."""
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 def free_port() -> int:
     """A port free now. Servers started by the tests bind port 0 instead (no race); this is for
     checking that a port stays free, or for a program that cannot report the port it bound."""

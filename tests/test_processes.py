@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from servers import free_port
+from servers import default_signal_handling, free_port
 from sigclass.cli import children
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -39,14 +39,6 @@ def _still_running(processes: list[psutil.Process], within_s: float) -> list[str
     return found
 
 
-def _default_signal_handling() -> None:
-    """In the child: the stop signals as a terminal would deliver them. A suite started under
-    ``nohup`` or in the background passes SIGHUP (and SIGINT) on ignored, and sigclass keeps an
-    ignored signal ignored, as it should."""
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, signal.SIG_DFL)
-
-
 def _kill(processes: list[psutil.Process]) -> None:
     for process in processes:
         with contextlib.suppress(psutil.NoSuchProcess):
@@ -62,7 +54,7 @@ def test_stopping_sigclass_ui_stops_the_mlflow_server_and_its_workers(tmp_path, 
     process = subprocess.Popen([sys.executable, "-m", "sigclass", "ui", "--port", str(port),
                                 "--tracking-uri", uri], env=ENV, cwd=tmp_path,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               preexec_fn=_default_signal_handling)
+                               preexec_fn=default_signal_handling)
     started: list[psutil.Process] = []
     try:
         deadline = time.monotonic() + 240

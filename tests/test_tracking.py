@@ -18,7 +18,7 @@ import pytest
 from tests.resuming import assert_resumed, saved_history
 
 import sigclass as sc
-from servers import stopped
+from servers import default_signal_handling, stopped
 from sigclass.exceptions import TrackingError
 from sigclass.training.callbacks import Callback
 
@@ -333,7 +333,8 @@ def _start_ui(uri: str, tries: int = 3):
         log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - open as long as the server runs
         process = subprocess.Popen([sys.executable, "-m", "sigclass", "ui", "--port", str(port),
                                     "--tracking-uri", uri], env=ENV, stdout=log,
-                                   stderr=subprocess.STDOUT, text=True)
+                                   stderr=subprocess.STDOUT, text=True,
+                                   preexec_fn=default_signal_handling)
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and process.poll() is None:
             try:

@@ -17,7 +17,7 @@ from sklearn.pipeline import make_pipeline
 from tests.resuming import assert_resumed, saved_history
 
 import sigclass as sc
-from servers import stopped
+from servers import default_signal_handling, stopped
 from sigclass.training.image_featurizer import Featurizer
 
 
@@ -109,7 +109,8 @@ def test_interrupted_training_resumes_to_a_finished_run(colour_folder, tmp_path,
     # a loaded machine where this process waits for a core (40 epochs of 36 tiny images did)
     args = ["train", str(colour_folder), "--mode", "scratch", "--model", "vgg_like_1",
             "--image-size", "32", "--epochs", str(EPOCHS), "--patience", "0", "--out", str(out), "-q"]
-    process = subprocess.Popen(_cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(_cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               preexec_fn=default_signal_handling)
     checkpoint = out / "checkpoints" / "last.pt"
     with stopped(process):
         deadline = time.monotonic() + 120
