@@ -222,6 +222,8 @@ SIGNAL_CASES = {
                                  r"field 'data_config.reader': 'shell' is not a reading option"),
     "no time points": (_set("data_config.n_timepoints", 0),
                        r"field 'data_config.n_timepoints': expected greater than or equal to 1, got 0"),
+    "a signal detector": (_set("task", "detection"),
+                          r"field 'task': a signal model does 'detection'; it can do 'classification'"),
 }
 
 

@@ -30,7 +30,7 @@ from pydantic import (
 from ..choices import MODALITIES, MODES
 from ..exceptions import ArtifactError
 from .data_configs import (
-    DATA_CONFIGS,  # noqa: F401 - the schema of each modality's data_config, used by sigclass.runtime
+    DATA_CONFIGS,  # the schema of each modality's data_config, used by sigclass.runtime too
     data_config_channels,
     data_config_problems,
 )
@@ -236,9 +236,12 @@ def _model_problems(folder: Path, doc: ModelDocument) -> list[str]:
     if doc.task == "classification" and len(doc.classes) < 2:
         problems.append(f"field 'classes': a classifier needs at least 2 classes, got "
                         f"{len(doc.classes)}")
-    if doc.task == "detection" and (doc.modality != "image" or doc.head is not None):
-        problems.append("field 'task': a detection model is an image network without a "
-                        "scikit-learn head")
+    tasks = DATA_CONFIGS[doc.modality].tasks
+    if doc.task not in tasks:
+        problems.append(f"field 'task': a {doc.modality} model does '{doc.task}'; it can do "
+                        f"{' or '.join(repr(t) for t in tasks)}")
+    if doc.task == "detection" and doc.head is not None:
+        problems.append("field 'head': a detection model is a network without a scikit-learn head")
     problems += data_config_problems(doc.modality, doc.data_config)
     problems += kwargs_problems(doc.network.kwargs)
     if doc.network.modality not in (None, doc.modality):

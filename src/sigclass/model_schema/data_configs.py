@@ -1,10 +1,11 @@
 """The ``data_config`` of a model (its preprocessing), one schema per modality:
 :data:`DATA_CONFIGS` maps a modality to its schema, and each schema checks its fields against
-each other (:meth:`problems`) and says how many input channels it feeds (:attr:`channels`)."""
+each other (:meth:`problems`), says how many input channels it feeds (:attr:`channels`) and
+which tasks a model of its modality can have (:attr:`tasks`)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
@@ -30,6 +31,7 @@ __all__ = ["DATA_CONFIGS", "ImageDataConfig", "ReaderOptions", "SignalDataConfig
 class ImageDataConfig(StrictModel):
     """The preprocessing of an image model (see ``sigclass.data.image_preprocess``)."""
 
+    tasks: ClassVar[tuple[str, ...]] = ("classification", "detection")
     input_size: list[Annotated[int, Field(ge=1, le=MAX_SIDE)]] = Field(min_length=3, max_length=3)
     mean: list[Finite] = Field(min_length=1, max_length=3)
     std: list[Positive] = Field(min_length=1, max_length=3)
@@ -91,6 +93,7 @@ class ReaderOptions(StrictModel):
 class SignalDataConfig(StrictModel):
     """The preprocessing of a signal model (see ``sigclass.data.signal_preprocess``)."""
 
+    tasks: ClassVar[tuple[str, ...]] = ("classification",)
     modality: Literal["signal"] = "signal"
     n_channels: int = Field(ge=1, le=MAX_CHANNELS)
     n_timepoints: int = Field(ge=1, le=MAX_TIMEPOINTS)

@@ -22,7 +22,7 @@ from typing import Any
 
 from .._utils import resolve_device
 from .callbacks import Callback, Checkpoint, EarlyStopping, TimeBudget
-from .schedule import Plan, time_steps
+from .schedule import Plan, budget_minutes, time_steps
 from .trainer import Trainer, WarmupCosine
 
 logger = logging.getLogger(__name__)
@@ -214,9 +214,7 @@ class DetectionTrainer(Trainer):
 
 def detection_minutes(config) -> float | None:
     """The training budget in minutes of a ``TrainConfig`` for a detector, or ``None``."""
-    if config.max_minutes == "auto":
-        return DEFAULT_MINUTES if config.epochs == "auto" else None
-    return None if config.max_minutes is None else float(config.max_minutes)
+    return budget_minutes(config, DEFAULT_MINUTES)
 
 
 def time_detection_step(network, images, targets, device=None, repeats: int = 2) -> float:

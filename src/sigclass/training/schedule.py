@@ -144,6 +144,14 @@ def resolve_batch_size(setting, n_train: int) -> int:
     return max(MIN_AUTO_BATCH, min(AUTO_BATCH, math.ceil(n_train / MIN_STEPS_PER_EPOCH)))
 
 
+def budget_minutes(config, default: float | None) -> float | None:
+    """The wall-clock budget of a ``TrainConfig``: its ``max_minutes``, where ``"auto"`` is
+    ``default`` when the epochs are ``"auto"`` too, and no cap when the user set the epochs."""
+    if config.max_minutes == "auto":
+        return default if config.epochs == "auto" else None
+    return None if config.max_minutes is None else float(config.max_minutes)
+
+
 def make_plan(config, steps_per_epoch: int, budget: Budget, val_targets, train_targets,
               n_classes: int) -> Plan:
     """Resolve ``config`` (a ``TrainConfig``) with the ``budget`` of the data's modality."""
@@ -153,9 +161,7 @@ def make_plan(config, steps_per_epoch: int, budget: Budget, val_targets, train_t
         source = f"auto: {steps} steps / {steps_per_epoch} per epoch, in [{config.min_epochs}, {config.max_epochs}]"
     else:
         epochs, source = int(config.epochs), "user"
-    max_minutes = config.max_minutes
-    if max_minutes == "auto":
-        max_minutes = budget.minutes if config.epochs == "auto" else None
+    max_minutes = budget_minutes(config, budget.minutes)
     patience = config.patience
     if patience == "auto":
         patience = max(5, math.ceil(0.25 * epochs))
