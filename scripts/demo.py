@@ -66,7 +66,8 @@ def run_images(out: Path, full: bool) -> None:
     config = RunConfig(val_size=0.1, test_size=0.25, seed=0)
     board = compare("elpv", out / "elpv", config=config, references=ELPV_REFERENCES,
                     time_limit=None if full else IMAGE_MINUTES * 60.0,
-                    title="ELPV solar cells, 4 classes (defect probability 0, 1/3, 2/3, 1), 656 test cells")
+                    title="ELPV solar cells, 4 classes (defect probability 0, 1/3, 2/3, 1), 75/25 split, "
+                          "near-duplicate cells on one side")
     print(board.to_markdown())
 
 
