@@ -109,7 +109,22 @@ class SignalUploads:
 #: How the service reads an upload of each modality.
 UPLOADS = {"image": ImageUploads, "signal": SignalUploads}
 
-class BundleServedModel:
+class HoldsPredictor:
+    """What a served model shows of the predictor it holds (``self.predictor``): its modality
+    and its classes. The lean bundle, the full classifier and the detector share it."""
+
+    predictor: Any
+
+    @property
+    def modality(self) -> str:
+        return self.predictor.modality
+
+    @property
+    def classes(self) -> list[str]:
+        return self.predictor.classes
+
+
+class BundleServedModel(HoldsPredictor):
     """A bundle with the functions the service's routes need.
 
     Args:
@@ -144,14 +159,6 @@ class BundleServedModel:
         return {"backend": "onnx", "precision": "fp32", "device": "cpu", "chosen_by": "bundle",
                 "runtime": "lean",
                 "heavy_modules_loaded": sorted(m for m in HEAVY_MODULES if m in sys.modules)}
-
-    @property
-    def modality(self) -> str:
-        return self.predictor.modality
-
-    @property
-    def classes(self) -> list[str]:
-        return self.predictor.classes
 
     def preprocess(self, items: list, names: list[str] | None = None) -> np.ndarray:
         return self.predictor.preprocessor(items, names)

@@ -17,6 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from .._utils import resolve_device
 from ..exceptions import ConfigError, DataError
+from ..runtime.serving import HoldsPredictor
 from .errors import ServiceError
 from .guards import release_memory
 
@@ -31,7 +32,7 @@ DEFAULT_MAX_DETECTIONS = 100
 LARGE_INPUT_PIXELS = 2_000_000
 
 
-class DetectionServedModel:
+class DetectionServedModel(HoldsPredictor):
     """A loaded detection model with what the routes need.
 
     Args:
@@ -65,14 +66,6 @@ class DetectionServedModel:
             raise ConfigError(f"'{settings.model}' is a detection model: it runs in fp32 only, on "
                               f"PyTorch or ONNX Runtime (got --precision {settings.precision}). "
                               "Drop --precision.")
-
-    @property
-    def modality(self) -> str:
-        return self.predictor.modality
-
-    @property
-    def classes(self) -> list[str]:
-        return self.predictor.classes
 
     @property
     def handler(self):

@@ -24,6 +24,7 @@ from ..inference import infer, make_engine, resolve_backend
 from ..loading import load
 from ..modalities import modality_of
 from ..predictor import onnx_cache_path, require_ood
+from ..runtime.serving import HoldsPredictor
 from .settings import Settings
 
 __all__ = ["ServedModel", "load_servable", "model_identity", "onnx_cache_path", "open_served",
@@ -146,7 +147,7 @@ def open_served(settings: Settings):
     return served
 
 
-class ServedModel:
+class ServedModel(HoldsPredictor):
     """A loaded predictor with the functions the routes need.
 
     Args:
@@ -164,14 +165,6 @@ class ServedModel:
         self.identity = model_identity(settings.model, self.predictor)
         self.engine_info = pick_engine(self.predictor, settings)
         self.load_seconds = time.perf_counter() - start
-
-    @property
-    def modality(self) -> str:
-        return self.predictor.modality
-
-    @property
-    def classes(self) -> list[str]:
-        return self.predictor.classes
 
     @property
     def handler(self):
