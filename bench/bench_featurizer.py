@@ -57,12 +57,23 @@ def score(features, labels, fit, test, cv_all: bool) -> dict:
     return row
 
 
-def main() -> None:
+def demo_split(source: str):
+    """``(files, labels, fit, test)`` of the demo's split of ``source`` (75/25, 10 % of the
+    training part for validation, seed 0; ``fit`` is train + validation)."""
     from sigclass.config import RunConfig
+    from sigclass.workflows.prepare import load_dataset, resolve_split
+
+    data = load_dataset(source)
+    cfg = RunConfig(data=source, val_size=0.1, test_size=0.25, seed=0).validate()
+    parts = resolve_split(None, cfg, data).indices(data)
+    fit, test = np.concatenate([parts["train"], parts["val"]]), parts["test"]
+    return [str(p) for p in data.model_inputs()], np.asarray(data.labels), fit, test
+
+
+def main() -> None:
     from sigclass.data.views import TTA_GROUPS
     from sigclass.modalities import modality_of
     from sigclass.training.image_featurizer import Featurizer
-    from sigclass.workflows.prepare import load_dataset, resolve_split
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=list(SOURCES), choices=list(SOURCES))
@@ -71,11 +82,7 @@ def main() -> None:
     results = json.loads(OUT.read_text()) if OUT.is_file() else {"backbone": model, "rows": []}
     results["rows"] = [r for r in results["rows"] if r["data"] not in args.datasets]
     for name in args.datasets:
-        data = load_dataset(SOURCES[name])
-        cfg = RunConfig(data=SOURCES[name], val_size=0.1, test_size=0.25, seed=0).validate()
-        parts = resolve_split(None, cfg, data).indices(data)
-        fit, test = np.concatenate([parts["train"], parts["val"]]), parts["test"]
-        files, labels = [str(p) for p in data.model_inputs()], np.asarray(data.labels)
+        files, labels, fit, test = demo_split(SOURCES[name])
         small = len(files) < 1000
         for pooling in ("final", "stages"):
             featurizer = Featurizer(model, pooling=pooling).fit()

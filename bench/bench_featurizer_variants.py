@@ -70,24 +70,18 @@ def screen(head: str, C: float, features, labels, fit, test) -> dict:
 
 
 def main() -> None:
-    from sigclass.config import RunConfig
     from sigclass.data.views import TTA_GROUPS
     from sigclass.training.image_featurizer import Featurizer
-    from sigclass.workflows.prepare import load_dataset, resolve_split
 
-    spec = importlib.util.spec_from_file_location("bench_featurizer", ROOT / "bench" / "bench_featurizer.py")
-    bench_featurizer = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench_featurizer)  # its score(): the default head, as that bench fits it
+    module_spec = importlib.util.spec_from_file_location("bench_featurizer", ROOT / "bench" / "bench_featurizer.py")
+    bench_featurizer = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(bench_featurizer)  # its demo split, and its score(): the default head
 
     rows = []
     results = {"protocol": __doc__.split("\n\n")[1].replace("\n", " "), "rows": rows}
     cache: dict[tuple, np.ndarray] = {}
     for data_name in ("elpv", "elpv:binary"):
-        data = load_dataset(data_name)
-        cfg = RunConfig(data=data_name, val_size=0.1, test_size=0.25, seed=0).validate()
-        parts = resolve_split(None, cfg, data).indices(data)
-        fit, test = np.concatenate([parts["train"], parts["val"]]), parts["test"]
-        files, labels = [str(p) for p in data.model_inputs()], np.asarray(data.labels)
+        files, labels, fit, test = bench_featurizer.demo_split(data_name)
         for name, specs in VARIANTS.items():
             for spec in specs:
                 if spec not in cache:  # the same cells in both tasks: featurize once

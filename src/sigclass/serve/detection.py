@@ -69,10 +69,10 @@ class DetectionServedModel(HoldsPredictor):
 
     @property
     def handler(self):
-        """How the service reads this model's uploads: as images."""
+        """How the service reads this model's uploads: as its modality's (images) are read."""
         from ..modalities import modality_of
 
-        return modality_of("image")
+        return modality_of(self)
 
     def run_batch(self, batch):
         raise ConfigError("A detection model is not micro-batched; use detect().")
