@@ -64,11 +64,13 @@ def free_port() -> int:
 class Server:
     """A ``sigclass serve`` process on 127.0.0.1."""
 
-    def __init__(self, model: Path, backend: str, max_batch_size: int, max_wait_ms: float = 2.0):
+    def __init__(self, model: Path, backend: str, max_batch_size: int, max_wait_ms: float = 2.0,
+                 precision: str = "fp32"):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, "-m", "sigclass", "serve", str(model), "--port", str(self.port),
-                   "--backend", backend, "--max-batch-size", str(max_batch_size),
+                   "--backend", backend, "--precision", precision,
+                   "--max-batch-size", str(max_batch_size),
                    "--max-wait-ms", str(max_wait_ms), "--log-level", "warning"]
         self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
@@ -200,48 +202,66 @@ def main() -> None:
     model = args.model or train_model(work)
     photos = [p.read_bytes() for p in sorted(FRIDGE.rglob("*.jpg"))[::7]]
     levels = (1, 32) if args.quick else (1, 8, 32)
+    quantization = quantize(model)
     runs, explain_runs, soak_result, servers = [], [], None, {}
-    for backend in ("torch", "onnx"):
+    for backend, precision in (("torch", "fp32"), ("onnx", "fp32"), ("onnx", "int8")):
         for batching, size in (("off", 1), ("on", 16)):
-            server = Server(model, backend, size)
-            servers[f"{backend}/{batching}"] = server.metadata["serving"]
+            server = Server(model, backend, size, precision=precision)
+            servers[f"{backend}/{precision}/{batching}"] = server.metadata["serving"]
             try:
                 for concurrency in levels:
-                    result = {"backend": backend, "batching": batching,
+                    result = {"backend": backend, "precision": precision, "batching": batching,
                               **run_level(server, photos, concurrency, args)}
                     print(json.dumps(result), flush=True)
                     runs.append(result)
-                if batching == "on" and not args.quick:
+                if batching == "on" and precision == "fp32" and not args.quick:
                     for concurrency in (1, 8):
-                        result = {"backend": backend, "batching": batching, "explain": True,
+                        result = {"backend": backend, "precision": precision, "batching": batching,
+                                  "explain": True,
                                   **run_level(server, photos, concurrency, args, explain=True)}
                         print(json.dumps(result), flush=True)
                         explain_runs.append(result)
-                if backend == "onnx" and batching == "on" and args.soak:
+                if backend == "onnx" and precision == "fp32" and batching == "on" and args.soak:
                     soak_result = soak(server, photos, args.soak)
                     print(json.dumps({k: v for k, v in soak_result.items() if k != "rss_samples"}))
             finally:
                 server.stop()
-    write_results(runs, explain_runs, soak_result, servers, args)
+    write_results(runs, explain_runs, soak_result, servers, quantization, args)
 
 
-def _find(runs, backend, batching, concurrency) -> dict | None:
-    return next((r for r in runs if (r["backend"], r["batching"], r["concurrency"])
-                 == (backend, batching, concurrency)), None)
+def quantize(model: Path) -> dict:
+    """``sigclass export MODEL --quantize int8`` with its defaults (calibrated on the run's own
+    training items); its report, which ``--precision int8`` checks before it serves the graph."""
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-m", "sigclass", "export", str(model), "--quantize", "int8",
+                        "-o", str(Path(tmp) / "model.int8.onnx")], check=True, capture_output=True)
+    report = json.loads((model / "quantization.json").read_text())
+    return {k: report.get(k) for k in ("accuracy", "accuracy_drop_points", "speedup", "accepted")}
 
 
-def write_results(runs, explain_runs, soak_result, servers, args) -> None:
+def _find(runs, backend, batching, concurrency, precision="fp32") -> dict | None:
+    return next((r for r in runs if (r["backend"], r.get("precision", "fp32"), r["batching"],
+                                     r["concurrency"]) == (backend, precision, batching, concurrency)),
+                None)
+
+
+def write_results(runs, explain_runs, soak_result, servers, quantization, args) -> None:
     import onnxruntime
     import torch
 
-    onnx_c1 = _find(runs, "onnx", "on", 1) or {}
-    goals = {"p50_ms_concurrency_1_onnx": onnx_c1.get("p50_ms"), "p50_goal_ms": 15,
-             "p50_goal_met": bool(onnx_c1) and onnx_c1["p50_ms"] <= 15}
-    for backend in ("torch", "onnx"):
-        on, off = _find(runs, backend, "on", 32), _find(runs, backend, "off", 32)
+    goals = {"p50_goal_ms": 10}
+    for precision in ("fp32", "int8"):
+        c1 = _find(runs, "onnx", "on", 1, precision) or {}
+        goals[f"p50_ms_concurrency_1_onnx_{precision}"] = c1.get("p50_ms")
+    goals["p50_goal_met"] = any((goals[f"p50_ms_concurrency_1_onnx_{p}"] or 1e9) <= 10
+                                for p in ("fp32", "int8"))
+    for backend, precision in (("torch", "fp32"), ("onnx", "fp32"), ("onnx", "int8")):
+        on = _find(runs, backend, "on", 32, precision)
+        off = _find(runs, backend, "off", 32, precision)
         if on and off:
             ratio = round(on["throughput_rps"] / off["throughput_rps"], 2)
-            goals[f"batching_speedup_concurrency_32_{backend}"] = ratio
+            name = backend if precision == "fp32" else f"{backend}_{precision}"
+            goals[f"batching_speedup_concurrency_32_{name}"] = ratio
     goals["batching_goal"] = 1.5
     goals["batching_goal_met"] = goals.get("batching_speedup_concurrency_32_onnx", 0) >= 1.5
     document = {
@@ -252,7 +272,8 @@ def write_results(runs, explain_runs, soak_result, servers, args) -> None:
                     "onnxruntime": onnxruntime.__version__},
         "settings": {"requests_per_level": args.requests, "seconds_per_level": args.seconds,
                      "max_batch_size_on": 16, "max_wait_ms": 2.0},
-        "servers": servers, "goals": goals, "runs": runs, "explain": explain_runs,
+        "servers": servers, "quantization": quantization, "goals": goals, "runs": runs,
+        "explain": explain_runs,
         "soak": soak_result,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -88,6 +89,29 @@ def test_signal_bundle_matches_the_predictor(runs, signal_bundle, motions):
     bundle = load_bundle(signal_bundle)
     assert np.max(np.abs(bundle.predict_proba(motions) - expected)) <= 1e-4
     assert bundle.predict(motions[:3]).tolist() == sc.load(runs[1]).predict(motions[:3]).tolist()
+
+
+def test_predict_scores_files_with_a_bundle_as_with_its_run(runs, image_bundle, fridge, tmp_path):
+    photos = [str(p) for p in _photos(fridge)]
+    outputs = {}
+    for name, model in (("run", runs[0]), ("bundle", image_bundle)):
+        done = subprocess.run([sys.executable, "-m", "sigclass", "predict", str(model), *photos,
+                               "-o", str(tmp_path / f"{name}.csv"), "-q"],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+        outputs[name] = pd.read_csv(tmp_path / f"{name}.csv")
+    run, bundle = outputs["run"], outputs["bundle"]
+    assert list(bundle.columns) == list(run.columns)
+    assert bundle["input"].tolist() == run["input"].tolist() == photos
+    assert bundle["predicted"].tolist() == run["predicted"].tolist()
+    p_columns = [c for c in run.columns if c.startswith("p_")]
+    assert np.max(np.abs(bundle[p_columns].to_numpy() - run[p_columns].to_numpy())) <= 1e-4
+    # what a bundle cannot do is refused, naming the fix
+    refused = subprocess.run([sys.executable, "-m", "sigclass", "predict", str(image_bundle),
+                              photos[0], "-o", str(tmp_path / "x.csv"), "--backend", "torch"],
+                             capture_output=True, text=True)
+    assert refused.returncode == 2
+    assert "serving bundle" in refused.stderr and "--backend torch" in refused.stderr
 
 
 def test_the_bundle_lists_every_file_and_holds_no_pickle(image_bundle):

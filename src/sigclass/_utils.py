@@ -1,4 +1,5 @@
-"""Small helpers shared across the package: hashing, atomic writes, seeds, devices, the cache."""
+"""Small helpers shared across the package: hashing, atomic writes, seeds, devices, the cache,
+prefetching."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import os
 import platform
 import random
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -117,3 +119,27 @@ def environment_info(device: str | None = None) -> dict[str, Any]:
         name = f"cuda ({torch.cuda.get_device_name(resolved)})"
     return {"versions": versions, "device": name, "platform": platform.platform()}
 
+
+
+def prefetched(prepare: Callable[[Any], Any], chunks: Sequence) -> Iterator[tuple[Any, Any]]:
+    """``(chunk, prepare(chunk))`` for each chunk in order, preparing the next chunk in a
+    background thread while the caller works on the current one.
+
+    Decoding and resizing images (Pillow) and the network (ONNX Runtime, PyTorch) release the GIL,
+    so reading batch ``k + 1`` overlaps running batch ``k``. An error of ``prepare`` is raised
+    when its chunk is reached; nothing is prepared beyond one chunk ahead.
+    """
+    if len(chunks) < 2:
+        for chunk in chunks:
+            yield chunk, prepare(chunk)
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="sigclass-prefetch") as pool:
+        ahead = pool.submit(prepare, chunks[0])
+        try:
+            for index, chunk in enumerate(chunks):
+                ready = ahead.result()
+                if index + 1 < len(chunks):
+                    ahead = pool.submit(prepare, chunks[index + 1])
+                yield chunk, ready
+        finally:
+            ahead.cancel()

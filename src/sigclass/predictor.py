@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ._utils import prefetched
 from .artifacts import (
     ENSEMBLE,
     find_model_dir,
@@ -173,13 +174,13 @@ class Predictor:
         items = self.preprocessor.as_list(inputs)
         outputs = []
         start = time.perf_counter()
-        batches = range(0, len(items), batch_size)
+        batches = prefetched(self.preprocessor, [items[b:b + batch_size] for b in range(0, len(items), batch_size)])
         if progress:
             from tqdm.auto import tqdm
 
-            batches = tqdm(batches, desc="predict", unit="batch", leave=False)
-        for begin in batches:
-            batch = self.preprocessor(items[begin:begin + batch_size])
+            batches = tqdm(batches, desc="predict", unit="batch", leave=False,
+                           total=-(-len(items) // batch_size))
+        for _, batch in batches:  # the next batch is read while the network runs this one
             outputs.append(infer(self.engine, batch, self.preprocessor.views))
         elapsed = time.perf_counter() - start
         self.last_items_per_second = len(items) / elapsed if elapsed > 0 and items else None

@@ -32,7 +32,8 @@ def add_commands(commands) -> None:
     evaluate.set_defaults(func=cmd_evaluate)
 
     predict = commands.add_parser("predict", help="predict the class of files")
-    predict.add_argument("run", help="run folder, model folder or models:/NAME@ALIAS")
+    predict.add_argument("run", help="run folder, model folder, models:/NAME@ALIAS or a serving "
+                         "bundle (`sigclass export --format bundle`)")
     predict.add_argument("inputs", nargs="+", help="image files or folders; signal files (.npz, .csv, "
                          ".parquet, .ts): one row per case")
     predict.add_argument("-o", "--output", type=Path, required=True,
@@ -151,8 +152,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from ..loading import load
     from ..predictor import require_ood
+    from ..runtime.bundle import is_bundle
     from ..workflows.predict_files import predict_files
 
+    bundle = _bundle_for_predict(args) if is_bundle(args.run) else None
     if args.engine != "spark" and (args.spark_master or args.partitions is not None):
         raise ConfigError("--spark-master and --partitions are options of --engine spark")
     if args.engine == "spark":
@@ -172,7 +175,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                               backend=args.backend, precision=args.precision)
         print(f"{count} predictions written to {args.output}")
         return 0
-    predictor = load(args.run)
+    predictor = bundle or load(args.run)
     if getattr(predictor, "task", "classification") == "detection":
         if args.reject_unknown:
             raise ConfigError(f"'{args.run}' is a detection model: --reject-unknown applies to "
@@ -191,11 +194,28 @@ def cmd_predict(args: argparse.Namespace) -> int:
                           "a detection model (trained with --task detection).")
     if args.reject_unknown:
         require_ood(predictor, args.run)
-    predictor.use_backend(args.backend, precision=args.precision)
+    if bundle is None:
+        predictor.use_backend(args.backend, precision=args.precision)
     count = predict_files(predictor, args.inputs, args.output, batch_size=args.batch_size or 64,
                           progress=not args.quiet, reject_unknown=args.reject_unknown)
     print(f"{count} predictions written to {args.output}")
     return 0
+
+
+def _bundle_for_predict(args: argparse.Namespace):
+    """The lean runtime's predictor of a bundle folder, for the local engine and its own fp32
+    ONNX graph only."""
+    from ..runtime import load_bundle
+
+    if args.engine == "spark":
+        raise ConfigError(f"'{args.run}' is a serving bundle; --engine spark scores a run or model "
+                          "folder (or models:/NAME@ALIAS). Pass the folder it was exported from, "
+                          "or drop --engine spark.")
+    if args.backend == "torch" or args.precision == "int8":
+        raise ConfigError(f"'{args.run}' is a serving bundle, which runs its fp32 ONNX graph on "
+                          "ONNX Runtime: drop --backend torch and --precision int8, or score the "
+                          "run or model folder it was exported from.")
+    return load_bundle(args.run)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:

@@ -28,6 +28,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import Field, StringConstraints, ValidationError
 
+from .._utils import prefetched
 from ..data.views import apply_view
 from ..evaluation.conformal import prediction_sets
 from ..evaluation.ood import score_records, scores
@@ -239,8 +240,9 @@ class Bundle:
         """Probabilities and OOD scores (``None`` without an OOD reference) of raw inputs."""
         items = self.preprocessor.as_list(inputs)
         proba, ood = [np.zeros((0, self.n_classes))], [np.zeros(0)]
-        for begin in range(0, len(items), batch_size):
-            outputs, features = self.forward(self.preprocessor(items[begin:begin + batch_size]))
+        chunks = [items[begin:begin + batch_size] for begin in range(0, len(items), batch_size)]
+        for _, batch in prefetched(self.preprocessor, chunks):  # reads the next while this one runs
+            outputs, features = self.forward(batch)
             proba.append(self.probabilities_from_outputs(outputs))
             ood.append(self.ood_scores(features))
         return np.concatenate(proba), (None if self.ood is None else np.concatenate(ood))

@@ -22,6 +22,7 @@ from ..data.image_preprocess import (
     letterbox_padding,
     load_image,
     map_to_image,
+    normalized_array,
     resize_for,
 )
 from ..data.signal_preprocess import SignalPreprocessor, as_case
@@ -106,10 +107,7 @@ class ImageInputs:
                 image = self._letterbox(image)
             if image.size != (width, height):
                 image = image.resize((width, height), self.filter)
-        array = np.asarray(image, dtype=np.uint8)
-        array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-        scaled = array.astype(np.float32) / np.float32(255.0)
-        return np.ascontiguousarray((scaled - self.mean) / self.std, dtype=np.float32)
+        return normalized_array(image, self.mean, self.std)
 
     def _center_crop(self, image, height: int, width: int):
         short = int(round(min(height, width) / float(self.data_config.get("crop_pct", 1.0))))

@@ -353,8 +353,10 @@ async def score(request: Request, served: ServedModel, uploads: list[Upload], ex
     if target is not None and target not in served.classes:
         raise ServiceError(422, "unknown_class", f"The 'target' class {target!r} is not one of the "
                            f"model's classes {served.classes}.")
-    batch, items = await prepare(request, served, uploads, explain)
-    probabilities = await request.app.state.batcher.submit(batch)
+    batcher = request.app.state.batcher
+    with batcher.expecting():
+        batch, items = await prepare(request, served, uploads, explain)
+    probabilities = await batcher.submit(batch)
     ood = None
     if getattr(served.predictor, "ood", None) is not None:  # run_batch's last column
         probabilities, ood = probabilities[:, :-1], probabilities[:, -1]

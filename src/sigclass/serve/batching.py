@@ -3,8 +3,10 @@
 Requests put their preprocessed inputs on a queue. One task takes the first waiting input, waits
 at most ``max_wait_ms`` for more (up to ``max_batch_size`` rows), and runs the batch in a single
 model thread, off the event loop. While the model runs, new requests queue up and form the next
-batch, so under load batches fill without any waiting. ``max_batch_size=1`` turns batching off:
-requests then run one at a time.
+batch, so under load batches fill without any waiting. The wait is only for requests known to be
+coming (being read and preprocessed, see :meth:`MicroBatcher.expecting`): a lone request runs at
+once, as with batching off. ``max_batch_size=1`` turns batching off: requests then run one at a
+time.
 """
 
 from __future__ import annotations
@@ -57,6 +59,18 @@ class MicroBatcher:
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
         self._carry: tuple | None = None
+        self.coming = 0  # requests being read and preprocessed, which will submit rows
+
+    @contextlib.contextmanager
+    def expecting(self):
+        """Marks a request that will :meth:`submit` once the block ends (its inputs are being
+        read and preprocessed inside it): batches wait up to ``max_wait_ms`` for such requests,
+        and run at once when none is coming."""
+        self.coming += 1
+        try:
+            yield
+        finally:
+            self.coming -= 1
 
     @property
     def running(self) -> bool:
@@ -96,6 +110,8 @@ class MicroBatcher:
         while size < self.max_batch_size:
             if not queue.empty():
                 item = queue.get_nowait()
+            elif self.coming == 0:  # nothing else on its way: waiting would only add latency
+                break
             else:
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .._utils import default_cache_dir, sha256_bytes, sha256_json
+from .._utils import default_cache_dir, prefetched, sha256_bytes, sha256_json
 from ..choices import POOLINGS, check_choice
 from ..data.image_preprocess import ImagePreprocessor, image_data_config
 from ..data.views import TTA_GROUPS, resolve_tta
@@ -193,9 +193,9 @@ class Featurizer(BaseFeaturizer):
         bar = self._progress(len(todo), "img")
         pending_keys, pending_rows = [], []
         engine = self.engine()
-        for begin in range(0, len(todo), self.batch_size):
-            index = todo[begin:begin + self.batch_size]
-            batch = self.preprocessor_([items[i] for i in index])
+        chunks = [todo[begin:begin + self.batch_size] for begin in range(0, len(todo), self.batch_size)]
+        # the next batch is read while the network runs this one
+        for index, batch in prefetched(lambda index: self.preprocessor_([items[i] for i in index]), chunks):
             for j in sorted({j for i in index for j in missing[i]}):
                 rows = [n for n, i in enumerate(index) if j in missing[i]]
                 features = infer(engine, batch[rows] if len(rows) < len(index) else batch, (views[j],))
