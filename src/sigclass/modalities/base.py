@@ -6,7 +6,9 @@ headless mode uses, how an upload or a table row is decoded and how a map is dra
 :class:`Modality` answers those questions, and the rest of sigclass asks
 :func:`~sigclass.modalities.modality_of` instead of comparing strings. A new kind of input (audio)
 or a new task (detection: the same methods, with boxes as targets and outlines as pictures) is
-one new subclass registered in :mod:`sigclass.modalities`.
+one new subclass registered in :mod:`sigclass.modalities`. Its torch-free part (how an upload is
+decoded and described, and a bundle's NumPy preprocessing) is a :class:`LeanModality` the
+:class:`Modality` subclasses, so the lean serving runtime reads uploads with the same code.
 
 A modality also supplies objects that carry the per-item work: its dataset class (ids, labels,
 subsets, tensors for training, near-duplicate vectors) and its preprocessor (``as_list``,
