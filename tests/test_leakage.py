@@ -70,3 +70,16 @@ def test_identical_signal_windows_are_grouped():
     data = SignalDataset(X, np.array(["a", "b"] * 5, dtype=object), ["a", "b"],
                          [f"c{i}" for i in range(10)], ["x", "y"])
     assert near_duplicate_groups(data) == [[2, 7]]
+
+
+@pytest.mark.parametrize(("noise", "grouped"), [(0.04, True), (0.06, False)])
+def test_signal_cases_link_below_a_znorm_rms_difference_of_005(noise, grouped):
+    from sigclass.data.signals import SignalDataset
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((10, 2, 30)).astype(np.float32)
+    X[7] = X[2] + noise * rng.standard_normal((2, 30)).astype(np.float32)  # RMS difference ~noise
+    data = SignalDataset(X, np.array(["a", "b"] * 5, dtype=object), ["a", "b"],
+                         [f"c{i}" for i in range(10)], ["x", "y"])
+    assert near_duplicate_groups(data) == ([[2, 7]] if grouped else [])
+    assert data.similarity_method("phash") == "znorm_rms"  # the method compared, for the report

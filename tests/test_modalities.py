@@ -13,12 +13,21 @@ from sigclass.choices import MODALITIES as NAMES
 from sigclass.choices import MODES
 from sigclass.config import RunConfig
 from sigclass.exceptions import ConfigError
-from sigclass.modalities import MODALITIES, Modality, detect_modality, modality_of, resolve_modality
+from sigclass.modalities import (
+    LEAN,
+    MODALITIES,
+    LeanModality,
+    Modality,
+    detect_modality,
+    lean_modality,
+    modality_of,
+    resolve_modality,
+)
 from sigclass.models import is_model
 
 
 def test_the_option_choices_are_the_registered_modalities():
-    assert tuple(MODALITIES) == NAMES
+    assert tuple(MODALITIES) == tuple(LEAN) == NAMES
     for name, modality in MODALITIES.items():
         assert isinstance(modality, Modality) and modality.name == name
 
@@ -68,3 +77,18 @@ def test_sources_are_claimed_by_their_modality(tmp_path, colour_folder):
     assert detect_modality("elpv:binary").name == "image"
     assert resolve_modality("auto", str(table)).name == "signal"
     assert resolve_modality("image", str(table)).name == "image"  # the option wins
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_modality_reads_uploads_with_its_lean_part(name):
+    """The lean serving runtime and the full service read uploads with the same code, and a
+    model's data-config schema is the one of the modality its lean part names."""
+    from sigclass.model_schema.data_configs import DATA_CONFIGS
+
+    lean = lean_modality(name)
+    assert isinstance(lean, LeanModality) and not isinstance(lean, Modality) and lean.name == name
+    assert isinstance(MODALITIES[name], type(lean))
+    assert MODALITIES[name].decode_upload.__func__ is type(lean).decode_upload
+    assert callable(lean.inputs) and DATA_CONFIGS[name].modality_name == name
+    with pytest.raises(ConfigError, match="Got 'audio'"):
+        lean_modality("audio")

@@ -12,6 +12,7 @@ from typing import Any
 from .exceptions import ConfigError
 
 MODALITIES = ("image", "signal")  # the registry of sigclass.modalities holds one of each
+DEFAULT_MODALITY = "image"  # of a network or predictor that does not say: timm networks take images
 MODES = ("headless", "finetune", "scratch")
 HEADS = ("auto", "logreg", "linear_svm", "rbf_svm", "random_forest", "hist_gb", "ridge")
 BACKENDS = ("auto", "torch", "onnx")

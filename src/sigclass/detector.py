@@ -275,7 +275,7 @@ class DetectionPredictor:
         atomic_write(folder / WEIGHTS, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
         document = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "task": "detection",
-            "modality": "image", "mode": "finetune", "classes": self.classes,
+            "modality": self.modality, "mode": "finetune", "classes": self.classes,
             "data_config": self.data_config, "network": self.network.model_spec, "head": None,
             "info": self.info, "files": {WEIGHTS: sha256_file(folder / WEIGHTS)},
             "saved_with": {"sigclass": __version__, "python": platform.python_version(),

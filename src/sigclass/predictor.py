@@ -24,7 +24,7 @@ from .artifacts import (
     read_ood_reference,
     save_predictor,
 )
-from .choices import PRECISIONS
+from .choices import DEFAULT_MODALITY, PRECISIONS
 from .evaluation.ood import score_records
 from .exceptions import ArtifactError, ConfigError
 from .inference import infer, make_engine, pooled_features, resolve_backend
@@ -98,7 +98,7 @@ class Predictor:
         network,
         classes: list[str],
         data_config: dict[str, Any],
-        modality: str = "image",
+        modality: str = DEFAULT_MODALITY,
         mode: str = "finetune",
         head=None,
         info: dict[str, Any] | None = None,

@@ -34,10 +34,13 @@ from ..exceptions import DataError, Problem
 
 logger = logging.getLogger(__name__)
 
-#: Default link thresholds: Hamming bits of a 64-bit hash, cosine similarity, normalized RMS.
+#: How signal cases are compared: the root-mean-square difference of z-normalized channels
+#: (:func:`signal_vectors`).
+ZNORM_RMS = "znorm_rms"
+#: Default link thresholds: Hamming bits of a 64-bit hash, cosine similarity, z-normalized RMS.
 # phash at 2 bits: 90 % of JPEG-quality-30 and half-size copies of fridgeObjects and ELPV photos are
 # within 2 bits (all within 4); on ELPV, 4 bits chains 582 look-alike cells into groups of up to 21.
-DEFAULT_THRESHOLDS = {"phash": 2, "dhash": 2, "features": 0.95, "signal": 0.05}
+DEFAULT_THRESHOLDS = {"phash": 2, "dhash": 2, "features": 0.95, ZNORM_RMS: 0.05}
 MAX_PAIRS_SHOWN = 20  # the report lists every pair; messages name the first ones
 
 

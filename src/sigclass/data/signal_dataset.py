@@ -16,7 +16,7 @@ import numpy as np
 from .._utils import sha256_bytes, sha256_json
 from ..exceptions import ConfigError, DataError, Problem
 from .additions import min_classes
-from .leakage import DEFAULT_THRESHOLDS, signal_vectors
+from .leakage import DEFAULT_THRESHOLDS, ZNORM_RMS, signal_vectors
 from .signal_augment import SignalAugmentConfig, SignalTensorDataset
 from .signal_preprocess import standardize
 
@@ -115,12 +115,12 @@ class SignalDataset:
         """What :mod:`~sigclass.data.leakage` compares to find near-duplicates: ``(vectors,
         metric, radius)``; cases z-normalized per channel, linked below a root-mean-square
         difference of ``threshold`` (the image ``method`` does not apply)."""
-        limit = DEFAULT_THRESHOLDS["signal"] if threshold is None else float(threshold)
+        limit = DEFAULT_THRESHOLDS[ZNORM_RMS] if threshold is None else float(threshold)
         return signal_vectors(self.X), "euclidean", limit
 
     def similarity_method(self, method: str) -> str:
-        """How near-duplicates were found, for the report."""
-        return "signal"
+        """How near-duplicates were found, for the report: :data:`~sigclass.data.leakage.ZNORM_RMS`."""
+        return ZNORM_RMS
 
     def fingerprint(self) -> str:
         """Hash of every (id, label, content hash): equal fingerprints mean equal data."""

@@ -6,7 +6,9 @@ headless mode uses, how an upload or a table row is decoded and how a map is dra
 :class:`Modality` answers those questions, and the rest of sigclass asks
 :func:`~sigclass.modalities.modality_of` instead of comparing strings. A new kind of input (audio)
 or a new task (detection: the same methods, with boxes as targets and outlines as pictures) is
-one new subclass registered in :mod:`sigclass.modalities`.
+one new subclass registered in :mod:`sigclass.modalities`. Its torch-free part (how an upload is
+decoded and described, and a bundle's NumPy preprocessing) is a :class:`LeanModality` the
+:class:`Modality` subclasses, so the lean serving runtime reads uploads with the same code.
 
 A modality also supplies objects that carry the per-item work: its dataset class (ids, labels,
 subsets, tensors for training, near-duplicate vectors) and its preprocessor (``as_list``,
@@ -46,11 +48,67 @@ class UploadLimits:
     max_csv_cell_chars: int = 256
 
 
-class Modality(ABC):
-    """One kind of input. Subclasses set the class attributes and implement the methods.
+class LeanModality(ABC):
+    """The part of a modality the lean serving runtime (:mod:`sigclass.runtime`) needs, without
+    PyTorch: how an upload is read and described, and the NumPy preprocessing of a bundle.
+
+    Each modality's lean part is a subclass in a torch-free module of its own
+    (:mod:`~sigclass.modalities.image_lean`, :mod:`~sigclass.modalities.signal_lean`),
+    registered in :data:`sigclass.modalities.LEAN`; its :class:`Modality` subclasses it, so the
+    service reads uploads the same way whether it runs a model folder or a bundle.
 
     Attributes:
         name: ``"image"``, ``"signal"``: the ``modality`` of datasets, configs and models.
+        body_types: Content types the service takes as a raw request body (a prefix ending in
+            ``/`` matches a family, e.g. ``image/``).
+        json_inputs: The service takes inputs as JSON values.
+        inputs: The bundle's preprocessing, built from a model's ``data_config``: ``__call__``
+            (a float32 batch), ``item_shape``, ``views``, ``as_list``, ``cam_input`` and
+            ``place_map`` (an explanation's input and where its map lands), ``per_channel``
+            (whether an explanation weighs channels).
+    """
+
+    name: ClassVar[str]
+    body_types: ClassVar[tuple[str, ...]] = ()
+    json_inputs: ClassVar[bool] = False
+    inputs: ClassVar[type]
+
+    @abstractmethod
+    def decode_upload(self, upload, data_config: dict[str, Any], limits: UploadLimits | int):
+        """One service input (its ``name``, raw ``data`` or parsed JSON ``value``) as a model
+        input, or a :class:`~sigclass.exceptions.DataError` naming what is wrong. ``limits``
+        (an int: the pixel limit alone) bounds what the input may cost to decode."""
+
+    def reduce_for_explanation(self, item, max_pixels: int):
+        """``item`` small enough to explain at once (a map over it has one value per pixel or
+        time point); by default the item itself."""
+        return item
+
+    @abstractmethod
+    def input_spec(self, predictor, max_pixels: int) -> dict[str, Any]:
+        """What the model (a predictor or a bundle) takes and how to send it, for the service's
+        ``/metadata``: at least ``modality``, ``content_types``, ``accept`` (the file types the
+        quick-test page offers) and ``description`` (one sentence the page shows)."""
+
+    @abstractmethod
+    def upload_hint(self, field: str) -> str:
+        """How to send one input to the service (form ``field``), for its error messages."""
+
+    def accepts_body(self, content_type: str) -> bool:
+        """Whether the service takes a raw request body of ``content_type`` as one input."""
+        return any(content_type.startswith(t) if t.endswith("/") else content_type == t
+                   for t in self.body_types)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class Modality(LeanModality):
+    """One kind of input. Subclasses set the class attributes and implement the methods; the
+    upload methods and :attr:`name`, :attr:`body_types`, :attr:`json_inputs` come from its
+    :class:`LeanModality`.
+
+    Attributes:
         modes: The training modes that work on this input.
         default_models: The network (or featurizer) of each mode when none is named.
         map_ndim: Dimensions of a class activation map over one input (2: rows and columns of an
@@ -58,13 +116,9 @@ class Modality(ABC):
         explains_channels: Explanations also rate each input channel (occlusion).
         tune_heads: The heads ``sigclass tune`` searches in headless mode.
         tunes_augmentation: ``sigclass tune`` searches the strength of the training augmentation.
-        body_types: Content types the service takes as a raw request body (a prefix ending in
-            ``/`` matches a family, e.g. ``image/``).
-        json_inputs: The service takes inputs as JSON values.
         budget: Optimisation steps and minutes that ``epochs="auto"`` spends on its networks.
     """
 
-    name: ClassVar[str]
     modes: ClassVar[tuple[str, ...]]
     default_models: ClassVar[Mapping[str, str]]
     budget: ClassVar[Budget]
@@ -72,8 +126,6 @@ class Modality(ABC):
     explains_channels: ClassVar[bool] = False
     tune_heads: ClassVar[tuple[str, ...]]
     tunes_augmentation: ClassVar[bool] = False
-    body_types: ClassVar[tuple[str, ...]] = ()
-    json_inputs: ClassVar[bool] = False
 
     # -- data ------------------------------------------------------------------------------------
 
@@ -184,34 +236,8 @@ class Modality(ABC):
     # -- inputs at prediction time ---------------------------------------------------------------
 
     @abstractmethod
-    def decode_upload(self, upload, data_config: dict[str, Any], limits: UploadLimits | int):
-        """One service input (its ``name``, raw ``data`` or parsed JSON ``value``) as a model
-        input, or a :class:`~sigclass.exceptions.DataError` naming what is wrong. ``limits``
-        (an int: the pixel limit alone) bounds what the input may cost to decode."""
-
-    def reduce_for_explanation(self, item, max_pixels: int):
-        """``item`` small enough to explain at once (a map over it has one value per pixel or
-        time point); by default the item itself."""
-        return item
-
-    @abstractmethod
     def decode_frame(self, frame, predictor) -> Any:
         """The rows of a DataFrame (an MLflow pyfunc input) as model inputs."""
-
-    @abstractmethod
-    def input_spec(self, predictor, max_pixels: int) -> dict[str, Any]:
-        """What the model takes and how to send it, for the service's ``/metadata``: at least
-        ``modality``, ``content_types``, ``accept`` (the file types the quick-test page offers)
-        and ``description`` (one sentence the page shows)."""
-
-    @abstractmethod
-    def upload_hint(self, field: str) -> str:
-        """How to send one input to the service (form ``field``), for its error messages."""
-
-    def accepts_body(self, content_type: str) -> bool:
-        """Whether the service takes a raw request body of ``content_type`` as one input."""
-        return any(content_type.startswith(t) if t.endswith("/") else content_type == t
-                   for t in self.body_types)
 
     # -- explanations ----------------------------------------------------------------------------
 
@@ -219,6 +245,3 @@ class Modality(ABC):
     def render(self, explanation, item, alpha: float = 0.45, classes: list[str] | None = None,
                channel_names: list[str] | None = None) -> bytes:
         """A PNG of ``explanation`` over its input ``item``."""
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}()"

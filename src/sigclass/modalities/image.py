@@ -23,15 +23,15 @@ from ..training.image_featurizer import Featurizer
 from ..training.schedule import Budget, budget_image_size, resolve_batch_size, time_training_step
 from .base import Modality
 from .drawing import render_image
-from .uploads import IMAGE_FORMATS, as_limits, decode_image
+from .image_lean import LeanImage
 
 logger = logging.getLogger(__name__)
 
 
-class ImageModality(Modality):
-    """Image files (JPEG, PNG, BMP, TIFF, WebP), any size and colour mode."""
+class ImageModality(LeanImage, Modality):
+    """Image files (JPEG, PNG, BMP, TIFF, WebP), any size and colour mode; uploads are read as
+    :class:`~sigclass.modalities.image_lean.LeanImage` reads them."""
 
-    name = "image"
     modes = MODES
     default_models = {"headless": "efficientnet_lite2", "finetune": "efficientnet_lite0",
                       "scratch": "simple_cnn_gap"}
@@ -39,7 +39,6 @@ class ImageModality(Modality):
     map_ndim = 2
     tune_heads = ("logreg", "linear_svm", "rbf_svm", "ridge")
     tunes_augmentation = True
-    body_types = ("image/",)
 
     def claims(self, source: str) -> bool:
         """Named image datasets (``elpv``); folders and manifests are what no modality claims."""
@@ -153,21 +152,6 @@ class ImageModality(Modality):
     def thumbnail(self, dataset, index: int, draw: bool = True) -> Path:
         return Path(dataset.paths[index])
 
-    def upload_hint(self, field: str) -> str:
-        return f"multipart form field '{field}'"
-
-    def decode_upload(self, upload, data_config, limits):
-        return decode_image(upload.data, upload.name, as_limits(limits))
-
-    def reduce_for_explanation(self, item, max_pixels: int):
-        """A copy of a larger image scaled down to ``max_pixels`` (its aspect kept): the map is
-        then computed and returned at that size, not at the upload's."""
-        if item.width * item.height <= max_pixels:
-            return item
-        scale = math.sqrt(max_pixels / (item.width * item.height))
-        size = (max(1, int(item.width * scale)), max(1, int(item.height * scale)))
-        return item.resize(size, reducing_gap=2.0)
-
     def decode_frame(self, frame, predictor) -> list:
         if "path" in frame.columns:
             return [str(p) for p in frame["path"]]
@@ -178,16 +162,6 @@ class ImageModality(Modality):
             return [str(p) for p in frame.iloc[:, 0]]
         raise DataError(Problem("input", f"an image model takes a 'path' column of image files or "
                                 f"an 'image' column of base64 bytes; got columns {list(frame.columns)}"))
-
-    def input_spec(self, predictor, max_pixels: int) -> dict[str, Any]:
-        config = predictor.data_config
-        channels, height, width = predictor.preprocessor.item_shape
-        return {"modality": self.name, "channels": channels, "height": height, "width": width,
-                "resize": config.get("resize"), "mean": config.get("mean"), "std": config.get("std"),
-                "content_types": ["multipart/form-data (field 'file')", "image/*"],
-                "max_image_pixels": max_pixels, "formats": list(IMAGE_FORMATS),
-                "accept": "image/jpeg,image/png,image/bmp,image/tiff,image/webp",
-                "description": f"An image; the model sees it at {width}x{height} pixels."}
 
     def render(self, explanation, item, alpha: float = 0.45, classes=None, channel_names=None) -> bytes:
         return render_image(explanation, item, alpha, classes)

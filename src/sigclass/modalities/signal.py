@@ -7,7 +7,7 @@ from typing import Any
 
 from ..config import Entry, RunConfig
 from ..data.file_checks import DEFAULT_MAX_FILE_MB
-from ..data.signal_layout import case_from_csv, case_from_json, cases_from_frame
+from ..data.signal_layout import cases_from_frame
 from ..data.signal_parts import join_signal_datasets, merge_parts, split_files
 from ..data.signal_preprocess import SignalPreprocessor, signal_data_config
 from ..data.signals import SignalDataset, load_signals, read_signal_inputs
@@ -17,24 +17,22 @@ from ..training.schedule import Budget
 from ..training.signal_featurizer import FEATURIZERS, SEEDED, SignalFeaturizer
 from .base import Modality
 from .drawing import render_channels, render_signal
-from .uploads import as_limits, check_csv_cells, check_signal_values, find_bad_number
+from .signal_lean import LeanSignal
 
 SIGNAL_FILES = (".npz", ".ts", ".parquet", ".pq")
 NAMED_PREFIXES = ("aeon", "sktime", "ucr")
 
 
-class SignalModality(Modality):
-    """Sensor recordings: one shape, ``(n_cases, n_channels, n_timepoints)``."""
+class SignalModality(LeanSignal, Modality):
+    """Sensor recordings: one shape, ``(n_cases, n_channels, n_timepoints)``; uploads are read as
+    :class:`~sigclass.modalities.signal_lean.LeanSignal` reads them."""
 
-    name = "signal"
     modes = ("headless", "scratch")  # there are no pretrained 1D networks to fine-tune
     default_models = {"headless": "minirocket", "scratch": "fcn"}
     budget = Budget(steps=1500, minutes=2.0)
     map_ndim = 1
     explains_channels = True
     tune_heads = ("ridge", "logreg", "linear_svm")
-    body_types = ("text/csv", "text/plain")
-    json_inputs = True
 
     def claims(self, source: str) -> bool:
         """Signal files, named signal datasets (``aeon:NAME``) and folders of split-named
@@ -140,43 +138,10 @@ class SignalModality(Modality):
     def thumbnail(self, dataset, index: int, draw: bool = True) -> bytes | None:
         return render_channels(dataset.X[index], dataset.channel_names) if draw else None
 
-    def upload_hint(self, field: str) -> str:
-        return "a JSON array [channel][time] or CSV"
-
-    def decode_upload(self, upload, data_config, limits):
-        """A ``(C, T)`` case of a JSON value or CSV bytes; numbers too long to parse or too large
-        for float32, and oversized CSV cells, are refused with their place named."""
-        limits = as_limits(limits)
-        if upload.data is None:
-            problem = find_bad_number(upload.value, upload.name, limits.max_number_chars)
-            if problem:
-                raise DataError(problem)
-            case = case_from_json(upload.value, upload.name)
-        else:
-            check_csv_cells(upload.data, upload.name, limits)
-            case = case_from_csv(upload.data, upload.name, data_config.get("channel_names"))
-        check_signal_values(case, upload.name)
-        return case
-
     def decode_frame(self, frame, predictor):
         n_channels, n_timepoints = predictor.preprocessor.item_shape
         return cases_from_frame(frame, n_channels, n_timepoints,
                                 predictor.data_config.get("channel_names"))
-
-    def input_spec(self, predictor, max_pixels: int) -> dict[str, Any]:
-        config = predictor.data_config
-        n_channels, n_timepoints = predictor.preprocessor.item_shape
-        names = config.get("channel_names")
-        listed = f" ({', '.join(names)})" if names else ""
-        return {"modality": self.name, "n_channels": n_channels, "n_timepoints": n_timepoints,
-                "channel_names": names,
-                "length_policy": config.get("length_policy", "error"),
-                "content_types": ["application/json (array [channel][time])",
-                                  "multipart/form-data (field 'file', CSV: one column per channel)",
-                                  "text/csv"],
-                "accept": ".csv,text/csv",
-                "description": f"A CSV file: {n_channels} column(s){listed}, {n_timepoints} rows "
-                               "(one per time point)."}
 
     def render(self, explanation, item, alpha: float = 0.45, classes=None, channel_names=None) -> bytes:
         return render_signal(explanation, item, classes, channel_names)

@@ -1,7 +1,8 @@
-"""The ``data_config`` of a model (its preprocessing), one schema per modality:
-:data:`DATA_CONFIGS` maps a modality to its schema, and each schema checks its fields against
-each other (:meth:`problems`), says how many input channels it feeds (:attr:`channels`) and
-which tasks a model of its modality can have (:attr:`tasks`)."""
+"""The ``data_config`` of a model (its preprocessing), one schema per modality: each schema names
+its modality (:attr:`modality_name`, the name of the modality's lean part), checks its fields
+against each other (:meth:`problems`), says how many input channels it feeds (:attr:`channels`)
+and which tasks a model of its modality can have (:attr:`tasks`); :data:`DATA_CONFIGS` maps each
+modality's name to its schema."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pydantic import ConfigDict, Field, StringConstraints, ValidationError, mode
 
 from ..choices import LABEL_RULES, LENGTH_POLICIES, RESIZE_MODES, TTA_CHOICES
 from ..data.signal_options import SignalConfig
+from ..modalities.image_lean import LeanImage
+from ..modalities.signal_lean import LeanSignal
 from .fields import (
     INTERPOLATIONS,
     MAX_CHANNELS,
@@ -31,6 +34,7 @@ __all__ = ["DATA_CONFIGS", "ImageDataConfig", "ReaderOptions", "SignalDataConfig
 class ImageDataConfig(StrictModel):
     """The preprocessing of an image model (see ``sigclass.data.image_preprocess``)."""
 
+    modality_name: ClassVar[str] = LeanImage.name
     tasks: ClassVar[tuple[str, ...]] = ("classification", "detection")
     input_size: list[Annotated[int, Field(ge=1, le=MAX_SIDE)]] = Field(min_length=3, max_length=3)
     mean: list[Finite] = Field(min_length=1, max_length=3)
@@ -93,8 +97,9 @@ class ReaderOptions(StrictModel):
 class SignalDataConfig(StrictModel):
     """The preprocessing of a signal model (see ``sigclass.data.signal_preprocess``)."""
 
+    modality_name: ClassVar[str] = LeanSignal.name
     tasks: ClassVar[tuple[str, ...]] = ("classification",)
-    modality: Literal["signal"] = "signal"
+    modality: Literal[LeanSignal.name] = LeanSignal.name  # type: ignore[valid-type]
     n_channels: int = Field(ge=1, le=MAX_CHANNELS)
     n_timepoints: int = Field(ge=1, le=MAX_TIMEPOINTS)
     channel_names: list[Word] | None = Field(default=None, max_length=MAX_CHANNELS)
@@ -118,9 +123,9 @@ class SignalDataConfig(StrictModel):
         return problems
 
 
-#: The schema of each modality's ``data_config``.
+#: The schema of each modality's ``data_config``, by the modality's name.
 DATA_CONFIGS: dict[str, type[ImageDataConfig] | type[SignalDataConfig]] = {
-    "image": ImageDataConfig, "signal": SignalDataConfig}
+    schema.modality_name: schema for schema in (ImageDataConfig, SignalDataConfig)}
 
 
 def data_config_problems(modality: str, data_config: Any) -> list[str]:

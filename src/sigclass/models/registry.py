@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..choices import DEFAULT_MODALITY
 from ..exceptions import ArtifactError, ConfigError, ModelNotFoundError, WeightsNotFoundError
 from .stage_pool import FEATURE_POOLS, StagePooled, supports_stages
 
@@ -57,7 +58,7 @@ _REGISTRY: dict[str, ModelEntry] = {}
 def register_model(
     name: str | None = None,
     *,
-    modality: str = "image",
+    modality: str = DEFAULT_MODALITY,
     has_pretrained: bool = False,
     description: str = "",
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -106,7 +107,7 @@ def build_model(
         if not timm.is_model(name):
             raise ModelNotFoundError(_unknown_model_message(name))
         model = _create_timm(name, n_classes, pretrained and weights is None, in_chans, **kwargs)
-        modality = "image"
+        modality = DEFAULT_MODALITY  # timm's architectures are image networks
     if weights is not None:
         load_weights(model, weights)
     if pool != "final":

@@ -33,12 +33,12 @@ from ..data.views import apply_view
 from ..evaluation.conformal import prediction_sets
 from ..evaluation.ood import score_records, scores
 from ..exceptions import ArtifactError, ConfigError
+from ..modalities import lean_modality
 from ..model_schema import DATA_CONFIGS, ModelDocument, fail, read_document
 from ..model_schema.fields import MODEL_JSON, StrictModel
 from ..model_schema.ood_reference import read_ood_tensors
 from .cam import read_cam
 from .heads import LinearHead
-from .preprocess import inputs_for
 
 __all__ = ["BUNDLE_FORMAT", "BUNDLE_JSON", "Bundle", "BundleManifest", "file_sha256", "is_bundle"]
 
@@ -118,7 +118,7 @@ class Bundle:
         self.conformal = document.get("conformal")
         self.drift_reference = document.get("drift_reference")
         self.info = {**document.get("info", {}), "path": str(self.folder)}
-        self.preprocessor = inputs_for(self.modality, self.data_config)
+        self.preprocessor = lean_modality(self.modality).inputs(self.data_config)
         self.head = (LinearHead.read(self.folder / self.manifest.head, self.classes)
                      if self.manifest.head else None)
         if self.mode == "headless" and self.head is None:

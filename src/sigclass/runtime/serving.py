@@ -11,103 +11,13 @@ import numpy as np
 
 from .._utils import sha256_json
 from ..exceptions import ConfigError, ExplainError
-from ..modalities.uploads import (
-    IMAGE_FORMATS,
-    as_limits,
-    check_csv_cells,
-    check_signal_values,
-    decode_image,
-    find_bad_number,
-)
+from ..modalities import lean_modality
 from .bundle import Bundle
 from .cam import bundle_cam
 
 #: Libraries the lean runtime never loads; /metadata reports any that are loaded anyway.
 HEAVY_MODULES = ("torch", "timm", "sklearn", "mlflow", "torchvision", "pandas")
 
-
-class ImageUploads:
-    """How the service reads an image upload (as the image modality does)."""
-
-    name, json_inputs, body_types = "image", False, ("image/",)
-
-    def upload_hint(self, field: str) -> str:
-        return f"multipart form field '{field}'"
-
-    def accepts_body(self, content_type: str) -> bool:
-        return content_type.startswith("image/")
-
-    def decode_upload(self, upload, data_config, limits):
-        return decode_image(upload.data, upload.name, as_limits(limits))
-
-    def reduce_for_explanation(self, item, max_pixels: int):
-        """A larger image scaled down to ``max_pixels`` (as the image modality does)."""
-        if item.width * item.height <= max_pixels:
-            return item
-        scale = (max_pixels / (item.width * item.height)) ** 0.5
-        return item.resize((max(1, int(item.width * scale)), max(1, int(item.height * scale))),
-                           reducing_gap=2.0)
-
-    def input_spec(self, bundle: Bundle, max_pixels: int) -> dict[str, Any]:
-        config = bundle.data_config
-        channels, height, width = bundle.preprocessor.item_shape
-        return {"modality": "image", "channels": channels, "height": height, "width": width,
-                "resize": config.get("resize"), "mean": config.get("mean"), "std": config.get("std"),
-                "content_types": ["multipart/form-data (field 'file')", "image/*"],
-                "max_image_pixels": max_pixels, "formats": list(IMAGE_FORMATS),
-                "accept": "image/jpeg,image/png,image/bmp,image/tiff,image/webp",
-                "description": f"An image; the model sees it at {width}x{height} pixels."}
-
-
-class SignalUploads:
-    """How the service reads a signal upload: a JSON array or CSV (as the signal modality does)."""
-
-    name, json_inputs, body_types = "signal", True, ("text/csv", "text/plain")
-
-    def upload_hint(self, field: str) -> str:
-        return "a JSON array [channel][time] or CSV"
-
-    def accepts_body(self, content_type: str) -> bool:
-        return content_type in self.body_types
-
-    def decode_upload(self, upload, data_config, limits):
-        from ..data.signal_layout import case_from_csv, case_from_json
-
-        limits = as_limits(limits)
-        if upload.data is None:
-            problem = find_bad_number(upload.value, upload.name, limits.max_number_chars)
-            if problem:
-                from ..exceptions import DataError
-
-                raise DataError(problem)
-            case = case_from_json(upload.value, upload.name)
-        else:
-            check_csv_cells(upload.data, upload.name, limits)
-            case = case_from_csv(upload.data, upload.name, data_config.get("channel_names"))
-        check_signal_values(case, upload.name)
-        return case
-
-    def reduce_for_explanation(self, item, max_pixels: int):
-        return item
-
-    def input_spec(self, bundle: Bundle, max_pixels: int) -> dict[str, Any]:
-        config = bundle.data_config
-        n_channels, n_timepoints = bundle.preprocessor.item_shape
-        names = config.get("channel_names")
-        listed = f" ({', '.join(names)})" if names else ""
-        return {"modality": "signal", "n_channels": n_channels, "n_timepoints": n_timepoints,
-                "channel_names": names, "length_policy": config.get("length_policy", "error"),
-                "content_types": ["application/json (array [channel][time])",
-                                  "multipart/form-data (field 'file', CSV: one column per channel)",
-                                  "text/csv"],
-                "accept": ".csv,text/csv",
-                "description": f"A CSV file: {n_channels} column(s){listed}, {n_timepoints} rows "
-                               "(one per time point)."}
-
-
-
-#: How the service reads an upload of each modality.
-UPLOADS = {"image": ImageUploads, "signal": SignalUploads}
 
 class HoldsPredictor:
     """What a served model shows of the predictor it holds (``self.predictor``): its modality
@@ -145,7 +55,7 @@ class BundleServedModel(HoldsPredictor):
         self.predictor = Bundle(settings.model)
         if getattr(settings, "reject_unknown", False):
             self.predictor.require_ood()
-        self.handler = UPLOADS[self.predictor.modality]()
+        self.handler = lean_modality(self.predictor.modality)  # how uploads are read
         files = self.predictor.manifest.files
         self.identity = {"name": str(self.predictor.info.get("registered_name")
                                      or self.predictor.folder.name),

@@ -108,7 +108,7 @@ class DetectionServedModel(HoldsPredictor):
 
     def input_spec(self) -> dict[str, Any]:
         size = self.predictor.data_config.get("input_size") or [None, None, None]
-        return {"modality": "image", "task": "detection", "shorter_side": size[-1],
+        return {"modality": self.modality, "task": "detection", "shorter_side": size[-1],
                 "mean": self.predictor.data_config.get("mean"),
                 "std": self.predictor.data_config.get("std"),
                 "content_types": ["multipart/form-data (field 'file')", "image/*"],

@@ -1,17 +1,17 @@
-"""The training-side preprocessing redone with NumPy and Pillow, for the lean serving runtime.
+"""The lean part of images: uploads read and described, and a bundle's preprocessing redone with
+NumPy and Pillow, without PyTorch (:class:`~sigclass.modalities.base.LeanModality`).
 
-Images follow :func:`sigclass.data.image_preprocess.build_image_transform` step by step: the
-resize mode of the image's aspect (:func:`~sigclass.data.image_preprocess.resize_for`), a centre
-crop (the shorter side resized to ``size / crop_pct``, torchvision's rounding), a letterbox pad
-with the mean colour or a plain resize, then ``/ 255``, ``- mean`` and ``/ std`` in float32.
-Pillow resizes where torchvision resizes a uint8 tensor; both antialias, and a pixel may differ
-by one grey level (the README's parity figures measure what that costs). Signals reuse the
-training-side checks and standardization (:mod:`sigclass.data.signal_preprocess`), which need
-NumPy only.
+:class:`ImageInputs` follows :func:`sigclass.data.image_preprocess.build_image_transform` step by
+step: the resize mode of the image's aspect (:func:`~sigclass.data.image_preprocess.resize_for`),
+a centre crop (the shorter side resized to ``size / crop_pct``, torchvision's rounding), a
+letterbox pad with the mean colour or a plain resize, then ``/ 255``, ``- mean`` and ``/ std`` in
+float32. Pillow resizes where torchvision resizes a uint8 tensor; both antialias, and a pixel may
+differ by one grey level (the README's parity figures measure what that costs).
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +25,11 @@ from ..data.image_preprocess import (
     normalized_array,
     resize_for,
 )
-from ..data.signal_preprocess import SignalPreprocessor, as_case
-from ..data.signal_windows import trim_trailing_nan
 from ..data.views import views_of
 from ..exceptions import DataError, Problem
+from .base import LeanModality
+from .resize import resize_2d
+from .uploads import IMAGE_FORMATS, as_limits, decode_image
 
 # torchvision's InterpolationMode names as Pillow's filters (Image.Resampling values)
 PIL_FILTERS = {"nearest": 0, "nearest-exact": 0, "box": 4, "bilinear": 2, "hamming": 5,
@@ -36,15 +37,9 @@ PIL_FILTERS = {"nearest": 0, "nearest-exact": 0, "box": 4, "bilinear": 2, "hammi
 
 
 class ImageInputs:
-    """Images (paths, bytes, PIL images, arrays) as one normalized float32 ``(N, C, H, W)`` batch.
+    """Images (paths, bytes, PIL images, arrays) as one normalized float32 ``(N, C, H, W)`` batch
+    (the ``inputs`` of :class:`~sigclass.modalities.base.LeanModality`)."""
 
-    What the runtime does differently for images and signals is here and in
-    :class:`SignalInputs`, one contract: ``__call__`` (a batch), ``cam_input`` and ``place_map``
-    (an explanation's input and where its map lands), ``per_channel`` (whether an explanation
-    weighs channels).
-    """
-
-    modality = "image"
     per_channel = False
 
     def __init__(self, data_config: dict[str, Any]):
@@ -140,58 +135,35 @@ class ImageInputs:
         return canvas
 
 
-class SignalInputs(SignalPreprocessor):
-    """Signal cases as one standardized float32 ``(N, C, T)`` batch: the training-side checks
-    (channels, NaN, length policy) and standardization, without PyTorch."""
+class LeanImage(LeanModality):
+    """Image uploads: a multipart file or a raw ``image/*`` body, checked before it is decoded
+    (:func:`~sigclass.modalities.uploads.decode_image`)."""
 
-    per_channel = True
+    name = "image"
+    body_types = ("image/",)
+    inputs = ImageInputs
 
-    def __call__(self, items: list, names: list[str] | None = None) -> np.ndarray:
-        return self.batch(items, names)
+    def upload_hint(self, field: str) -> str:
+        return f"multipart form field '{field}'"
 
-    def cam_input(self, item) -> tuple[np.ndarray, int, None]:
-        """One case's batch ``(1, C, T)`` and its own length (no picture)."""
-        return self([item]), int(trim_trailing_nan(as_case(item)).shape[1]), None
+    def decode_upload(self, upload, data_config, limits):
+        return decode_image(upload.data, upload.name, as_limits(limits))
 
-    def place_map(self, raw: np.ndarray, length: int) -> np.ndarray:
-        """A map over the model's time steps stretched back onto the case's ``length`` (zero
-        past the model's length), as the toolkit places it."""
-        model_length = int(self.data_config["n_timepoints"])
-        stretched = resize_1d(raw, model_length)
-        if length <= model_length:
-            return stretched[:length]
-        return np.concatenate([stretched, np.zeros(length - model_length, dtype=np.float32)])
+    def reduce_for_explanation(self, item, max_pixels: int):
+        """A copy of a larger image scaled down to ``max_pixels`` (its aspect kept): the map is
+        then computed and returned at that size, not at the upload's."""
+        if item.width * item.height <= max_pixels:
+            return item
+        scale = math.sqrt(max_pixels / (item.width * item.height))
+        size = (max(1, int(item.width * scale)), max(1, int(item.height * scale)))
+        return item.resize(size, reducing_gap=2.0)
 
-
-#: The preprocessing of each modality.
-INPUTS = {"image": ImageInputs, "signal": SignalInputs}
-
-
-def inputs_for(modality: str, data_config: dict[str, Any]):
-    """The preprocessing of a bundle's ``modality``."""
-    return INPUTS[modality](data_config)
-
-
-def _linear_index(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Source indices and weights of a linear resize (half-pixel centres, as PyTorch's
-    ``align_corners=False``)."""
-    pos = np.maximum((np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5, 0.0)
-    low = np.minimum(np.floor(pos).astype(int), n_in - 1)
-    high = np.minimum(low + 1, n_in - 1)
-    return low, high, (pos - low).astype(np.float32)
-
-
-def resize_1d(raw: np.ndarray, length: int) -> np.ndarray:
-    low, high, frac = _linear_index(raw.shape[-1], max(1, int(length)))
-    raw = np.asarray(raw, dtype=np.float32)
-    return raw[low] * (1 - frac) + raw[high] * frac
-
-
-def resize_2d(raw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``raw`` stretched to ``size`` by bilinear interpolation (as the toolkit's ``resize_map``)."""
-    raw = np.asarray(raw, dtype=np.float32)
-    y0, y1, fy = _linear_index(raw.shape[0], max(1, int(size[0])))
-    x0, x1, fx = _linear_index(raw.shape[1], max(1, int(size[1])))
-    rows = raw[y0] * (1 - fy)[:, None] + raw[y1] * fy[:, None]
-    return rows[:, x0] * (1 - fx) + rows[:, x1] * fx
-
+    def input_spec(self, predictor, max_pixels: int) -> dict[str, Any]:
+        config = predictor.data_config
+        channels, height, width = predictor.preprocessor.item_shape
+        return {"modality": self.name, "channels": channels, "height": height, "width": width,
+                "resize": config.get("resize"), "mean": config.get("mean"), "std": config.get("std"),
+                "content_types": ["multipart/form-data (field 'file')", "image/*"],
+                "max_image_pixels": max_pixels, "formats": list(IMAGE_FORMATS),
+                "accept": "image/jpeg,image/png,image/bmp,image/tiff,image/webp",
+                "description": f"An image; the model sees it at {width}x{height} pixels."}
