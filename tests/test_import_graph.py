@@ -19,7 +19,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "sigclass"
 # The layers, lowest first. A module belongs to the layer of the longest prefix that names it;
 # it may import its own layer (without a circle) and the layers below, never one above.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("base", ("sigclass", "sigclass._utils", "sigclass.exceptions", "sigclass.choices")),
+    ("base", ("sigclass", "sigclass._utils", "sigclass.exceptions", "sigclass.choices",
+              "sigclass.onnx_sessions")),
     ("data and networks", ("sigclass.data", "sigclass.models", "sigclass.config")),
     ("training, inference, evaluation, explanations and the modalities",
      ("sigclass.training", "sigclass.inference", "sigclass.evaluation", "sigclass.explain",
