@@ -56,30 +56,3 @@ def test_a_batch_waits_for_a_request_being_preprocessed():
     np.testing.assert_array_equal(first, 2 * np.ones((1, 3)))
     np.testing.assert_array_equal(late, np.full((2, 3), 10))
     assert (stats.batches, stats.largest) == (1, 3), "the announced request did not join the batch"
-
-
-def test_parallel_sessions_answer_as_one_session_from_several_threads(tmp_path):
-    """Runs side by side take the single-thread session, a lone run the wide one; every run
-    gives the one session's outputs."""
-    import concurrent.futures
-
-    import torch
-
-    from sigclass.onnx_sessions import ParallelSessions, cpu_session
-
-    network = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(),
-                                  torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
-                                  torch.nn.Linear(8, 4)).eval()
-    path = tmp_path / "tiny.onnx"
-    torch.onnx.export(network, (torch.zeros(1, 3, 32, 32),), str(path), input_names=["x"],
-                      dynamic_axes={"x": {0: "batch"}}, dynamo=False)
-    sessions, single = ParallelSessions(path, threads=2), cpu_session(path, threads=2)
-    assert sessions.narrow.get_session_options().intra_op_num_threads == 1
-    assert sessions.wide.get_session_options().intra_op_num_threads == 2
-    inputs = [np.random.default_rng(i).normal(size=(1 + i % 3, 3, 32, 32)).astype(np.float32)
-              for i in range(40)]
-    with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        outputs = list(pool.map(lambda x: sessions.run(None, {"x": x})[0], inputs))
-    for x, out in zip(inputs, outputs, strict=True):
-        np.testing.assert_allclose(out, single.run(None, {"x": x})[0], atol=1e-5)
-    assert sessions.running == 0

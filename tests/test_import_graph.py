@@ -19,8 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "sigclass"
 # The layers, lowest first. A module belongs to the layer of the longest prefix that names it;
 # it may import its own layer (without a circle) and the layers below, never one above.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("base", ("sigclass", "sigclass._utils", "sigclass.exceptions", "sigclass.choices",
-              "sigclass.onnx_sessions")),
+    ("base", ("sigclass", "sigclass._utils", "sigclass.exceptions", "sigclass.choices")),
     ("data and networks", ("sigclass.data", "sigclass.models", "sigclass.config")),
     ("training, inference, evaluation, explanations and the modalities",
      ("sigclass.training", "sigclass.inference", "sigclass.evaluation", "sigclass.explain",

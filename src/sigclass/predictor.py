@@ -145,13 +145,12 @@ class Predictor:
         return self._engine
 
     def use_backend(self, backend: str, onnx_path: str | Path | None = None,
-                    precision: str = "fp32", parallel: bool = False) -> Predictor:
+                    precision: str = "fp32") -> Predictor:
         """Switch the inference backend (``auto``, ``torch`` or ``onnx``, decided by
         :func:`~sigclass.inference.resolve_backend`); a saved model's ONNX graph is exported
         once to :func:`onnx_cache_path`. ``precision="int8"`` runs the quantized graph made by
         ``sigclass export --quantize int8`` on ONNX Runtime, if it passed its accuracy check.
-        ``parallel``: an ONNX graph that several threads run at once (the service's model
-        workers). Returns ``self``."""
+        Returns ``self``."""
         if precision not in PRECISIONS:
             raise ConfigError(f"The 'precision' option takes 'fp32' or 'int8'. Got {precision!r}.")
         if precision == "int8":
@@ -160,14 +159,14 @@ class Predictor:
                 raise ConfigError("--precision int8 runs on ONNX Runtime; drop --backend torch.")
             self.backend = "onnx"
             self._engine = make_engine(self.network, self.preprocessor.item_shape, "onnx", self.device,
-                                       graph, parallel)
+                                       graph)
             return self
         resolved = resolve_backend(backend, self.device, self.network)
         if resolved == "onnx" and onnx_path is None:
             onnx_path = onnx_cache_path(self)
         self.backend = backend
         self._engine = make_engine(self.network, self.preprocessor.item_shape, resolved, self.device,
-                                   onnx_path, parallel)
+                                   onnx_path)
         return self
 
     def transform(self, inputs, batch_size: int = 64, progress: bool = False) -> np.ndarray:

@@ -33,9 +33,6 @@ def add_commands(commands) -> None:
                        help="most requests scored together (1: no micro-batching; default: 16)")
     serve.add_argument("--max-wait-ms", type=float, default=2.0, metavar="MS",
                        help="longest a request waits for a batch to fill (default: 2)")
-    serve.add_argument("--model-workers", type=int, default=0, metavar="N",
-                       help="batches run at once (default 0: one per CPU core on ONNX Runtime "
-                       "with micro-batching on, each on one thread; else 1)")
     serve.add_argument("--api-key", default=None, metavar="KEY",
                        help="require this X-API-Key header (default: $SIGCLASS_API_KEY; none)")
     serve.add_argument("--max-request-bytes", type=int, default=20 * 1024 * 1024, metavar="BYTES",
@@ -123,7 +120,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings(
         model=args.model, backend=args.backend, device=args.device, precision=args.precision,
         max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
-        model_workers=args.model_workers, processes=args.workers, api_key=args.api_key or os.environ.get("SIGCLASS_API_KEY") or None,
+        api_key=args.api_key or os.environ.get("SIGCLASS_API_KEY") or None,
         max_request_bytes=args.max_request_bytes, max_image_pixels=args.max_image_pixels,
         reject_unknown=args.reject_unknown,
         **{name: getattr(args, name) for _, name, *_ in GUARD_OPTIONS},

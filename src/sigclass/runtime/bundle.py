@@ -21,6 +21,7 @@ Nothing in a bundle is pickled, and nothing in it is executed.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -36,7 +37,6 @@ from ..modalities import lean_modality
 from ..model_schema import DATA_CONFIGS, ModelDocument, fail, read_document
 from ..model_schema.fields import MODEL_JSON, StrictModel
 from ..model_schema.ood_reference import read_ood_tensors
-from ..onnx_sessions import ParallelSessions, cpu_session
 from .cam import read_cam
 from .heads import LinearHead
 
@@ -93,15 +93,13 @@ class Bundle:
     Args:
         folder: The bundle folder.
         threads: ONNX Runtime's intra-op threads (default: the CPU count).
-        parallel: Several threads run the graph at once (the service's model workers; see
-            :class:`~sigclass.onnx_sessions.ParallelSessions`).
 
     Raises:
         ArtifactError: A file is missing, its checksum differs from ``bundle.json``, or a
             description does not validate.
     """
 
-    def __init__(self, folder: str | Path, threads: int | None = None, parallel: bool = False):
+    def __init__(self, folder: str | Path, threads: int | None = None):
         self.folder = Path(folder)
         if not is_bundle(self.folder):
             raise ArtifactError(f"'{self.folder}' is not a serving bundle (no {BUNDLE_JSON}); "
@@ -128,7 +126,7 @@ class Bundle:
                        EXPORT_AGAIN)
         self.cam = (read_cam(self.folder / self.manifest.cam, len(self.classes))
                     if self.manifest.cam else None)
-        self.session = _session(self.folder / self.manifest.graph, threads, parallel)
+        self.session = _session(self.folder / self.manifest.graph, threads)
         self.input_name = self.session.get_inputs()[0].name
         self.ood, self.ood_reference, self._features_output = None, None, None
         if self.manifest.ood:
@@ -282,9 +280,16 @@ class Bundle:
         return f"Bundle(model={self.model_name!r}, mode={self.mode!r}, classes={self.classes})"
 
 
-def _session(path: Path, threads: int | None, parallel: bool):
+def _session(path: Path, threads: int | None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        return ParallelSessions(path, threads) if parallel else cpu_session(path, threads)
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - ONNX Runtime's own errors, named by file
         raise ArtifactError(f"'{path}' cannot be loaded by ONNX Runtime ({' '.join(str(exc).split())[:300]}); "
                             f"fix: {EXPORT_AGAIN}.") from None

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from typing import Any
@@ -20,28 +19,11 @@ from .cam import bundle_cam
 HEAVY_MODULES = ("torch", "timm", "sklearn", "mlflow", "torchvision", "pandas")
 
 
-def model_runs(settings, backend: str, device: str) -> int:
-    """How many batches the service runs at once (its model workers).
-
-    ``settings.model_workers`` when set; else, with micro-batching on and ONNX Runtime on the
-    CPU, one per core of the process (the cores over ``settings.processes``), the graph run
-    through :class:`~sigclass.onnx_sessions.ParallelSessions` (a lone batch on every core, a
-    batch beside another on one). Otherwise one batch at a time.
-    """
-    cores = max(1, (os.cpu_count() or 1) // max(1, int(getattr(settings, "processes", 1))))
-    workers = int(getattr(settings, "model_workers", 0) or 0)
-    if not workers:
-        batching = settings.max_batch_size > 1
-        workers = cores if batching and backend == "onnx" and device == "cpu" else 1
-    return workers
-
-
 class HoldsPredictor:
     """What a served model shows of the predictor it holds (``self.predictor``): its modality
     and its classes. The lean bundle, the full classifier and the detector share it."""
 
     predictor: Any
-    workers: int = 1  # batches run at once (the micro-batcher's model threads)
 
     @property
     def modality(self) -> str:
@@ -70,8 +52,7 @@ class BundleServedModel(HoldsPredictor):
             raise ConfigError("A bundle runs its fp32 ONNX graph on the CPU with ONNX Runtime: drop "
                               "--backend torch, --precision int8 and --device cuda, or serve the "
                               "model folder instead.")
-        self.workers = model_runs(settings, "onnx", "cpu")
-        self.predictor = Bundle(settings.model, parallel=self.workers > 1)
+        self.predictor = Bundle(settings.model)
         if getattr(settings, "reject_unknown", False):
             self.predictor.require_ood()
         self.handler = lean_modality(self.predictor.modality)  # how uploads are read
@@ -86,7 +67,7 @@ class BundleServedModel(HoldsPredictor):
         """How the model runs, and any heavy library this process has loaded (none, unless
         something outside the runtime imported it)."""
         return {"backend": "onnx", "precision": "fp32", "device": "cpu", "chosen_by": "bundle",
-                "model_workers": self.workers, "runtime": "lean",
+                "runtime": "lean",
                 "heavy_modules_loaded": sorted(m for m in HEAVY_MODULES if m in sys.modules)}
 
     def preprocess(self, items: list, names: list[str] | None = None) -> np.ndarray:

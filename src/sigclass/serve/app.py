@@ -118,7 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         monitor.attach(served.classes, getattr(served.predictor, "drift_reference", None),
                        max(settings.max_batch_size, settings.max_batch_inputs))
         batcher = MicroBatcher(served.run_batch, settings.max_batch_size, settings.max_wait_ms,
-                               on_batch=monitor.observe_batch, workers=served.workers)
+                               on_batch=monitor.observe_batch)
         await batcher.start()
         app.state.served, app.state.batcher, app.state.ready = served, batcher, True
         app.state.explainer = Worker(settings.max_pending_explanations)

@@ -1,9 +1,9 @@
 """Micro-batching: concurrent requests share one pass through the model.
 
 Requests put their preprocessed inputs on a queue. One task takes the first waiting input, waits
-at most ``max_wait_ms`` for more (up to ``max_batch_size`` rows), and runs the batch in one of
-``workers`` model threads, off the event loop. While the model runs, new requests queue up and form
-the next batch, so under load batches fill without any waiting. The wait is only for requests known to be
+at most ``max_wait_ms`` for more (up to ``max_batch_size`` rows), and runs the batch in a single
+model thread, off the event loop. While the model runs, new requests queue up and form the next
+batch, so under load batches fill without any waiting. The wait is only for requests known to be
 coming (being read and preprocessed, see :meth:`MicroBatcher.expecting`): a lone request runs at
 once, as with batching off. ``max_batch_size=1`` turns batching off: requests then run one at a
 time.
@@ -46,23 +46,18 @@ class MicroBatcher:
         max_batch_size: Most rows per call of ``run_batch``.
         max_wait_ms: Longest the first row of a batch waits for others.
         on_batch: Called with the number of rows of every batch run (the service's metrics).
-        workers: Batches run at once, each in its own model thread (``run_batch`` must then be
-            safe to call from several threads, as an ONNX Runtime session is).
     """
 
     def __init__(self, run_batch: Callable[[np.ndarray], np.ndarray], max_batch_size: int = 16,
-                 max_wait_ms: float = 2.0, on_batch: Callable[[int], None] | None = None,
-                 workers: int = 1):
+                 max_wait_ms: float = 2.0, on_batch: Callable[[int], None] | None = None):
         self.run_batch = run_batch
         self.on_batch = on_batch
         self.max_batch_size = max_batch_size
         self.max_wait_ms = max_wait_ms
-        self.workers = max(1, int(workers))
         self.stats = BatchStats()
-        self.executor = ThreadPoolExecutor(self.workers, thread_name_prefix="sigclass-model")
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="sigclass-model")
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
-        self._running: set[asyncio.Task] = set()
         self._carry: tuple | None = None
         self.coming = 0  # requests being read and preprocessed, which will submit rows
 
@@ -87,11 +82,10 @@ class MicroBatcher:
         self._task = asyncio.create_task(self._loop(), name="sigclass-micro-batcher")
 
     async def stop(self) -> None:
-        for task in [self._task, *self._running]:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
         self.executor.shutdown(wait=True, cancel_futures=True)
 
     async def submit(self, rows: np.ndarray) -> np.ndarray:
@@ -103,8 +97,7 @@ class MicroBatcher:
         return await future
 
     async def call(self, fn: Callable, *args):
-        """Run ``fn(*args)`` in a model thread (with one worker: work that must not run beside
-        a batch)."""
+        """Run ``fn(*args)`` in the model thread (work that must not run beside a batch)."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def _collect(self) -> list[tuple[np.ndarray, asyncio.Future]]:
@@ -136,37 +129,28 @@ class MicroBatcher:
         return batch
 
     async def _loop(self) -> None:
-        free = asyncio.Semaphore(self.workers)  # a batch is collected only for a free worker
+        loop = asyncio.get_running_loop()
         while True:
-            await free.acquire()
             batch = await self._collect()
             live = [(rows, future) for rows, future in batch if not future.cancelled()]
             if not live:
-                free.release()
                 continue
-            task = asyncio.create_task(self._run(live, free))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
-
-    async def _run(self, live: list[tuple[np.ndarray, asyncio.Future]], free: asyncio.Semaphore) -> None:
-        stacked = np.concatenate([rows for rows, _ in live]) if len(live) > 1 else live[0][0]
-        start = time.perf_counter()
-        try:
-            outputs = await asyncio.get_running_loop().run_in_executor(self.executor, self.run_batch,
-                                                                       stacked)
-        except Exception as exc:  # noqa: BLE001 - the error belongs to the requests
-            for _, future in live:
+            stacked = np.concatenate([rows for rows, _ in live]) if len(live) > 1 else live[0][0]
+            start = time.perf_counter()
+            try:
+                outputs = await loop.run_in_executor(self.executor, self.run_batch, stacked)
+            except Exception as exc:  # noqa: BLE001 - the error belongs to the requests
+                for _, future in live:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            finally:
+                self._record(len(stacked), time.perf_counter() - start)
+            begin = 0
+            for rows, future in live:
                 if not future.done():
-                    future.set_exception(exc)
-            return
-        finally:
-            free.release()
-            self._record(len(stacked), time.perf_counter() - start)
-        begin = 0
-        for rows, future in live:
-            if not future.done():
-                future.set_result(outputs[begin:begin + len(rows)])
-            begin += len(rows)
+                    future.set_result(outputs[begin:begin + len(rows)])
+                begin += len(rows)
 
     def _record(self, rows: int, seconds: float) -> None:
         self.stats.batches += 1

@@ -24,7 +24,7 @@ from ..inference import infer, make_engine, resolve_backend
 from ..loading import load
 from ..modalities import modality_of
 from ..predictor import onnx_cache_path, require_ood
-from ..runtime.serving import HoldsPredictor, model_runs
+from ..runtime.serving import HoldsPredictor
 from .settings import Settings
 
 __all__ = ["ServedModel", "load_servable", "model_identity", "onnx_cache_path", "open_served",
@@ -164,11 +164,6 @@ class ServedModel(HoldsPredictor):
         self.predictor.device = settings.device
         self.identity = model_identity(settings.model, self.predictor)
         self.engine_info = pick_engine(self.predictor, settings)
-        self.workers = model_runs(settings, self.engine_info["backend"], self.engine_info["device"])
-        if self.workers > 1:  # several runs at once: the graph's sessions for parallel runs
-            self.predictor.use_backend("onnx", onnx_cache_path(self.predictor, settings.onnx_path),
-                                       precision=self.engine_info["precision"], parallel=True)
-        self.engine_info["model_workers"] = self.workers
         self.load_seconds = time.perf_counter() - start
 
     @property

@@ -29,11 +29,6 @@ class Settings:
             (on ONNX Runtime; refused if it failed its accuracy check).
         max_batch_size: Most requests run through the model together (1 turns batching off).
         max_wait_ms: Longest a request waits for others to join its batch.
-        model_workers: Batches run at once in each worker process, each in its own thread (0:
-            automatic, one per CPU core the process has on ONNX Runtime with micro-batching on,
-            each run on one thread; else 1).
-        processes: The service's worker processes (``sigclass serve --workers``), which share
-            the CPU cores.
         api_key: When set, scoring and metadata need it in the ``X-API-Key`` header.
         max_request_bytes: Larger request bodies get HTTP 413.
         max_image_pixels: Larger images are refused before they are decoded.
@@ -70,8 +65,6 @@ class Settings:
     precision: str = "fp32"
     max_batch_size: int = 16
     max_wait_ms: float = 2.0
-    model_workers: int = 0
-    processes: int = 1
     api_key: str | None = None
     max_request_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 40_000_000
@@ -96,13 +89,13 @@ class Settings:
     def __post_init__(self):
         problems = [choice_problem("backend", self.backend, BACKENDS),
                     choice_problem("precision", self.precision, PRECISIONS)]
-        for name in ("max_batch_size", "processes", "max_request_bytes", "max_image_pixels", "max_batch_inputs",
+        for name in ("max_batch_size", "max_request_bytes", "max_image_pixels", "max_batch_inputs",
                      "max_batch_pixels", "max_concurrent_decodes", "max_explain_pixels",
                      "max_pending_explanations", "limit_concurrency", "max_number_chars",
                      "max_csv_cell_chars", "drift_window"):
             if getattr(self, name) < 1:
                 problems.append(f"'{name}' must be at least 1. Got {getattr(self, name)!r}.")
-        for name in ("max_wait_ms", "request_timeout_s", "model_workers"):
+        for name in ("max_wait_ms", "request_timeout_s"):
             if getattr(self, name) < 0:
                 problems.append(f"'{name}' must be 0 or more. Got {getattr(self, name)!r}.")
         for name in ("header_timeout_s", "body_timeout_s", "keep_alive_s", "drift_threshold"):

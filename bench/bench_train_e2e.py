@@ -1,0 +1,193 @@
+"""End to end, where a user feels it: ``sigclass train PHOTOS --mode headless`` against a plain
+hand-written script, both timed as whole processes.
+
+Usage::
+
+    .venv/bin/python bench/bench_train_e2e.py            # about 10 minutes on 2 cores
+    .venv/bin/python bench/bench_train_e2e.py --n 200    # fewer photos
+
+Protocol: ``--n`` ELPV cells (300x300 PNG, a stratified sample, seed 0) are copied into a folder
+of class subfolders, as a user keeps photos. Then, each as a fresh process:
+
+* **the plain script** (written out and run by this bench, shown in ``script`` of the JSON):
+  timm's eager network of sigclass's default headless backbone with the same ImageNet weights,
+  timm's own eval transform, batches of 32 under ``torch.inference_mode``, then a
+  cross-validated scikit-learn ``LogisticRegressionCV`` on a stratified 75/25 split, and its test
+  accuracy;
+* **sigclass, first run**: ``sigclass train DIR --mode headless`` with an empty cache folder: it
+  exports the ONNX graph, featurizes, audits the data, searches the head, evaluates, draws the
+  example maps and plots, and tracks the run in MLflow;
+* **sigclass, graph cached**: the same with the ONNX graph kept and the feature cache emptied;
+* **sigclass, features cached**: the same once more, nothing emptied (a second head or a rerun).
+
+The graph-cached run is repeated under ``cProfile``: the JSON's ``profile`` lists where its
+seconds go (the sigclass functions with the largest cumulative time). Writes
+``bench/results/train_e2e.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import pstats
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "train_e2e.json"
+
+HAND_SCRIPT = '''
+import sys, time
+from pathlib import Path
+
+import numpy as np
+import timm
+import torch
+from PIL import Image
+from sklearn.linear_model import LogisticRegressionCV
+from sklearn.model_selection import train_test_split
+
+import sigclass as sc  # only to load the same ImageNet weights, offline
+
+folder, name = Path(sys.argv[1]), sys.argv[2]
+paths = sorted(p for p in folder.rglob("*.png"))
+labels = [p.parent.name for p in paths]
+network = sc.create_model(name, n_classes=0, pretrained=True).eval()
+transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=network))
+features = []
+with torch.inference_mode():
+    for begin in range(0, len(paths), 32):
+        batch = torch.stack([transform(Image.open(p).convert("RGB")) for p in paths[begin:begin + 32]])
+        features.append(network(batch).numpy())
+X, y = np.concatenate(features), np.array(labels)
+X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, stratify=y, random_state=0)
+head = LogisticRegressionCV(Cs=10, cv=5, max_iter=2000).fit(X_train, y_train)
+print("accuracy", head.score(X_test, y_test))
+'''
+
+
+def make_photos(n: int, out: Path) -> dict[str, int]:
+    """``n`` ELPV cells, stratified by class (seed 0), copied into ``out/<class>/``."""
+    import numpy as np
+
+    from sigclass.workflows.prepare import load_dataset
+
+    dataset = load_dataset("elpv")
+    paths, labels = [Path(p) for p in dataset.paths], [str(label) for label in dataset.labels]
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(paths))
+    share = n / len(paths)
+    counts: dict[str, int] = {}
+    for label in sorted(set(labels)):
+        members = [i for i in order if labels[i] == label]
+        take = members[:max(2, round(share * len(members)))]
+        (out / label).mkdir(parents=True, exist_ok=True)
+        for i in take:
+            shutil.copy2(paths[i], out / label / paths[i].name)
+        counts[label] = len(take)
+    return counts
+
+
+def timed(command: list[str], env: dict[str, str]) -> tuple[float, str]:
+    started = time.perf_counter()
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    return seconds, done.stdout + done.stderr
+
+
+def sigclass_run(photos: Path, out: Path, env: dict[str, str], profile: Path | None = None) -> tuple[float, dict]:
+    command = [sys.executable, "-m", "sigclass", "train", str(photos), "--mode", "headless",
+               "--out", str(out), "-q"]
+    if profile is not None:
+        command = [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "sigclass",
+                   *command[3:]]
+    seconds, _ = timed(command, env)
+    metrics = json.loads((out / "metrics.json").read_text())
+    return seconds, {"accuracy": metrics.get("accuracy"), "balanced_accuracy": metrics.get("balanced_accuracy")}
+
+
+def empty_features(cache: Path) -> int:
+    """Delete the cached feature shards (the exported graphs stay); how many were deleted."""
+    shards = list((cache / "features").rglob("shard-*"))
+    for shard in shards:
+        shard.unlink()
+    return len(shards)
+
+
+def profile_summary(path: Path, top: int = 15) -> list[dict]:
+    """The sigclass functions with the largest cumulative time."""
+    stats = pstats.Stats(str(path))
+    rows = []
+    for (filename, line, function), (_, calls, _, cumulative, _) in stats.stats.items():
+        if "/sigclass/" in filename and "/bench/" not in filename:
+            where = filename.split("/sigclass/", 1)[1]
+            rows.append({"function": f"{where}:{line} {function}", "calls": calls,
+                         "cumulative_s": round(cumulative, 2)})
+    rows.sort(key=lambda r: -r["cumulative_s"])
+    return rows[:top]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=400, help="ELPV cells to train on")
+    parser.add_argument("--model", default="efficientnet_lite2",
+                        help="the default headless backbone, for the plain script")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="sigclass-bench-e2e-"))
+    try:
+        counts = make_photos(args.n, work / "photos")
+        script = work / "hand.py"
+        script.write_text(HAND_SCRIPT)
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "SIGCLASS_CACHE_DIR": str(work / "cache"),
+               "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"}
+        hand_seconds, hand_out = timed([sys.executable, str(script), str(work / "photos"), args.model], env)
+        hand_accuracy = float(hand_out.split("accuracy", 1)[1].split()[0])
+        print(f"plain script: {hand_seconds:.1f} s, accuracy {hand_accuracy:.3f}", flush=True)
+        runs = {}
+        first, scores = sigclass_run(work / "photos", work / "run-first", env)
+        runs["first_run"] = {"seconds": round(first, 1), **scores}
+        print(f"sigclass first run: {first:.1f} s {scores}", flush=True)
+        deleted = empty_features(work / "cache")
+        cached, scores = sigclass_run(work / "photos", work / "run-graph", env)
+        runs["graph_cached"] = {"seconds": round(cached, 1), "feature_shards_emptied": deleted, **scores}
+        print(f"sigclass, graph cached: {cached:.1f} s {scores}", flush=True)
+        warm, scores = sigclass_run(work / "photos", work / "run-warm", env)
+        runs["features_cached"] = {"seconds": round(warm, 1), **scores}
+        print(f"sigclass, features cached: {warm:.1f} s {scores}", flush=True)
+        empty_features(work / "cache")
+        profiled, _ = sigclass_run(work / "photos", work / "run-profile", env, work / "train.prof")
+        for run in runs.values():
+            run["speedup_vs_script"] = round(hand_seconds / run["seconds"], 2)
+        document = {
+            "benchmark": "sigclass train PHOTOS --mode headless vs a plain timm + scikit-learn "
+                         "script, whole processes",
+            "photos": {"n": sum(counts.values()), "per_class": counts,
+                       "source": "ELPV cells (300x300 PNG), stratified sample, seed 0"},
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                        "python": platform.python_version()},
+            "script": {"seconds": round(hand_seconds, 1), "accuracy": hand_accuracy,
+                       "code": HAND_SCRIPT.strip()},
+            "sigclass": runs,
+            "goals": {"first_run_speedup": 3.0, "graph_cached_speedup": 4.0},
+            "profile": {"run": "graph cached, under cProfile", "seconds": round(profiled, 1),
+                        "top": profile_summary(work / "train.prof")},
+        }
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(document, indent=2) + "\n")
+        print(json.dumps({k: v for k, v in document.items() if k not in ("script", "profile")}, indent=2))
+        print(json.dumps(document["profile"]["top"], indent=1))
+        print(f"wrote {RESULTS}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
