@@ -120,7 +120,6 @@ def environment_info(device: str | None = None) -> dict[str, Any]:
     return {"versions": versions, "device": name, "platform": platform.platform()}
 
 
-
 def prefetched(prepare: Callable[[Any], Any], chunks: Sequence) -> Iterator[tuple[Any, Any]]:
     """``(chunk, prepare(chunk))`` for each chunk in order, preparing the next chunk in a
     background thread while the caller works on the current one.

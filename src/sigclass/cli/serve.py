@@ -126,8 +126,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         **{name: getattr(args, name) for _, name, *_ in GUARD_OPTIONS},
     )
     os.environ.update(settings.to_env())  # every worker process reads the same settings
-    # Before PyTorch loads: OpenMP threads that spin while idle slow a shared CPU down.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # A broken model fails here, as one line and exit code 2, before the port is bound; each
     # worker then loads it again in its lifespan.
     if is_bundle(args.model):  # the lean runtime: no PyTorch, timm, scikit-learn or MLflow

@@ -387,16 +387,20 @@ class ImagePreprocessor:
         return images
 
     def __call__(self, items: list, names: list[str] | None = None):
-        import torch
-
-        return torch.stack([self.transform(image) for image in self.decode(items, names)])
+        return self._stacked(self.decode(items, names))
 
     def prepare(self, items: list) -> tuple[Any, list[tuple[int, int]]]:
         """The batch tensor of ``items`` and the ``(height, width)`` of every original image."""
+        images = self.decode(items)
+        return self._stacked(images), [(im.height, im.width) for im in images]
+
+    def _stacked(self, images: list):
         import torch
 
-        images = self.decode(items)
-        return torch.stack([self.transform(image) for image in images]), [(im.height, im.width) for im in images]
+        if not images:
+            return torch.zeros((0, *self.item_shape), dtype=torch.float32)
+        # stacked by NumPy: one plain copy, where torch.stack starts PyTorch's thread team
+        return torch.from_numpy(np.stack([self.transform(image).numpy() for image in images]))
 
     def to_input(self, raw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         """A map at the model input's resolution placed on the original image of ``size``."""
