@@ -18,7 +18,10 @@ of class subfolders, as a user keeps photos. Then, each as a fresh process:
   exports the ONNX graph, featurizes, audits the data, searches the head, evaluates, draws the
   example maps and plots, and tracks the run in MLflow;
 * **sigclass, graph cached**: the same with the ONNX graph kept and the feature cache emptied;
-* **sigclass, features cached**: the same once more, nothing emptied (a second head or a rerun).
+* **sigclass, features cached**: the same once more, nothing emptied (a second head or a rerun);
+* **sigclass, graph cached, special settings** ``--tta none --no-audit --cam-examples 0``: what the
+  run costs without the test-time views chosen by cross-validation, the label audit and the
+  example maps, the defaults' three largest extras.
 
 The graph-cached run is repeated under ``cProfile``: the JSON's ``profile`` lists where its
 seconds go (the sigclass functions with the largest cumulative time). Writes
@@ -41,6 +44,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "train_e2e.json"
+
+#: Special settings of one more row: one view of each image, no label audit, no example maps
+#: (what the defaults spend their extra seconds on).
+LEAN_FLAGS = ("--tta", "none", "--no-audit", "--cam-examples", "0")
 
 HAND_SCRIPT = '''
 import sys, time
@@ -103,9 +110,10 @@ def timed(command: list[str], env: dict[str, str]) -> tuple[float, str]:
     return seconds, done.stdout + done.stderr
 
 
-def sigclass_run(photos: Path, out: Path, env: dict[str, str], profile: Path | None = None) -> tuple[float, dict]:
+def sigclass_run(photos: Path, out: Path, env: dict[str, str], profile: Path | None = None,
+                 flags: tuple[str, ...] = ()) -> tuple[float, dict]:
     command = [sys.executable, "-m", "sigclass", "train", str(photos), "--mode", "headless",
-               "--out", str(out), "-q"]
+               "--out", str(out), "-q", *flags]
     if profile is not None:
         command = [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "sigclass",
                    *command[3:]]
@@ -193,6 +201,10 @@ def main() -> None:
         warm, scores = sigclass_run(work / "photos", work / "run-warm", env)
         runs["features_cached"] = {"seconds": round(warm, 1), **scores}
         print(f"sigclass, features cached: {warm:.1f} s {scores}", flush=True)
+        empty_features(work / "cache")
+        lean, scores = sigclass_run(work / "photos", work / "run-lean", env, flags=LEAN_FLAGS)
+        runs["graph_cached_lean"] = {"seconds": round(lean, 1), "flags": " ".join(LEAN_FLAGS), **scores}
+        print(f"sigclass, graph cached, {' '.join(LEAN_FLAGS)}: {lean:.1f} s {scores}", flush=True)
         empty_features(work / "cache")
         profiled, _ = sigclass_run(work / "photos", work / "run-profile", env, work / "train.prof")
         for run in runs.values():

@@ -342,19 +342,16 @@ def _array_to_pil(array: np.ndarray):
     return Image.fromarray(np.ascontiguousarray(array))
 
 
-class ImagePreprocessor:
-    """Turns images (paths, bytes, PIL images, arrays) into one normalized batch tensor, and the
-    maps computed on that tensor back onto the images.
-
-    Every input that cannot be read is named in one :class:`DataError`.
-    """
+class ImageDecoder:
+    """What the toolkit's image preprocessing and the lean runtime's share: the network's input
+    shape and test-time views, and inputs (paths, bytes, PIL images, arrays) decoded to PIL images
+    with the model's channels, every unreadable one named in one :class:`DataError`."""
 
     modality = "image"
 
     def __init__(self, data_config: dict[str, Any]):
         self.data_config = data_config
         self.channels = int(data_config["input_size"][0])
-        self.transform = build_image_transform(data_config)
 
     @property
     def item_shape(self) -> tuple[int, ...]:
@@ -385,6 +382,18 @@ class ImagePreprocessor:
         if problems:
             raise DataError(problems)
         return images
+
+
+class ImagePreprocessor(ImageDecoder):
+    """Turns images (paths, bytes, PIL images, arrays) into one normalized batch tensor, and the
+    maps computed on that tensor back onto the images.
+
+    Every input that cannot be read is named in one :class:`DataError`.
+    """
+
+    def __init__(self, data_config: dict[str, Any]):
+        super().__init__(data_config)
+        self.transform = build_image_transform(data_config)
 
     def __call__(self, items: list, names: list[str] | None = None):
         return self._stacked(self.decode(items, names))

@@ -5,28 +5,24 @@ NumPy and Pillow, without PyTorch (:class:`~sigclass.modalities.base.LeanModalit
 step: the resize mode of the image's aspect (:func:`~sigclass.data.image_preprocess.resize_for`),
 a centre crop (the shorter side resized to ``size / crop_pct``, torchvision's rounding), a
 letterbox pad with the mean colour or a plain resize, then ``/ 255``, ``- mean`` and ``/ std`` in
-float32. Pillow resizes where torchvision resizes a uint8 tensor; both antialias, and a pixel may
-differ by one grey level (the README's parity figures measure what that costs).
+float32 (:func:`~sigclass.data.image_preprocess.normalized_array`, the training side's own step).
+Both sides resize with Pillow, so the runtime's input is the training side's to the bit.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..data.image_preprocess import (
-    image_inputs_as_list,
+    ImageDecoder,
     letterbox_padding,
-    load_image,
     map_to_image,
     normalized_array,
     resize_for,
 )
-from ..data.views import views_of
-from ..exceptions import DataError, Problem
 from .base import LeanModality
 from .resize import resize_2d
 from .uploads import IMAGE_FORMATS, as_limits, decode_image
@@ -36,43 +32,18 @@ PIL_FILTERS = {"nearest": 0, "nearest-exact": 0, "box": 4, "bilinear": 2, "hammi
                "bicubic": 3, "lanczos": 1}
 
 
-class ImageInputs:
+class ImageInputs(ImageDecoder):
     """Images (paths, bytes, PIL images, arrays) as one normalized float32 ``(N, C, H, W)`` batch
-    (the ``inputs`` of :class:`~sigclass.modalities.base.LeanModality`)."""
+    (the ``inputs`` of :class:`~sigclass.modalities.base.LeanModality`); the decoding is the
+    toolkit's own (:class:`~sigclass.data.image_preprocess.ImageDecoder`)."""
 
     per_channel = False
 
     def __init__(self, data_config: dict[str, Any]):
-        self.data_config = data_config
-        self.channels = int(data_config["input_size"][0])
+        super().__init__(data_config)
         self.mean = np.asarray(data_config["mean"], dtype=np.float32)[:, None, None]
         self.std = np.asarray(data_config["std"], dtype=np.float32)[:, None, None]
         self.filter = PIL_FILTERS[str(data_config.get("interpolation", "bilinear"))]
-
-    @property
-    def item_shape(self) -> tuple[int, ...]:
-        return tuple(int(v) for v in self.data_config["input_size"])
-
-    @property
-    def views(self) -> tuple[str, ...]:
-        return views_of(self.data_config)
-
-    def as_list(self, inputs) -> list:
-        return image_inputs_as_list(inputs)
-
-    def decode(self, items: list, names: list[str] | None = None) -> list:
-        images, problems = [], []
-        for index, item in enumerate(items):
-            try:
-                images.append(load_image(item, self.channels))
-            except DataError as exc:
-                problems += exc.problems
-            except Exception as exc:  # noqa: BLE001 - any decoding failure names the input
-                name = names[index] if names else str(item) if isinstance(item, str | Path) else f"input {index}"
-                problems.append(Problem(name, f"cannot be read as an image: {exc}"))
-        if problems:
-            raise DataError(problems)
-        return images
 
     def __call__(self, items: list, names: list[str] | None = None) -> np.ndarray:
         images = self.decode(items, names)
