@@ -141,7 +141,10 @@ class ImageModality(LeanImage, Modality):
                 "augment.color_jitter": round(0.4 * strength, 3)}
 
     def audit_features(self, dataset, model: str, cache_dir=None):
-        return Featurizer(model, cache_dir=cache_dir).fit().transform(dataset.model_inputs())
+        # the features (and ONNX graph) of a headless run of `model` with the default pooling and
+        # size: the run computes each image's unflipped view once, for the audit and for itself
+        featurizer = Featurizer(model, cache_dir=cache_dir, pooling=RunConfig.pooling)
+        return featurizer.fit().transform(dataset.model_inputs())
 
     def audit_feature_name(self, model: str) -> str:
         return model
