@@ -38,7 +38,7 @@ def main() -> None:
                      "n_suspects": len(suspects), "precision": hits / max(1, len(suspects)),
                      "recall": hits / len(truth), "seconds": time.perf_counter() - started})
         print(rows[-1])
-    result = {"dataset": "fridgeObjects", "features": "efficientnet_lite0, stage pooling (a default headless run's, cached), logistic OOF",
+    result = {"dataset": "fridgeObjects", "features": "efficientnet_lite2 (the default headless backbone), stage pooling, cached; logistic OOF",
               "rows": rows, "mean_precision": float(np.mean([r["precision"] for r in rows])),
               "mean_recall": float(np.mean([r["recall"] for r in rows])), "load_average": os.getloadavg()}
     out = ROOT / "bench" / "results" / "audit.json"

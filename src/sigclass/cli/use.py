@@ -96,7 +96,9 @@ def add_commands(commands) -> None:
     audit.add_argument("data", help="labeled data (folder, manifest, signal file, named dataset)")
     audit.add_argument("--out", type=Path, default=Path("audit"), help="output folder (default: audit)")
     audit.add_argument("--root", help="dataset root of a CSV manifest")
-    audit.add_argument("--model", default="efficientnet_lite0", help="image backbone of the features")
+    audit.add_argument("--model", default=None,
+                       help="image backbone of the features (default: the default headless one, "
+                            "efficientnet_lite2, whose features a default training run caches)")
     audit.add_argument("--on-bad-file", default="error", choices=BAD_FILE_POLICIES)
     add_file_options(audit)
     audit.set_defaults(func=cmd_audit)
