@@ -228,14 +228,13 @@ def accuracy(names: list[str], out: Path, full: bool) -> tuple[dict, dict]:
     for name in names:
         source, title, small = DATASETS[name]
         use_full = full or small
-        config = RunConfig(val_size=0.1, test_size=0.25, seed=0)
+        config = demo.setting(RunConfig(val_size=0.1, test_size=0.25, seed=0), use_full)
         references = demo.ELPV_REFERENCES if name == "elpv" else []
         board = compare(source, out / name, config=config, references=references, title=title,
                         progress=False, time_limit=None if use_full else demo.IMAGE_MINUTES * 60.0)
         print(board.to_markdown(), flush=True)
-        table[name] = {row["name"]: {k: row.get(k) for k in ("model", "accuracy", "f1_macro",
-                                                                "train_seconds", "items_per_second")}
-                       for row in board.rows}
+        keys = ("model", "accuracy", "balanced_accuracy", "f1_macro", "train_seconds", "items_per_second")
+        table[name] = {row["name"]: {k: row.get(k) for k in keys} for row in board.rows}
         settings[name] = "full" if use_full else "CPU-sized"
     return table, settings
 

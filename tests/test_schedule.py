@@ -35,6 +35,8 @@ def test_auto_epochs_follow_steps_clamped_and_the_user_number_wins():
     assert make_plan(TrainConfig(), 1, SignalModality.budget, BALANCED_VAL, train, 2).epochs_planned == 1000  # max_epochs
     image = make_plan(TrainConfig(), 4, ImageModality.budget, BALANCED_VAL, train, 2)
     assert (image.epochs_planned, image.max_minutes) == (100, 5.0)  # 400 steps / 4
+    uncapped = make_plan(TrainConfig(max_minutes=None), 4, ImageModality.budget, BALANCED_VAL, train, 2)
+    assert (uncapped.epochs_planned, uncapped.max_minutes) == (100, None)  # the demo's full setting
     user = make_plan(TrainConfig(epochs=7), 2, SignalModality.budget, BALANCED_VAL, train, 2)
     assert (user.epochs_planned, user.epochs_source, user.max_minutes, user.min_epochs) == (7, "user", None, 7)
     assert (user.patience, user.selection, user.monitor) == (5, "best", "val_loss_ema")
