@@ -102,6 +102,26 @@ def test_predict_image_matches_the_predictor(models, image_server, photos):
     assert raw.json()["probabilities"] == _post_image(base, photos[0].read_bytes()).json()["probabilities"]
 
 
+def test_the_service_scores_a_linear_head_from_its_coefficients(models, photos):
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    from sigclass.serve.model import coefficient_head
+
+    predictor = sc.load(models[0])
+    features = predictor.transform(photos)
+    head = coefficient_head(predictor)
+    assert head is not None  # the run's logistic regression
+    np.testing.assert_allclose(head.predict_proba(features), predictor.probabilities_from_outputs(features),
+                               atol=1e-6)
+    # a head with no coefficient form stays with scikit-learn
+    rows = np.random.default_rng(0).standard_normal((40, features.shape[1])).astype(np.float32)
+    labels = np.asarray(predictor.classes)[np.arange(40) % len(predictor.classes)]
+    predictor.head = make_pipeline(StandardScaler(), SVC(probability=True, random_state=0)).fit(rows, labels)
+    assert coefficient_head(predictor) is None
+
+
 def test_health_ready_metadata_and_docs(models, image_server):
     base, _ = image_server
     assert httpx.get(base + "/health").json() == {"status": "ok"}
