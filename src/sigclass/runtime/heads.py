@@ -1,4 +1,5 @@
-"""A headless model's head as plain coefficients (``head.json``), evaluated with NumPy.
+"""A headless model's head as plain coefficients (``head.json``), written from the fitted
+scikit-learn head by :func:`head_document` and evaluated with NumPy by :class:`LinearHead`.
 
 Both head kinds start with an optional standardization (``(x - mean) / scale``, the head
 pipeline's ``StandardScaler``) and a linear score ``x @ coef.T + intercept``:
@@ -17,12 +18,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import Field, ValidationError
 
-from ..exceptions import ArtifactError
+from ..exceptions import ArtifactError, ConfigError
 from ..model_schema.fields import Finite, Name, StrictModel
 
 HEAD_KINDS = ("logistic_regression", "calibrated_linear")
@@ -142,3 +143,74 @@ class LinearHead:
         total = proba.sum(axis=1, keepdims=True)
         uniform = np.full_like(proba, 1.0 / self.n_head_classes)
         return np.divide(proba, total, out=uniform, where=total != 0)
+
+
+LINEAR_SCORERS = ("LinearSVC", "RidgeClassifierCV", "RidgeClassifier")
+
+
+def head_document(head, classes: list[str]) -> dict[str, Any]:
+    """``head.json`` of a scikit-learn head, alone or after a ``StandardScaler`` in a
+    ``Pipeline``: a ``LogisticRegression`` (``logistic_regression``), or a ``LinearSVC`` /
+    ``RidgeClassifierCV`` in a ``CalibratedClassifierCV`` with one calibrated classifier and
+    sigmoid calibration, the toolkit's ``linear_svm`` and ``ridge`` heads
+    (``calibrated_linear``, see the module's docstring). Reads the fitted attributes only: no
+    scikit-learn import.
+
+    Raises:
+        ConfigError: Any other head (an RBF SVM, forests and boosting have no coefficient form
+            the runtime evaluates; isotonic or ensembled calibration is not reproduced).
+    """
+    steps = list(getattr(head, "steps", [("clf", head)]))
+    scaler = steps[0][1] if len(steps) == 2 and type(steps[0][1]).__name__ == "StandardScaler" else None
+    clf = steps[-1][1]
+    kinds = " -> ".join(type(s).__name__ for _, s in steps)
+    if type(clf).__name__ == "CalibratedClassifierCV":
+        kinds += f" ({type(clf.estimator).__name__})"
+    calibrated = _calibrated_linear(clf)
+    multi_class = getattr(clf, "multi_class", "auto")
+    logistic = type(clf).__name__ == "LogisticRegression" and multi_class != "ovr"
+    if (not logistic and calibrated is None) or len(steps) > (2 if scaler is not None else 1):
+        raise ConfigError(f"The head of this model ({kinds}) cannot be exported to a bundle: the "
+                          "lean runtime evaluates the 'logreg', 'linear_svm' and 'ridge' heads "
+                          "(logistic regression; a linear SVM or ridge classifier with sigmoid "
+                          "calibration) as coefficients, without scikit-learn; an RBF SVM, "
+                          "forests and boosting have no such form. Train with --head logreg, "
+                          "linear_svm or ridge, or serve the model folder with the full install.")
+    scaling = {
+        "mean": None if scaler is None or scaler.mean_ is None else scaler.mean_.tolist(),
+        "scale": None if scaler is None or scaler.scale_ is None else scaler.scale_.tolist(),
+    }
+    if calibrated is not None:
+        return {"kind": "calibrated_linear", "classes": [str(c) for c in clf.classes_], **scaling,
+                **calibrated}
+    return {
+        "kind": "logistic_regression",
+        "classes": [str(c) for c in clf.classes_], **scaling,
+        "coef": np.asarray(clf.coef_, dtype=np.float64).tolist(),
+        "intercept": np.asarray(clf.intercept_, dtype=np.float64).reshape(-1).tolist(),
+    }
+
+
+def _calibrated_linear(clf) -> dict[str, Any] | None:
+    """The coefficients, sigmoids and class columns of a calibrated linear classifier (``None``
+    for anything else), as scikit-learn's ``_CalibratedClassifier.predict_proba`` uses them."""
+    members = getattr(clf, "calibrated_classifiers_", None)
+    if type(clf).__name__ != "CalibratedClassifierCV" or not members or len(members) != 1:
+        return None
+    member = members[0]
+    scorer = member.estimator
+    if (member.method != "sigmoid" or type(scorer).__name__ not in LINEAR_SCORERS
+            or any(type(c).__name__ != "_SigmoidCalibration" for c in member.calibrators)):
+        return None
+    classes = [str(c) for c in member.classes]
+    coef = np.asarray(scorer.coef_, dtype=np.float64).reshape(-1, np.shape(scorer.coef_)[-1])
+    positions = [classes.index(str(c)) for c in scorer.classes_]
+    # two classes: one score column, that of the second class
+    columns = [positions[0] + 1] if len(classes) == 2 else positions[:len(coef)]
+    if len(member.calibrators) != len(coef) or len(columns) != len(coef):
+        return None
+    return {"coef": coef.tolist(),
+            "intercept": np.asarray(scorer.intercept_, dtype=np.float64).reshape(-1).tolist(),
+            "calibration": [{"a": float(c.a_), "b": float(c.b_)} for c in member.calibrators],
+            "columns": [int(c) for c in columns],
+            "dtype": "float32" if np.asarray(scorer.coef_).dtype == np.float32 else "float64"}

@@ -143,8 +143,7 @@ def coefficient_head(predictor, n_check: int = 16, atol: float = 1e-6):
     width = getattr(head, "n_features_in_", None)
     if head is None or width is None:
         return None
-    from ..runtime.heads import HeadDocument, LinearHead
-    from ..workflows.bundle import head_document
+    from ..runtime.heads import HeadDocument, LinearHead, head_document
 
     try:
         fast = LinearHead(HeadDocument.model_validate(head_document(head, predictor.classes)),
