@@ -76,6 +76,15 @@ class LinearHead:
                             np.asarray([[c.a, c.b] for c in document.calibration], dtype=np.float64))
 
     @classmethod
+    def from_estimator(cls, head, classes: list[str]) -> LinearHead:
+        """The head of a fitted scikit-learn ``head`` (see :func:`head_document`).
+
+        Raises:
+            ConfigError: The head has no coefficient form.
+        """
+        return cls(HeadDocument.model_validate(head_document(head, classes)), classes)
+
+    @classmethod
     def read(cls, path: Path, classes: list[str]) -> LinearHead:
         """The head of ``path``, checked against the model's ``classes``.
 

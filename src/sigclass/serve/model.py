@@ -143,11 +143,10 @@ def coefficient_head(predictor, n_check: int = 16, atol: float = 1e-6):
     width = getattr(head, "n_features_in_", None)
     if head is None or width is None:
         return None
-    from ..runtime.heads import HeadDocument, LinearHead, head_document
+    from ..runtime.heads import LinearHead
 
     try:
-        fast = LinearHead(HeadDocument.model_validate(head_document(head, predictor.classes)),
-                          predictor.classes)
+        fast = LinearHead.from_estimator(head, predictor.classes)
     except ConfigError:
         return None
     rows = np.random.default_rng(0).standard_normal((n_check, int(width))).astype(np.float32)
@@ -190,7 +189,9 @@ class ServedModel(HoldsPredictor):
         self.predictor.device = settings.device
         self.identity = model_identity(settings.model, self.predictor)
         self.engine_info = pick_engine(self.predictor, settings)
-        self.head = coefficient_head(self.predictor)
+        fast = coefficient_head(self.predictor)
+        self.probabilities = (self.predictor.probabilities_from_outputs if fast is None
+                              else fast.predict_proba)  # class probabilities of network outputs
         self.load_seconds = time.perf_counter() - start
 
     @property
@@ -206,10 +207,10 @@ class ServedModel(HoldsPredictor):
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
         """Class probabilities of a preprocessed batch (called in the model thread), and, for a
         model with an out-of-distribution score, that score as one more last column."""
-        outputs = infer(self.predictor.engine, _tensor(batch), self.predictor.preprocessor.views)
-        proba = (self.predictor.probabilities_from_outputs(outputs) if self.head is None
-                 else self.head.predict_proba(outputs))
-        ood = self.predictor.batch_ood_scores(_tensor(batch), outputs)
+        inputs = _tensor(batch)
+        outputs = infer(self.predictor.engine, inputs, self.predictor.preprocessor.views)
+        proba = self.probabilities(outputs)
+        ood = self.predictor.batch_ood_scores(inputs, outputs)
         return proba if ood is None else np.column_stack([proba, ood])
 
     def explain(self, item, target: str | None) -> dict[str, Any]:

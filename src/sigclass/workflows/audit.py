@@ -46,7 +46,12 @@ def dataset_features(dataset, model: str | None = None, cache_dir=None) -> np.nd
     default headless backbone, whose features a default training run caches), or MiniRocket for
     signals."""
     modality = modality_of(dataset)
-    return modality.audit_features(dataset, model or modality.default_model("headless"), cache_dir)
+    return modality.audit_features(dataset, _backbone(modality, model), cache_dir)
+
+
+def _backbone(modality, model: str | None) -> str:
+    """``model``, or the modality's default headless backbone when it is ``None``."""
+    return model or modality.default_model("headless")
 
 
 def audit_labels(dataset, out: str | Path | None = None, model: str | None = None,
@@ -98,7 +103,7 @@ def audit_section(dataset, model: str | None = None, cache_dir=None,
     comparison share it; a dataset the audit cannot cross-validate gets the reason instead.
     """
     modality = modality_of(dataset)
-    model = model or modality.default_model("headless")
+    model = _backbone(modality, model)
     features = modality.audit_feature_name(model)
     key = (dataset.fingerprint(), tuple(dataset.ids), features)
     if key not in _SECTIONS:
