@@ -186,3 +186,27 @@ def test_unknown_policy_and_missing_folder(tmp_path):
         ImageDataset.from_folder(tmp_path / "nope")
     with pytest.raises(DataError, match="no class subfolders found"):
         ImageDataset.from_folder(tmp_path)
+
+
+@pytest.mark.parametrize("size, crop_pct", [((150, 113), 0.875), ((1200, 900), 0.875),
+                                             ((300, 300), 1.0), ((90, 400), 0.9), ((200, 150), 1.15)])
+def test_the_centre_crop_resizes_only_the_kept_region_as_torchvision_would(size, crop_pct):
+    """One Pillow resize of the crop's source region gives torchvision's Resize + CenterCrop
+    within one grey level (upscaled, downscaled, already at size, tall, and a crop larger than
+    the resized image, which torchvision pads)."""
+    from PIL import Image
+    from torchvision.transforms import InterpolationMode, v2
+
+    from sigclass.data.image_preprocess import center_crop_pil
+
+    rng = np.random.default_rng(0)
+    smooth = rng.integers(0, 256, (size[1] // 8 + 1, size[0] // 8 + 1, 3), dtype=np.uint8)
+    image = Image.fromarray(smooth).resize(size, Image.Resampling.BILINEAR)
+    image = Image.fromarray(np.clip(np.asarray(image, int) + rng.integers(-20, 21, (size[1], size[0], 3)), 0, 255).astype(np.uint8))
+    short = int(round(224 / crop_pct))
+    reference = v2.Compose([v2.Resize(short, interpolation=InterpolationMode.BICUBIC, antialias=True),
+                            v2.CenterCrop((224, 224))])(image)
+    ours = center_crop_pil(image, 224, 224, crop_pct, Image.Resampling.BICUBIC)
+    assert ours.size == reference.size == (224, 224)
+    difference = np.abs(np.asarray(ours, int) - np.asarray(reference, int))
+    assert difference.max() <= 1 and (difference > 0).mean() < 0.001

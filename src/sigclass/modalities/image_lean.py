@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 
 from ..data.image_preprocess import (
+    PIL_FILTERS,
     ImageDecoder,
+    center_crop_pil,
     letterbox_padding,
     map_to_image,
     normalized_array,
@@ -26,10 +28,6 @@ from ..data.image_preprocess import (
 from .base import LeanModality
 from .resize import resize_2d
 from .uploads import IMAGE_FORMATS, as_limits, decode_image
-
-# torchvision's InterpolationMode names as Pillow's filters (Image.Resampling values)
-PIL_FILTERS = {"nearest": 0, "nearest-exact": 0, "box": 4, "bilinear": 2, "hamming": 5,
-               "bicubic": 3, "lanczos": 1}
 
 
 class ImageInputs(ImageDecoder):
@@ -67,30 +65,14 @@ class ImageInputs(ImageDecoder):
         _, height, width = self.item_shape
         mode = resize_for(self.data_config, image.height, image.width)
         if mode == "center_crop":
-            image = self._center_crop(image, height, width)
+            image = center_crop_pil(image, height, width, float(self.data_config.get("crop_pct", 1.0)),
+                                    self.filter)
         else:
             if mode == "letterbox":
                 image = self._letterbox(image)
             if image.size != (width, height):
                 image = image.resize((width, height), self.filter)
         return normalized_array(image, self.mean, self.std)
-
-    def _center_crop(self, image, height: int, width: int):
-        short = int(round(min(height, width) / float(self.data_config.get("crop_pct", 1.0))))
-        w, h = image.size
-        # torchvision's Resize(int): the shorter side becomes `short`, the longer keeps the ratio
-        size = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
-        if size != (w, h):
-            image = image.resize(size, self.filter)
-        w, h = image.size
-        if w < width or h < height:  # torchvision pads a crop larger than the image with zeros
-            from PIL import Image
-
-            canvas = Image.new(image.mode, (max(w, width), max(h, height)), 0)
-            canvas.paste(image, ((max(w, width) - w) // 2, (max(h, height) - h) // 2))
-            image, (w, h) = canvas, canvas.size
-        top, left = int(round((h - height) / 2.0)), int(round((w - width) / 2.0))
-        return image.crop((left, top, left + width, top + height))
 
     def _letterbox(self, image):
         from PIL import Image
