@@ -9,6 +9,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 
 import sigclass as sc
 from sigclass.config import RunConfig, TrainConfig
@@ -190,3 +191,45 @@ def test_a_short_budget_fine_tunes_at_a_smaller_size_and_says_so(colour_folder, 
                     **{"train.max_minutes": 0.02, "cam_examples": 0})
     assert kept.predictor.data_config["input_size"] == [3, 64, 64]
     assert "image_size_reason" not in json.loads((tmp_path / "kept" / "run.json").read_text())
+
+
+class _Series(torch.utils.data.Dataset):
+    def __init__(self, x, y):
+        self.x, self.targets = x, np.asarray(y)
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, index):
+        return self.x[index], int(self.targets[index])
+
+
+@pytest.mark.parametrize("setting, clip", [("auto", 1.0), (0.25, 0.25), (None, None)])
+def test_recurrent_networks_clip_the_gradient_norm_by_default(setting, clip):
+    """``clip_grad_norm="auto"`` takes the network's own clip (1.0 for the LSTM), a number wins,
+    ``null`` turns it off; the plan says so and a step's gradient norm stays under it."""
+    from sigclass.models.signal import RecurrentNet
+    from sigclass.training.trainer import Trainer
+
+    torch.manual_seed(0)
+    network = RecurrentNet(n_classes=2, in_chans=3)
+    with torch.no_grad():
+        network.fc.weight.mul_(100.0)  # large logits: large gradients through the LSTM
+    x, y = torch.randn(16, 3, 40), np.repeat([0, 1], 8)
+    trainer = Trainer(network, TrainConfig(epochs=1, clip_grad_norm=setting), mode="scratch",
+                      device="cpu", progress=False)
+    trainer._setup(_Series(x, y), _Series(x, y))
+    trainer.train_step(x, torch.as_tensor(y))
+    norm = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in network.parameters()])))
+    assert trainer.summary()["clip_grad_norm"] == clip
+    if clip is None:
+        assert norm > 1.0 and "clipped" not in trainer.describe_plan()
+    else:
+        assert norm <= clip * 1.001 and f"gradient norm clipped at {clip:g}" in trainer.describe_plan()
+
+
+def test_networks_without_their_own_clip_are_not_clipped():
+    train = np.repeat([0, 1], 50)
+    assert make_plan(TrainConfig(), 2, SignalModality.budget, BALANCED_VAL, train, 2).clip_grad_norm is None
+    with pytest.raises(ConfigError, match=r"'train\.clip_grad_norm' option must be 'auto', null or a positive"):
+        RunConfig(data="x", train=TrainConfig(clip_grad_norm=0)).validate()

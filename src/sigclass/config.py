@@ -90,6 +90,10 @@ class TrainConfig:
             loss is monitored).
         loss_smoothing: Weight of the newest epoch in the moving average of the validation loss.
         max_minutes: Training budget in minutes, ``None`` (none) or ``"auto"`` (see above).
+        clip_grad_norm: Largest norm of the gradient of one step (larger ones are scaled down):
+            a number, ``None`` (no clipping) or ``"auto"``: the network's own
+            ``clip_grad_norm`` (1.0 for the recurrent networks, whose gradients can explode
+            over long series; none for the others).
         num_workers: DataLoader workers; ``None`` picks by CPU count.
     """
 
@@ -109,6 +113,7 @@ class TrainConfig:
     monitor: str = "auto"
     loss_smoothing: float = 0.3
     max_minutes: float | str | None = "auto"
+    clip_grad_norm: float | str | None = "auto"
     num_workers: int | None = None
 
     @property
@@ -141,6 +146,9 @@ class TrainConfig:
               "'auto' or a whole number of epochs (0: no early stopping)")
         check("max_minutes", self.max_minutes, self.max_minutes in (None, "auto")
               or (number(self.max_minutes, 0) and self.max_minutes > 0), "'auto', null or a positive number")
+        check("clip_grad_norm", self.clip_grad_norm, self.clip_grad_norm in (None, "auto")
+              or (number(self.clip_grad_norm, 0) and self.clip_grad_norm > 0),
+              "'auto', null or a positive number")
         check("class_weights", self.class_weights, self.class_weights in ("auto", "balanced", "sqrt")
               or isinstance(self.class_weights, bool), "'auto', true, 'sqrt' or false")
         check("loss_smoothing", self.loss_smoothing, number(self.loss_smoothing, 0)

@@ -16,7 +16,12 @@ class ClassifierNet(nn.Module):
 
     With ``global_pool="flatten"`` the head flattens the feature map instead (the lab-brief CNN);
     the network then needs a fixed input size and class activation maps fall back to Grad-CAM.
+
+    ``clip_grad_norm`` is the gradient-norm clip that ``train.clip_grad_norm="auto"`` applies to
+    the network (``None``: none).
     """
+
+    clip_grad_norm: float | None = None
 
     def _init_head(
         self, n_features: int, n_classes: int, global_pool: str = "avg", drop_rate: float = 0.0,

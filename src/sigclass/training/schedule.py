@@ -66,6 +66,7 @@ class Plan:
         tiny_val: The validation part counted as tiny.
         class_weights: The loss weight of each class, or ``None`` (plain loss).
         class_weights_reason: Why they were or were not applied.
+        clip_grad_norm: Largest gradient norm of a step, or ``None`` (no clipping).
     """
 
     epochs_planned: int
@@ -78,6 +79,7 @@ class Plan:
     tiny_val: bool
     class_weights: list[float] | None
     class_weights_reason: str
+    clip_grad_norm: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -153,8 +155,9 @@ def budget_minutes(config, default: float | None) -> float | None:
 
 
 def make_plan(config, steps_per_epoch: int, budget: Budget, val_targets, train_targets,
-              n_classes: int) -> Plan:
-    """Resolve ``config`` (a ``TrainConfig``) with the ``budget`` of the data's modality."""
+              n_classes: int, network_clip: float | None = None) -> Plan:
+    """Resolve ``config`` (a ``TrainConfig``) with the ``budget`` of the data's modality;
+    ``network_clip`` is the network's own gradient-norm clip (``clip_grad_norm="auto"``)."""
     if config.epochs == "auto":
         steps = config.steps or budget.steps
         epochs = min(max(math.ceil(steps / steps_per_epoch), config.min_epochs), config.max_epochs)
@@ -169,8 +172,9 @@ def make_plan(config, steps_per_epoch: int, budget: Budget, val_targets, train_t
     monitor = "val_loss_ema" if config.monitor == "auto" else config.monitor
     selection = "last" if config.monitor == "auto" and tiny else "best"
     weights, reason = class_weight_vector(config.class_weights, train_targets, n_classes)
+    clip = network_clip if config.clip_grad_norm == "auto" else config.clip_grad_norm
     return Plan(epochs, source, int(patience), min(config.min_epochs, epochs), max_minutes, monitor,
-                selection, tiny, weights, reason)
+                selection, tiny, weights, reason, None if clip is None else float(clip))
 
 
 def fit_to_budget(plan: Plan, epoch_seconds: list[float], elapsed: float) -> int | None:

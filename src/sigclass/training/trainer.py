@@ -130,7 +130,8 @@ class Trainer:
         shard = -(-len(train_set) // self.world_size_)  # DistributedSampler pads to equal shards
         self.steps_per_epoch = max(1, shard // self.batch_size_ + (shard % self.batch_size_ > 1))
         self.plan_: Plan = make_plan(cfg, self.steps_per_epoch, self.budget, np.asarray(val_set.targets),
-                                     np.asarray(train_set.targets), self._n_classes())
+                                     np.asarray(train_set.targets), self._n_classes(),
+                                     getattr(self.network, "clip_grad_norm", None))
         total = self.steps_per_epoch * self.plan_.epochs_planned
         warmup = int(round(cfg.warmup_epochs * self.steps_per_epoch))
         self.scheduler_ = torch.optim.lr_scheduler.LambdaLR(self.optimizer_, WarmupCosine(warmup, total))
@@ -240,7 +241,8 @@ class Trainer:
         return (f"{plan.epochs_planned} epochs ({plan.epochs_source}){budget}, batch "
                 f"{self.global_batch_size_}; early stopping on "
                 f"{plan.monitor} after {plan.patience} epochs without improvement, not before epoch "
-                f"{plan.min_epochs}; keeps {pick}; class weights: {plan.class_weights_reason}")
+                f"{plan.min_epochs}; keeps {pick}; class weights: {plan.class_weights_reason}"
+                + (f"; gradient norm clipped at {plan.clip_grad_norm:g}" if plan.clip_grad_norm else ""))
 
     def summary(self) -> dict[str, Any]:
         """The plan and what happened, for the run summary (``run.json``); a distributed run adds
@@ -316,6 +318,8 @@ class Trainer:
             loss = self.criterion_(logits.float(), target)
         self.optimizer_.zero_grad(set_to_none=True)
         loss.backward()
+        if self.plan_.clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.plan_.clip_grad_norm)
         self.optimizer_.step()
         self.scheduler_.step()
         return {"loss": loss.detach(), "y_pred": logits.detach()}
