@@ -1,5 +1,5 @@
-"""``export_onnx``: every output keeps the batch axis, and a network the TorchScript tracer cannot
-follow is written by torch.export's exporter instead."""
+"""``export_onnx``: every output keeps the batch axis, and a network torch.export cannot export is
+written by the TorchScript exporter instead."""
 
 from __future__ import annotations
 
@@ -24,16 +24,16 @@ class TwoOutputs(nn.Module):
         return self.fc(feature_map.mean(dim=(2, 3))), feature_map
 
 
-class Untraceable(nn.Module):
-    """A forward that refuses the TorchScript tracer (as code it cannot follow would)."""
+class Unexportable(nn.Module):
+    """A forward that refuses torch.export (as code it cannot follow would)."""
 
     def __init__(self):
         super().__init__()
         self.fc = nn.Linear(6, 3)
 
     def forward(self, x):
-        if torch.jit.is_tracing():
-            raise RuntimeError("this forward cannot be traced")
+        if torch.compiler.is_compiling():
+            raise RuntimeError("this forward cannot be exported")
         return self.fc(x)
 
 
@@ -52,11 +52,11 @@ def test_every_output_keeps_the_batch_axis(tmp_path, batch):
         np.testing.assert_allclose(out, want, atol=1e-5, rtol=1e-4)
 
 
-def test_a_network_the_tracer_cannot_follow_is_exported_by_torch_export(tmp_path, caplog):
-    network = Untraceable().eval()
+def test_a_network_torch_export_cannot_follow_is_exported_by_the_tracer(tmp_path, caplog):
+    network = Unexportable().eval()
     with caplog.at_level("INFO", logger="sigclass.inference"):
-        graph = export_onnx(network, (6,), tmp_path / "untraceable.onnx")
-    assert "TorchScript ONNX exporter failed" in caplog.text
+        graph = export_onnx(network, (6,), tmp_path / "unexportable.onnx")
+    assert "torch.export's ONNX exporter failed" in caplog.text
     x = torch.randn(4, 6, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = network(x).numpy()
