@@ -25,6 +25,9 @@ from .exceptions import ConfigError
 logger = logging.getLogger(__name__)
 
 OPSET = 17  # ONNX opset of exported graphs (ONNX Runtime's quantization handles it)
+# Part of every cached graph's key: bump when export_onnx writes graphs differently, so that a
+# cache does not keep serving graphs of the earlier kind (2: torch.export's exporter again).
+GRAPH_VERSION = 2
 
 
 class TorchEngine:

@@ -27,7 +27,7 @@ from .artifacts import (
 from .choices import DEFAULT_MODALITY, PRECISIONS
 from .evaluation.ood import score_records
 from .exceptions import ArtifactError, ConfigError
-from .inference import infer, make_engine, pooled_features, resolve_backend
+from .inference import GRAPH_VERSION, infer, make_engine, pooled_features, resolve_backend
 from .modalities import modality_of
 
 
@@ -35,7 +35,8 @@ def onnx_cache_path(predictor, explicit: str | Path | None = None) -> Path | Non
     """Where a saved model's ONNX graph is kept: ``explicit``, else the sigclass cache folder
     keyed by the model's checksums (``None`` for a model that was never saved)."""
     return graph_cache_path(predictor.info.get("path"),
-                            {"shape": list(predictor.preprocessor.item_shape)}, explicit)
+                            {"shape": list(predictor.preprocessor.item_shape), "graph": GRAPH_VERSION},
+                            explicit)
 
 
 def quantized_paths(predictor) -> tuple[Path, Path]:

@@ -21,7 +21,7 @@ from ..choices import POOLINGS, check_choice
 from ..data.image_preprocess import ImagePreprocessor, image_data_config
 from ..data.views import TTA_GROUPS, resolve_tta
 from ..exceptions import ConfigError
-from ..inference import infer
+from ..inference import GRAPH_VERSION, infer
 from ..models import create_model
 from ..models.stage_pool import StagePooled, supports_stages
 from .feature_cache import FeatureCache
@@ -148,7 +148,7 @@ class Featurizer(BaseFeaturizer):
     def _onnx_path(self) -> Path | None:
         """The ONNX export is cached beside the features."""
         folder = self._cache_folder()
-        return None if folder is None else folder / "backbone.onnx"
+        return None if folder is None else folder / f"backbone.v{GRAPH_VERSION}.onnx"
 
     def _cache_folder(self) -> Path | None:
         if self.cache_dir is False:
