@@ -197,7 +197,7 @@ def test_the_centre_crop_resizes_only_the_kept_region_as_torchvision_would(size,
     from PIL import Image
     from torchvision.transforms import InterpolationMode, v2
 
-    from sigclass.data.image_preprocess import center_crop_pil
+    from sigclass.data.image_resize import center_crop_pil
 
     rng = np.random.default_rng(0)
     smooth = rng.integers(0, 256, (size[1] // 8 + 1, size[0] // 8 + 1, 3), dtype=np.uint8)

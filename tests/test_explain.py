@@ -503,7 +503,8 @@ def test_headless_layercam_uses_the_linear_head():
 def test_letterbox_keeps_the_whole_image_and_its_map_fits_it():
     from PIL import Image
 
-    from sigclass.data.image_preprocess import build_image_transform, letterbox_padding
+    from sigclass.data.image_preprocess import build_image_transform
+    from sigclass.data.image_resize import letterbox_padding
 
     assert letterbox_padding(40, 80) == (0, 20, 0, 20)
     assert letterbox_padding(81, 40) == (20, 0, 21, 0)

@@ -16,15 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from ..data.image_preprocess import (
-    PIL_FILTERS,
-    ImageDecoder,
-    center_crop_pil,
-    letterbox_padding,
-    map_to_image,
-    normalized_array,
-    resize_for,
-)
+from ..data.image_preprocess import ImageDecoder, map_to_image, normalized_array, resize_for
+from ..data.image_resize import PIL_FILTERS, LetterboxPad, center_crop_pil
 from .base import LeanModality
 from .resize import resize_2d
 from .uploads import IMAGE_FORMATS, as_limits, decode_image
@@ -42,6 +35,7 @@ class ImageInputs(ImageDecoder):
         self.mean = np.asarray(data_config["mean"], dtype=np.float32)[:, None, None]
         self.std = np.asarray(data_config["std"], dtype=np.float32)[:, None, None]
         self.filter = PIL_FILTERS[str(data_config.get("interpolation", "bilinear"))]
+        self.letterbox = LetterboxPad(data_config["mean"])
 
     def __call__(self, items: list, names: list[str] | None = None) -> np.ndarray:
         images = self.decode(items, names)
@@ -69,23 +63,10 @@ class ImageInputs(ImageDecoder):
                                     self.filter)
         else:
             if mode == "letterbox":
-                image = self._letterbox(image)
+                image = self.letterbox(image)
             if image.size != (width, height):
                 image = image.resize((width, height), self.filter)
         return normalized_array(image, self.mean, self.std)
-
-    def _letterbox(self, image):
-        from PIL import Image
-
-        w, h = image.size
-        if w == h:
-            return image
-        left, top, _, _ = letterbox_padding(h, w)
-        fill = tuple(round(float(m) * 255) for m in self.data_config["mean"])
-        side = max(w, h)
-        canvas = Image.new(image.mode, (side, side), fill[0] if image.mode == "L" else fill)
-        canvas.paste(image, (left, top))
-        return canvas
 
 
 class LeanImage(LeanModality):
