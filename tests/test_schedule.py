@@ -233,3 +233,44 @@ def test_networks_without_their_own_clip_are_not_clipped():
     assert make_plan(TrainConfig(), 2, SignalModality.budget, BALANCED_VAL, train, 2).clip_grad_norm is None
     with pytest.raises(ConfigError, match=r"'train\.clip_grad_norm' option must be 'auto', null or a positive"):
         RunConfig(data="x", train=TrainConfig(clip_grad_norm=0)).validate()
+
+
+def test_the_moving_average_of_the_weights_is_on_when_fine_tuning():
+    train = np.repeat([0, 1], 50)
+
+    def plan(mode="scratch", **options):
+        return make_plan(TrainConfig(**options), 4, ImageModality.budget, BALANCED_VAL, train, 2,
+                         mode=mode)
+
+    assert plan("finetune").ema_decay == 0.999 and plan("scratch").ema_decay is None
+    assert plan("scratch", ema=0.99).ema_decay == 0.99 and plan("finetune", ema=None).ema_decay is None
+    with pytest.raises(ConfigError, match=r"'train\.ema' option must be 'auto', null or a decay"):
+        RunConfig(data="x", train=TrainConfig(ema=1.0)).validate()
+
+
+def test_the_moving_average_is_validated_kept_and_resumed(tmp_path):
+    """With ``ema``, validation scores the averaged weights, the run keeps them (tiny validation
+    part: the end of the schedule), and a checkpoint carries the average to a resumed run."""
+    from sigclass.models.signal import FCN
+    from sigclass.training.trainer import Trainer
+
+    torch.manual_seed(0)
+    x, y = torch.randn(24, 2, 32), np.repeat([0, 1], 12)
+    x[y == 1] += 0.5
+    config = TrainConfig(epochs=3, ema=0.9, lr=1e-2)
+    trainer = Trainer(FCN(n_classes=2, in_chans=2, width=8, depth=2), config, mode="scratch",
+                      device="cpu", progress=False).fit(_Series(x, y), _Series(x[:8], y[:8]))
+    assert "moving average of the weights (decay up to 0.9)" in trainer.describe_plan()
+    assert trainer.summary()["ema_decay"] == 0.9 and trainer.plan_.selection == "last"
+    kept, averaged = trainer.network.state_dict(), trainer.ema_.module.state_dict()
+    assert all(torch.equal(kept[k], averaged[k]) for k in kept)
+    # the last epoch's validation loss was measured on the weights now kept
+    again = trainer.run_epoch(_Series(x[:8], y[:8]), 3, training=False)
+    assert again["loss"] == pytest.approx(trainer.history_[-1]["val_loss"], rel=1e-5)
+    checkpoint = trainer.save_checkpoint(tmp_path / "last.pt")
+    resumed = Trainer(FCN(n_classes=2, in_chans=2, width=8, depth=2), TrainConfig(epochs=4, ema=0.9),
+                      mode="scratch", device="cpu", progress=False)
+    resumed._setup(_Series(x, y), _Series(x[:8], y[:8]))
+    resumed.load_checkpoint(checkpoint)
+    restored = resumed.ema_.module.state_dict()
+    assert all(torch.equal(restored[k], averaged[k]) for k in averaged)

@@ -94,6 +94,10 @@ class TrainConfig:
             a number, ``None`` (no clipping) or ``"auto"``: the network's own
             ``clip_grad_norm`` (1.0 for the recurrent networks, whose gradients can explode
             over long series; none for the others).
+        ema: An exponential moving average of the weights, validated each epoch and kept at the
+            end instead of the last step's weights: its largest decay (a number in (0, 1); the
+            decay grows with the steps, ``1 - (1 + step) ** -0.75``, up to it), ``None`` (off)
+            or ``"auto"``: 0.999 in ``finetune`` mode, off in ``scratch`` mode.
         num_workers: DataLoader workers; ``None`` picks by CPU count.
     """
 
@@ -114,6 +118,7 @@ class TrainConfig:
     loss_smoothing: float = 0.3
     max_minutes: float | str | None = "auto"
     clip_grad_norm: float | str | None = "auto"
+    ema: float | str | None = "auto"
     num_workers: int | None = None
 
     @property
@@ -149,6 +154,8 @@ class TrainConfig:
         check("clip_grad_norm", self.clip_grad_norm, self.clip_grad_norm in (None, "auto")
               or (number(self.clip_grad_norm, 0) and self.clip_grad_norm > 0),
               "'auto', null or a positive number")
+        check("ema", self.ema, self.ema in (None, "auto") or (number(self.ema, 0) and 0 < self.ema < 1),
+              "'auto', null or a decay in (0, 1)")
         check("class_weights", self.class_weights, self.class_weights in ("auto", "balanced", "sqrt")
               or isinstance(self.class_weights, bool), "'auto', true, 'sqrt' or false")
         check("loss_smoothing", self.loss_smoothing, number(self.loss_smoothing, 0)

@@ -36,6 +36,9 @@ MIN_STEPS_PER_EPOCH = 4
 SKEW_RATIO = 1.5
 TINY_VAL_ITEMS = 30
 TINY_VAL_PER_CLASS = 5
+# ema="auto" when fine-tuning: the largest decay of the moving average of the weights.
+FINETUNE_EMA_DECAY = 0.999
+EMA_WARMUP_POWER = 0.75  # the decay of step t is min(decay, 1 - (1 + t) ** -0.75): short runs average fewer steps
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class Plan:
         class_weights: The loss weight of each class, or ``None`` (plain loss).
         class_weights_reason: Why they were or were not applied.
         clip_grad_norm: Largest gradient norm of a step, or ``None`` (no clipping).
+        ema_decay: Largest decay of the moving average of the weights, or ``None`` (none).
     """
 
     epochs_planned: int
@@ -80,6 +84,7 @@ class Plan:
     class_weights: list[float] | None
     class_weights_reason: str
     clip_grad_norm: float | None = None
+    ema_decay: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -155,9 +160,10 @@ def budget_minutes(config, default: float | None) -> float | None:
 
 
 def make_plan(config, steps_per_epoch: int, budget: Budget, val_targets, train_targets,
-              n_classes: int, network_clip: float | None = None) -> Plan:
+              n_classes: int, network_clip: float | None = None, mode: str = "scratch") -> Plan:
     """Resolve ``config`` (a ``TrainConfig``) with the ``budget`` of the data's modality;
-    ``network_clip`` is the network's own gradient-norm clip (``clip_grad_norm="auto"``)."""
+    ``network_clip`` is the network's own gradient-norm clip (``clip_grad_norm="auto"``) and
+    ``mode`` the training mode (``ema="auto"``: :data:`FINETUNE_EMA_DECAY` when fine-tuning)."""
     if config.epochs == "auto":
         steps = config.steps or budget.steps
         epochs = min(max(math.ceil(steps / steps_per_epoch), config.min_epochs), config.max_epochs)
@@ -173,8 +179,12 @@ def make_plan(config, steps_per_epoch: int, budget: Budget, val_targets, train_t
     selection = "last" if config.monitor == "auto" and tiny else "best"
     weights, reason = class_weight_vector(config.class_weights, train_targets, n_classes)
     clip = network_clip if config.clip_grad_norm == "auto" else config.clip_grad_norm
+    ema = config.ema
+    if ema == "auto":
+        ema = FINETUNE_EMA_DECAY if mode == "finetune" else None
     return Plan(epochs, source, int(patience), min(config.min_epochs, epochs), max_minutes, monitor,
-                selection, tiny, weights, reason, None if clip is None else float(clip))
+                selection, tiny, weights, reason, None if clip is None else float(clip),
+                None if ema is None else float(ema))
 
 
 def fit_to_budget(plan: Plan, epoch_seconds: list[float], elapsed: float) -> int | None:

@@ -32,7 +32,7 @@ from ..config import TrainConfig
 from ..exceptions import ArtifactError
 from . import distributed
 from .callbacks import Callback, Checkpoint, EarlyStopping, ProgressBar, TimeBudget
-from .schedule import Budget, Plan, fit_to_budget, make_plan, resolve_batch_size
+from .schedule import EMA_WARMUP_POWER, Budget, Plan, fit_to_budget, make_plan, resolve_batch_size
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,10 @@ class Trainer:
         stopped_early_: Early stopping ended training before the planned epochs.
         replica_digests_: In a distributed run, each process's :func:`~sigclass.training.distributed.parameter_digest` at the
             end of training (all equal unless the gradients were not all-reduced).
+        ema_: The moving average of the weights (``timm.utils.ModelEmaV3``), or ``None``.
     """
+
+    ema_ = None  # set by _setup when the plan has an ema_decay
 
     def __init__(
         self,
@@ -131,7 +134,13 @@ class Trainer:
         self.steps_per_epoch = max(1, shard // self.batch_size_ + (shard % self.batch_size_ > 1))
         self.plan_: Plan = make_plan(cfg, self.steps_per_epoch, self.budget, np.asarray(val_set.targets),
                                      np.asarray(train_set.targets), self._n_classes(),
-                                     getattr(self.network, "clip_grad_norm", None))
+                                     getattr(self.network, "clip_grad_norm", None), self.mode)
+        self.ema_ = None  # the moving average of the weights: validated, and kept at the end
+        if self.plan_.ema_decay is not None:
+            from timm.utils import ModelEmaV3
+
+            self.ema_ = ModelEmaV3(self.network, decay=self.plan_.ema_decay, use_warmup=True,
+                                   warmup_power=EMA_WARMUP_POWER)
         total = self.steps_per_epoch * self.plan_.epochs_planned
         warmup = int(round(cfg.warmup_epochs * self.steps_per_epoch))
         self.scheduler_ = torch.optim.lr_scheduler.LambdaLR(self.optimizer_, WarmupCosine(warmup, total))
@@ -169,6 +178,11 @@ class Trainer:
     def is_main_process(self) -> bool:
         """Only the first process of a distributed run logs and writes files."""
         return distributed.is_main_process()
+
+    @property
+    def validated_network(self):
+        """The weights that are validated and kept: the moving average when there is one."""
+        return self.network if self.ema_ is None else self.ema_.module
 
     @property
     def epochs_since_best(self) -> int:
@@ -227,6 +241,8 @@ class Trainer:
         self.forward_module_ = self.network  # drop the DDP wrapper (and its hold on the group)
         if self.plan_.selection == "last" and not self.stopped_early_:
             self.best_epoch_ = len(self.history_)  # the end of the schedule: keep the final weights
+            if self.ema_ is not None:
+                self.network.load_state_dict(self.ema_.module.state_dict())
         elif self.best_state_ is not None:
             self.network.load_state_dict(self.best_state_)
         self.network.eval()
@@ -242,7 +258,9 @@ class Trainer:
                 f"{self.global_batch_size_}; early stopping on "
                 f"{plan.monitor} after {plan.patience} epochs without improvement, not before epoch "
                 f"{plan.min_epochs}; keeps {pick}; class weights: {plan.class_weights_reason}"
-                + (f"; gradient norm clipped at {plan.clip_grad_norm:g}" if plan.clip_grad_norm else ""))
+                + (f"; gradient norm clipped at {plan.clip_grad_norm:g}" if plan.clip_grad_norm else "")
+                + (f"; validates and keeps a moving average of the weights (decay up to "
+                   f"{plan.ema_decay:g})" if plan.ema_decay else ""))
 
     def summary(self) -> dict[str, Any]:
         """The plan and what happened, for the run summary (``run.json``); a distributed run adds
@@ -322,6 +340,8 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.plan_.clip_grad_norm)
         self.optimizer_.step()
         self.scheduler_.step()
+        if self.ema_ is not None:
+            self.ema_.update(self.network, step=self.scheduler_.last_epoch)
         return {"loss": loss.detach(), "y_pred": logits.detach()}
 
     def validation_step(self, inputs, target) -> dict[str, Any]:
@@ -332,7 +352,7 @@ class Trainer:
         with torch.inference_mode(), torch.autocast(
             self.device_.type, dtype=torch.bfloat16, enabled=self.device_.type == "cuda"
         ):
-            logits = self.network(inputs)
+            logits = self.validated_network(inputs)
             loss = self.criterion_(logits.float(), target)
         return {"loss": loss, "y_pred": logits}
 
@@ -410,7 +430,8 @@ class Trainer:
         if self.is_best:
             self.best_score_, self.best_tiebreak_ = score, tiebreak
             self.best_epoch_ = logs["epoch"]
-            self.best_state_ = {k: v.detach().cpu().clone() for k, v in self.network.state_dict().items()}
+            self.best_state_ = {k: v.detach().cpu().clone()
+                                for k, v in self.validated_network.state_dict().items()}
 
     def _call(self, hook: str, *args) -> None:
         for callback in self.callbacks_:
@@ -433,6 +454,7 @@ class Trainer:
             "best_tiebreak": self.best_tiebreak_,
             "best_state": self.best_state_,
             "loss_ema": self.loss_ema_,
+            "weights_ema": None if self.ema_ is None else self.ema_.module.state_dict(),
             "epochs_planned": self.plan_.epochs_planned,
             "min_epochs": self.plan_.min_epochs,
             "stopped_early": self.stopped_early_,
@@ -460,6 +482,8 @@ class Trainer:
         self.best_state_ = copy.deepcopy(state["best_state"])
         self.elapsed_before_resume = float(state.get("elapsed", 0.0))
         self.loss_ema_ = state.get("loss_ema")
+        if self.ema_ is not None:  # a checkpoint without one restarts the average from its weights
+            self.ema_.module.load_state_dict(state.get("weights_ema") or state["network"])
         self.plan_.epochs_planned = int(state.get("epochs_planned", self.plan_.epochs_planned))
         self.plan_.min_epochs = int(state.get("min_epochs", self.plan_.min_epochs))
         self.stopped_early_ = bool(state.get("stopped_early", False))
