@@ -11,8 +11,10 @@ trained on fridgeObjects once (or ``--model`` is served). For each backend (PyTo
 Runtime) and micro-batching on (``--max-batch-size 16 --max-wait-ms 2``) or off
 (``--max-batch-size 1``), a real ``sigclass serve`` process is started and single-photo
 ``POST /predict`` requests (multipart JPEG, fridgeObjects photos in turn) are sent at concurrency
-1, 8 and 32 from an asyncio client in this process, for at most ``--requests`` requests or
-``--seconds`` seconds per level after a warm-up. ``explain=true`` runs at concurrency 1 and 8.
+1, 8 and 32 from an asyncio client (httpx) in this process, for at most ``--requests`` requests or
+``--seconds`` seconds per level after a warm-up. The ONNX Runtime servers are also timed at
+concurrency 1 from a blocking ``http.client`` connection with the request bodies built once, a
+client that takes less of the shared CPU (``lean_client``). ``explain=true`` runs at concurrency 1 and 8.
 The client shares the CPU with the server, as a sidecar would; figures are end to end (HTTP,
 decoding, preprocessing, model, head, JSON). The soak run sends ``--soak`` requests at
 concurrency 8 and samples the server's resident memory once a second.
@@ -157,6 +159,38 @@ async def load(base: str, photos: list[bytes], concurrency: int, requests: int, 
     }
 
 
+def lean_client_level(server: Server, photos: list[bytes], requests: int, warmup: int = 50) -> dict:
+    """Concurrency 1 from a blocking ``http.client`` connection (keep-alive, the multipart bodies
+    built once): the service's latency with a client that takes little of the shared CPU."""
+    import http.client
+    import uuid
+
+    bodies = []
+    for photo in photos:
+        boundary = uuid.uuid4().hex
+        head = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="photo.jpg"'
+                f"\r\nContent-Type: image/jpeg\r\n\r\n").encode()
+        bodies.append((boundary, head + photo + f"\r\n--{boundary}--\r\n".encode()))
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+    latencies, errors = [], 0
+    try:
+        for index in range(warmup + requests):
+            boundary, body = bodies[index % len(bodies)]
+            start = time.perf_counter()
+            connection.request("POST", "/predict", body=body,
+                               headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+            response = connection.getresponse()
+            response.read()
+            errors += response.status != 200
+            if index >= warmup:
+                latencies.append(time.perf_counter() - start)
+    finally:
+        connection.close()
+    return {"concurrency": 1, "client": "http.client", "requests": len(latencies), "errors": errors,
+            "p50_ms": round(1e3 * statistics.median(latencies), 2),
+            "p99_ms": round(1e3 * percentile(latencies, 99), 2)}
+
+
 def run_level(server: Server, photos, concurrency: int, args, explain=False) -> dict:
     asyncio.run(load(server.base, photos, concurrency, 2 * concurrency + 5, 5.0, explain))  # warm-up
     before = httpx.get(server.base + "/metadata", timeout=10).json()["serving"]["batches"]
@@ -203,7 +237,7 @@ def main() -> None:
     photos = [p.read_bytes() for p in sorted(FRIDGE.rglob("*.jpg"))[::7]]
     levels = (1, 32) if args.quick else (1, 8, 32)
     quantization = quantize(model)
-    runs, explain_runs, soak_result, servers = [], [], None, {}
+    runs, explain_runs, lean_runs, soak_result, servers = [], [], [], None, {}
     for backend, precision in (("torch", "fp32"), ("onnx", "fp32"), ("onnx", "int8")):
         for batching, size in (("off", 1), ("on", 16)):
             server = Server(model, backend, size, precision=precision)
@@ -214,6 +248,11 @@ def main() -> None:
                               **run_level(server, photos, concurrency, args)}
                     print(json.dumps(result), flush=True)
                     runs.append(result)
+                if backend == "onnx":
+                    result = {"backend": backend, "precision": precision, "batching": batching,
+                              **lean_client_level(server, photos, args.requests)}
+                    print(json.dumps(result), flush=True)
+                    lean_runs.append(result)
                 if batching == "on" and precision == "fp32" and not args.quick:
                     for concurrency in (1, 8):
                         result = {"backend": backend, "precision": precision, "batching": batching,
@@ -226,7 +265,7 @@ def main() -> None:
                     print(json.dumps({k: v for k, v in soak_result.items() if k != "rss_samples"}))
             finally:
                 server.stop()
-    write_results(runs, explain_runs, soak_result, servers, quantization, args)
+    write_results(runs, explain_runs, lean_runs, soak_result, servers, quantization, args)
 
 
 def quantize(model: Path) -> dict:
@@ -245,7 +284,7 @@ def _find(runs, backend, batching, concurrency, precision="fp32") -> dict | None
                 None)
 
 
-def write_results(runs, explain_runs, soak_result, servers, quantization, args) -> None:
+def write_results(runs, explain_runs, lean_runs, soak_result, servers, quantization, args) -> None:
     import onnxruntime
     import torch
 
@@ -255,6 +294,9 @@ def write_results(runs, explain_runs, soak_result, servers, quantization, args) 
         goals[f"p50_ms_concurrency_1_onnx_{precision}"] = c1.get("p50_ms")
     goals["p50_goal_met"] = any((goals[f"p50_ms_concurrency_1_onnx_{p}"] or 1e9) <= 10
                                 for p in ("fp32", "int8"))
+    for precision in ("fp32", "int8"):
+        lean = next((r for r in lean_runs if (r["precision"], r["batching"]) == (precision, "on")), {})
+        goals[f"p50_ms_concurrency_1_onnx_{precision}_lean_client"] = lean.get("p50_ms")
     for backend, precision in (("torch", "fp32"), ("onnx", "fp32"), ("onnx", "int8")):
         on = _find(runs, backend, "on", 32, precision)
         off = _find(runs, backend, "off", 32, precision)
@@ -274,6 +316,7 @@ def write_results(runs, explain_runs, soak_result, servers, quantization, args) 
                      "max_batch_size_on": 16, "max_wait_ms": 2.0},
         "servers": servers, "quantization": quantization, "goals": goals, "runs": runs,
         "explain": explain_runs,
+        "lean_client": lean_runs,
         "soak": soak_result,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
