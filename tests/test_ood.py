@@ -189,3 +189,21 @@ def test_serving_a_model_without_ood_data_with_reject_unknown_fails_at_start(sig
     _edit(folder, lambda d: (d.pop("ood"), d["files"].pop("ood.safetensors")))
     assert main(["serve", str(folder), "--reject-unknown", "--port", "0"]) == 2
     assert "Retrain it" in capsys.readouterr().err
+
+
+def test_knn_scores_are_exact_and_the_same_alone_and_in_a_batch():
+    """Close neighbours (distance about 0.01) lose most digits in the dot-product form; the
+    rechecked distances match float64 ones and do not depend on the batch a query is in."""
+    from sigclass.evaluation.ood import normalize, scores
+
+    rng = np.random.default_rng(0)
+    bank = normalize(1.0 + 0.01 * rng.normal(size=(300, 96)))
+    queries = normalize(bank[:30] + 2e-3 * rng.normal(size=(30, 96)))
+    batch = scores({"bank": bank}, "knn", 5, queries)
+    alone = np.array([scores({"bank": bank}, "knn", 5, queries[i:i + 1])[0] for i in range(30)])
+    scored = normalize(queries).astype(np.float64)  # what scores() compares
+    exact = np.sort(np.linalg.norm(scored[:, None, :] - bank[None].astype(np.float64), axis=2),
+                    axis=1)[:, 4]
+    assert np.array_equal(batch, alone)
+    np.testing.assert_allclose(batch, exact, rtol=1e-12)
+    assert exact.max() < 0.05  # close neighbours: where float32 dot products keep few digits

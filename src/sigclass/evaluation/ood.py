@@ -46,6 +46,8 @@ SHRINKAGE = 0.1
 MAX_RANK = 512
 MAX_REFERENCE = 10_000  # reference items kept (a seeded sample of larger training parts)
 _CHUNK = 1024
+KNN_RECHECK = 16  # candidate neighbours beyond k whose distances are recomputed exactly
+_EXACT_CHUNK = 64  # queries per float64 recomputation (64 x (k + 16) x features)
 
 
 def normalize(features: np.ndarray) -> np.ndarray:
@@ -86,15 +88,31 @@ def scores(reference: dict[str, np.ndarray], method: str, k: int | None,
 
 
 def _knn(bank: np.ndarray, queries: np.ndarray, k: int, exclude_self: bool = False) -> np.ndarray:
+    """The distance of each query to its ``k``-th nearest row of ``bank`` (unit rows).
+
+    Candidates come from float32 dot products (``|a - b|^2 = 2 - 2 a.b``); the distances of the
+    nearest :data:`KNN_RECHECK` more than ``k`` are then computed again from the differences in
+    float64. The dot-product form loses most of its digits for close neighbours (a distance of
+    0.02 keeps about three), and its rounding depends on how many queries share a matrix product,
+    so the same input would score differently alone and in a batch.
+    """
     k = min(k, len(bank) - (1 if exclude_self else 0))
+    candidates = min(len(bank), k + KNN_RECHECK)
     found = np.empty(len(queries), dtype=np.float64)
     for begin in range(0, len(queries), _CHUNK):
         block = queries[begin:begin + _CHUNK]
-        # unit vectors: |a - b|^2 = 2 - 2 a.b
-        squared = np.maximum(2.0 - 2.0 * (block @ bank.T).astype(np.float64), 0.0)
+        squared = 2.0 - 2.0 * (block @ bank.T)
+        rows = np.arange(len(block))
         if exclude_self:
-            squared[np.arange(len(block)), np.arange(begin, begin + len(block))] = np.inf
-        found[begin:begin + len(block)] = np.partition(squared, k - 1, axis=1)[:, k - 1]
+            squared[rows, begin + rows] = np.inf
+        nearest = np.argpartition(squared, candidates - 1, axis=1)[:, :candidates]
+        for start in range(0, len(block), _EXACT_CHUNK):
+            part = slice(start, start + _EXACT_CHUNK)
+            neighbours = bank[nearest[part]].astype(np.float64)
+            exact = ((block[part, None, :].astype(np.float64) - neighbours) ** 2).sum(axis=2)
+            if exclude_self:
+                exact[nearest[part] == (begin + rows[part])[:, None]] = np.inf
+            found[begin + start:begin + start + len(exact)] = np.partition(exact, k - 1, axis=1)[:, k - 1]
     return np.sqrt(found)
 
 
