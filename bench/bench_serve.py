@@ -159,10 +159,8 @@ async def load(base: str, photos: list[bytes], concurrency: int, requests: int, 
     }
 
 
-def lean_client_level(server: Server, photos: list[bytes], requests: int, warmup: int = 50) -> dict:
-    """Concurrency 1 from a blocking ``http.client`` connection (keep-alive, the multipart bodies
-    built once): the service's latency with a client that takes little of the shared CPU."""
-    import http.client
+def multipart_bodies(photos: list[bytes]) -> list[tuple[str, bytes]]:
+    """``(boundary, body)`` of a one-file multipart request per photo, built once for every server."""
     import uuid
 
     bodies = []
@@ -171,6 +169,16 @@ def lean_client_level(server: Server, photos: list[bytes], requests: int, warmup
         head = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="photo.jpg"'
                 f"\r\nContent-Type: image/jpeg\r\n\r\n").encode()
         bodies.append((boundary, head + photo + f"\r\n--{boundary}--\r\n".encode()))
+    return bodies
+
+
+def lean_client_level(server: Server, bodies: list[tuple[str, bytes]], requests: int,
+                      warmup: int = 50) -> dict:
+    """Concurrency 1 from a blocking ``http.client`` connection (keep-alive, the multipart
+    ``bodies`` built beforehand): the service's latency with a client that takes little of the
+    shared CPU."""
+    import http.client
+
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
     latencies, errors = [], 0
     try:
@@ -235,6 +243,7 @@ def main() -> None:
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
     model = args.model or train_model(work)
     photos = [p.read_bytes() for p in sorted(FRIDGE.rglob("*.jpg"))[::7]]
+    bodies = multipart_bodies(photos)
     levels = (1, 32) if args.quick else (1, 8, 32)
     quantization = quantize(model)
     runs, explain_runs, lean_runs, soak_result, servers = [], [], [], None, {}
@@ -250,7 +259,7 @@ def main() -> None:
                     runs.append(result)
                 if backend == "onnx":
                     result = {"backend": backend, "precision": precision, "batching": batching,
-                              **lean_client_level(server, photos, args.requests)}
+                              **lean_client_level(server, bodies, args.requests)}
                     print(json.dumps(result), flush=True)
                     lean_runs.append(result)
                 if batching == "on" and precision == "fp32" and not args.quick:
