@@ -56,3 +56,44 @@ def test_a_batch_waits_for_a_request_being_preprocessed():
     np.testing.assert_array_equal(first, 2 * np.ones((1, 3)))
     np.testing.assert_array_equal(late, np.full((2, 3), 10))
     assert (stats.batches, stats.largest) == (1, 3), "the announced request did not join the batch"
+
+
+def test_a_request_runs_alone_only_when_nothing_else_is_running_queued_or_coming():
+    """``alone`` hands a lone request's whole work to the model thread in one call: allowed
+    only while the batcher is idle, and counted as a batch of one row; a refused input counts
+    no batch, and a request on its way or a running batch makes the batcher busy."""
+    import threading
+
+    async def scenario():
+        batcher = await _started(max_wait_ms=1)
+        try:
+            seen = {"idle_at_start": batcher.idle}
+            thread = await batcher.alone(lambda: threading.current_thread().name)
+            seen["thread"] = thread
+            with batcher.expecting():
+                seen["idle_while_coming"] = batcher.idle
+            release = threading.Event()
+            running = asyncio.ensure_future(batcher.alone(release.wait, 5))
+            await asyncio.sleep(0.05)
+            seen["idle_while_running"] = batcher.idle
+            release.set()
+            await running
+            seen["idle_after"] = batcher.idle
+
+            def refused():
+                raise ValueError("a bad input")
+
+            try:
+                await batcher.alone(refused)
+            except ValueError as exc:
+                seen["error"] = str(exc)
+            return seen, batcher.stats
+        finally:
+            await batcher.stop()
+
+    seen, stats = asyncio.run(scenario())
+    assert seen["idle_at_start"] and seen["idle_after"]
+    assert not seen["idle_while_coming"] and not seen["idle_while_running"]
+    assert seen["thread"].startswith("sigclass-model")
+    assert seen["error"] == "a bad input"
+    assert (stats.batches, stats.rows) == (2, 2)

@@ -324,6 +324,21 @@ def prepare_one(served: ServedModel, upload: Upload, keep: bool) -> tuple[np.nda
     return row, kept, pixels
 
 
+def prepare_and_run(served: ServedModel, upload: Upload) -> tuple[np.ndarray, np.ndarray]:
+    """One input decoded, preprocessed and scored in one call of the model thread (a lone
+    request, :meth:`MicroBatcher.alone`): its row and the model's outputs."""
+    row, _, pixels = prepare_one(served, upload, keep=False)
+    if pixels > served.settings.max_batch_pixels:
+        raise ServiceError(413, "too_many_pixels", too_many_pixels(served.settings, upload.name))
+    return row, served.run_batch(row)
+
+
+def too_many_pixels(settings, name: str) -> str:
+    return (f"The images of this request hold more than {settings.max_batch_pixels:,} pixels "
+            f"together (reached at '{name}'); split the request or downscale the images (or "
+            "raise --max-batch-pixels).")
+
+
 #: Inputs over this many pixels return their memory to the system once preprocessed.
 LARGE_INPUT_PIXELS = 2_000_000
 
@@ -344,10 +359,7 @@ async def prepare(request: Request, served: ServedModel, uploads: list[Upload],
                 continue
         pixels += size
         if pixels > settings.max_batch_pixels:
-            raise ServiceError(413, "too_many_pixels", f"The images of this request hold more than "
-                               f"{settings.max_batch_pixels:,} pixels together (reached at "
-                               f"'{upload.name}'); split the request or downscale the images (or "
-                               "raise --max-batch-pixels).")
+            raise ServiceError(413, "too_many_pixels", too_many_pixels(settings, upload.name))
         rows.append(row)
         items.append(item)
     if problems:
@@ -362,9 +374,14 @@ async def score(request: Request, served: ServedModel, uploads: list[Upload], ex
         raise ServiceError(422, "unknown_class", f"The 'target' class {target!r} is not one of the "
                            f"model's classes {served.classes}.")
     batcher = request.app.state.batcher
-    with batcher.expecting():
-        batch, items = await prepare(request, served, uploads, explain)
-    probabilities = await batcher.submit(batch)
+    if len(uploads) == 1 and not explain and batcher.idle:
+        async with request.app.state.decodes:
+            batch, probabilities = await batcher.alone(prepare_and_run, served, uploads[0])
+        items = [None]
+    else:
+        with batcher.expecting():
+            batch, items = await prepare(request, served, uploads, explain)
+        probabilities = await batcher.submit(batch)
     ood = None
     if getattr(served.predictor, "ood", None) is not None:  # run_batch's last column
         probabilities, ood = probabilities[:, :-1], probabilities[:, -1]

@@ -6,7 +6,9 @@ model thread, off the event loop. While the model runs, new requests queue up an
 batch, so under load batches fill without any waiting. The wait is only for requests known to be
 coming (being read and preprocessed, see :meth:`MicroBatcher.expecting`): a lone request runs at
 once, as with batching off. ``max_batch_size=1`` turns batching off: requests then run one at a
-time.
+time. A request that finds the batcher idle (nothing running, queued or on its way) may instead
+hand its whole work, decoding included, to the model thread in one call (:meth:`MicroBatcher.alone`):
+one thread hop fewer, where nothing could have joined its batch anyway.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class MicroBatcher:
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
         self._carry: tuple | None = None
+        self._busy = 0  # batches and lone calls in the model thread or waiting for it
         self.coming = 0  # requests being read and preprocessed, which will submit rows
 
     @contextlib.contextmanager
@@ -71,6 +74,24 @@ class MicroBatcher:
             yield
         finally:
             self.coming -= 1
+
+    @property
+    def idle(self) -> bool:
+        """Nothing in the model thread, queued or on its way: a request now would run alone."""
+        return (self._busy == 0 and self.coming == 0 and self._carry is None
+                and (self._queue is None or self._queue.empty()))
+
+    async def alone(self, fn: Callable, *args):
+        """``fn(*args)`` in the model thread, counted as a batch of one row: a lone request's
+        decoding, preprocessing and pass through the model in one call (see :attr:`idle`)."""
+        self._busy += 1
+        start = time.perf_counter()
+        try:
+            result = await self.call(fn, *args)
+        finally:
+            self._busy -= 1
+        self._record(1, time.perf_counter() - start)  # a refused input ran no batch
+        return result
 
     @property
     def running(self) -> bool:
@@ -137,6 +158,7 @@ class MicroBatcher:
                 continue
             stacked = np.concatenate([rows for rows, _ in live]) if len(live) > 1 else live[0][0]
             start = time.perf_counter()
+            self._busy += 1
             try:
                 outputs = await loop.run_in_executor(self.executor, self.run_batch, stacked)
             except Exception as exc:  # noqa: BLE001 - the error belongs to the requests
@@ -145,6 +167,7 @@ class MicroBatcher:
                         future.set_exception(exc)
                 continue
             finally:
+                self._busy -= 1
                 self._record(len(stacked), time.perf_counter() - start)
             begin = 0
             for rows, future in live:

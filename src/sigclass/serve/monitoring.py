@@ -173,9 +173,9 @@ class Monitor:
     def observe_predictions(self, batch: np.ndarray, proba: np.ndarray) -> None:
         """Count the predicted classes of ``proba`` and add ``batch`` (the preprocessed inputs)
         and ``proba`` to the drift window."""
-        best = np.argmax(proba, axis=1)
-        for index, count in zip(*np.unique(best, return_counts=True), strict=True):
-            self.predictions.labels(self.classes[index]).inc(int(count))
+        counts = np.bincount(np.argmax(proba, axis=1), minlength=len(self.classes))
+        for index in np.flatnonzero(counts):
+            self.predictions.labels(self.classes[index]).inc(int(counts[index]))
         scores = {"confidence": confidence(proba)}
         if "input_rms" in self.drift:
             scores["input_rms"] = input_rms(batch)
