@@ -210,3 +210,36 @@ def test_the_centre_crop_resizes_only_the_kept_region_as_torchvision_would(size,
     assert ours.size == reference.size == (224, 224)
     difference = np.abs(np.asarray(ours, int) - np.asarray(reference, int))
     assert difference.max() <= 1 and (difference > 0).mean() < 0.001
+
+
+@pytest.mark.parametrize("resize, far_resize", [("center_crop", "squash"), ("squash", None),
+                                                 ("letterbox", None)])
+def test_grey_images_give_the_input_of_their_rgb_conversion_to_the_bit(tmp_path, resize, far_resize):
+    """A grey image for a colour network stays one plane through the resize (half the time) and
+    is spread over the channels when normalized: the training side and the lean runtime give
+    exactly the input of the image converted to RGB first, near-square and far from square.
+    Letterbox pads with the mean colour, whose channels differ: grey images are converted first."""
+    from PIL import Image
+
+    from sigclass.data.image_preprocess import ImagePreprocessor
+    from sigclass.modalities.image_lean import ImageInputs
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for k, size in enumerate([(150, 113), (300, 300), (320, 100)]):
+        grey = Image.fromarray(rng.integers(0, 256, (size[1], size[0]), dtype=np.uint8), mode="L")
+        paths.append(tmp_path / f"grey{k}.png")
+        grey.save(paths[-1])
+    config = {"input_size": [3, 64, 64], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+              "interpolation": "bicubic", "crop_pct": 0.875, "tta": "none", "resize": resize,
+              "far_resize": far_resize, "far_aspect": 1.5}
+    for kind in (ImagePreprocessor, ImageInputs):
+        preprocess = kind(config)
+        assert preprocess.keep_gray is (resize != "letterbox")
+        from_grey = np.asarray(preprocess([str(p) for p in paths]))
+        from_rgb = np.asarray(preprocess([Image.open(p).convert("RGB") for p in paths]))
+        assert from_grey.shape == (3, 3, 64, 64)
+        np.testing.assert_array_equal(from_grey, from_rgb)
+        assert not np.array_equal(from_grey[:, 0], from_grey[:, 1])  # each channel its own mean and std
+    assert load_image(str(paths[0]), 3, keep_gray=True).mode == "L"
+    assert load_image(str(paths[0]), 3).mode == "RGB"

@@ -161,7 +161,9 @@ def normalized_array(image, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     definition of this step, for the training side and the lean serving runtime alike."""
     array = np.asarray(image, dtype=np.uint8)
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-    out = np.empty(array.shape, dtype=np.float32)
+    # a grey image (one plane) for a colour network broadcasts over the channels: the values of
+    # its RGB conversion, which repeats the grey level in each
+    out = np.empty((max(len(mean), array.shape[0]), *array.shape[1:]), dtype=np.float32)
     np.multiply(array, (1.0 / (255.0 * std)).astype(np.float32), out=out)
     out -= (mean / std).astype(np.float32)
     return out
@@ -204,12 +206,15 @@ def _resize_steps(mode: str, data_config: dict[str, Any], size: tuple[int, int],
     return steps + [v2.Resize(size, interpolation=interpolation, antialias=True)]
 
 
-def load_image(source: ImageLike, channels: int = 3):
+def load_image(source: ImageLike, channels: int = 3, keep_gray: bool = False):
     """Decode any supported image into a PIL image with ``channels`` (1: ``L``, 3: ``RGB``).
 
     Accepts a path, raw bytes, a PIL image or a NumPy array (``(H, W)``, ``(H, W, 1|3|4)``; uint8,
     uint16 or float in [0, 1]). 16-bit images are scaled to 8 bits, transparency is composited on
-    white, palette and CMYK images are converted and EXIF orientation is applied.
+    white, palette and CMYK images are converted and EXIF orientation is applied. With
+    ``keep_gray``, a grey image stays ``L`` for ``channels=3``: resized as one plane and spread
+    over the channels at the end (:func:`normalized_array`), it gives the input of its RGB
+    conversion to the bit, in half the resizing time.
     """
     from PIL import Image, ImageOps
 
@@ -234,7 +239,7 @@ def load_image(source: ImageLike, channels: int = 3):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
-    mode = "L" if channels == 1 else "RGB"
+    mode = "L" if channels == 1 or (keep_gray and image.mode == "L") else "RGB"
     if channels not in (1, 3):
         raise DataError(Problem("input", f"images can be read with 1 or 3 channels, not {channels}"))
     # convert() copies even when the mode is right: a 40-megapixel upload would be held twice
@@ -290,6 +295,9 @@ class ImageDecoder:
     def __init__(self, data_config: dict[str, Any]):
         self.data_config = data_config
         self.channels = int(data_config["input_size"][0])
+        # Grey images stay one plane through the resize, except where a letterbox pads them
+        # with the mean colour, whose channels differ.
+        self.keep_gray = "letterbox" not in (data_config.get("resize"), data_config.get("far_resize"))
 
     @property
     def item_shape(self) -> tuple[int, ...]:
@@ -311,7 +319,7 @@ class ImageDecoder:
                 problems += item.problems
                 continue
             try:
-                images.append(load_image(item, self.channels))
+                images.append(load_image(item, self.channels, self.keep_gray))
             except DataError as exc:
                 problems += exc.problems
             except Exception as exc:  # noqa: BLE001 - any decoding failure names the input
