@@ -306,6 +306,8 @@ def write_results(runs, explain_runs, lean_runs, soak_result, servers, quantizat
     for precision in ("fp32", "int8"):
         lean = next((r for r in lean_runs if (r["precision"], r["batching"]) == (precision, "on")), {})
         goals[f"p50_ms_concurrency_1_onnx_{precision}_lean_client"] = lean.get("p50_ms")
+    goals["p50_goal_met_lean_client"] = any(
+        (goals[f"p50_ms_concurrency_1_onnx_{p}_lean_client"] or 1e9) <= 10 for p in ("fp32", "int8"))
     for backend, precision in (("torch", "fp32"), ("onnx", "fp32"), ("onnx", "int8")):
         on = _find(runs, backend, "on", 32, precision)
         off = _find(runs, backend, "off", 32, precision)
