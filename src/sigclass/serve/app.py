@@ -34,7 +34,7 @@ from ..exceptions import DataError, Problem
 from .batching import Busy, MicroBatcher, Worker
 from .detection import check_options, detect_uploads, task_of
 from .errors import ServiceError, install_error_handlers
-from .guards import ConcurrencyGuard, RequestGuard, release_memory
+from .guards import ConcurrencyGuard, RequestGuard, check_pixels, release_memory
 from .inputs import Upload, media_type, parse_json
 from .monitoring import CONTENT_TYPE_LATEST, MetricsMiddleware, Monitor
 from .schemas import (
@@ -328,15 +328,8 @@ def prepare_and_run(served: ServedModel, upload: Upload) -> tuple[np.ndarray, np
     """One input decoded, preprocessed and scored in one call of the model thread (a lone
     request, :meth:`MicroBatcher.alone`): its row and the model's outputs."""
     row, _, pixels = prepare_one(served, upload, keep=False)
-    if pixels > served.settings.max_batch_pixels:
-        raise ServiceError(413, "too_many_pixels", too_many_pixels(served.settings, upload.name))
+    check_pixels(served.settings, pixels, upload.name)
     return row, served.run_batch(row)
-
-
-def too_many_pixels(settings, name: str) -> str:
-    return (f"The images of this request hold more than {settings.max_batch_pixels:,} pixels "
-            f"together (reached at '{name}'); split the request or downscale the images (or "
-            "raise --max-batch-pixels).")
 
 
 #: Inputs over this many pixels return their memory to the system once preprocessed.
@@ -349,7 +342,6 @@ async def prepare(request: Request, served: ServedModel, uploads: list[Upload],
     one error. Inputs are decoded one at a time, at most ``max_concurrent_decodes`` across all
     requests, and a request's images may hold ``max_batch_pixels`` together."""
     rows, items, problems, pixels = [], [], [], 0
-    settings = served.settings
     for upload in uploads:
         async with request.app.state.decodes:
             try:
@@ -358,8 +350,7 @@ async def prepare(request: Request, served: ServedModel, uploads: list[Upload],
                 problems += exc.problems
                 continue
         pixels += size
-        if pixels > settings.max_batch_pixels:
-            raise ServiceError(413, "too_many_pixels", too_many_pixels(settings, upload.name))
+        check_pixels(served.settings, pixels, upload.name)
         rows.append(row)
         items.append(item)
     if problems:

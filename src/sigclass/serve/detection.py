@@ -19,7 +19,7 @@ from .._utils import resolve_device
 from ..exceptions import ConfigError, DataError
 from ..runtime.serving import HoldsPredictor
 from .errors import ServiceError
-from .guards import release_memory
+from .guards import check_pixels, release_memory
 
 __all__ = ["DEFAULT_MAX_DETECTIONS", "DEFAULT_SCORE_THRESHOLD", "DetectionServedModel",
            "check_options", "detect_uploads",
@@ -165,11 +165,7 @@ async def detect_uploads(request, served: DetectionServedModel, uploads: list,
                 problems += exc.problems
                 continue
         pixels += size
-        if pixels > served.settings.max_batch_pixels:
-            raise ServiceError(413, "too_many_pixels", f"The images of this request hold more than "
-                               f"{served.settings.max_batch_pixels:,} pixels together (reached at "
-                               f"'{upload.name}'); split the request or downscale the images (or "
-                               "raise --max-batch-pixels).")
+        check_pixels(served.settings, pixels, upload.name)
         images.append(tensor)
     if problems:
         raise DataError(problems)

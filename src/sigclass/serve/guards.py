@@ -5,6 +5,7 @@
 - :class:`ConcurrencyGuard` (ASGI middleware): a request arriving while ``limit`` others are in
   flight gets a JSON 503 with ``Retry-After`` (uvicorn's own limit answers in plain text).
 - :mod:`sigclass.serve.protocol`: the request head's deadline and size limit.
+- :func:`check_pixels`: a request's images together over ``max_batch_pixels`` get 413.
 - :func:`release_memory`: hands freed heap pages back to the system after a large input (glibc
   keeps them otherwise, and the process stays gigabytes above its baseline after a burst).
 """
@@ -101,6 +102,15 @@ class ConcurrencyGuard:
             await self.app(scope, receive, send)
         finally:
             self.in_flight -= 1
+
+
+def check_pixels(settings, pixels: int, name: str) -> None:
+    """413 when a request's images hold more than ``max_batch_pixels`` together (``pixels``,
+    reached at the input ``name``)."""
+    if pixels > settings.max_batch_pixels:
+        raise ServiceError(413, "too_many_pixels", f"The images of this request hold more than "
+                           f"{settings.max_batch_pixels:,} pixels together (reached at '{name}'); "
+                           "split the request or downscale the images (or raise --max-batch-pixels).")
 
 
 _libc = None
